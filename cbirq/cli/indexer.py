@@ -1,0 +1,187 @@
+"""Client side of `cbirq index`: decide what needs extracting, send it in chunks, summarise.
+
+Only the chunks in flight have their image bytes in the store, so Redis memory stays bounded
+however large the folder is.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cbirq.celery_app import EXTRACT_TASK
+from cbirq.cli.dispatch import Dispatcher, Pending
+from cbirq.cli.library import content_hash, walk_images
+from cbirq.errors import BackboneError, CbirqError, IndexMismatch, Unavailable, UnknownIndex
+from cbirq.store import Store
+
+# Errors that would hit every chunk alike: stop instead of failing each chunk in turn.
+FATAL = (BackboneError, IndexMismatch, Unavailable)
+
+
+@dataclass
+class IndexJob:
+    root: Path
+    index: str
+    model: str
+    weights: str
+    chunk: int = 64
+    inflight: int = 4
+    shared_fs: bool = False
+    prune: bool = False
+    blob_ttl: int = 4 * 3600
+
+
+@dataclass
+class Summary:
+    index: str
+    model: str
+    weights: str
+    total: int = 0
+    indexed: int = 0
+    reused: int = 0
+    skipped: int = 0
+    pruned: int = 0
+    failed: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Plan:
+    extract: list[dict] = field(default_factory=list)  # {path, hash} to send to workers
+    reuse: list[tuple[str, str]] = field(default_factory=list)  # features already stored
+
+
+def existing_entries(store: Store, job: IndexJob) -> tuple[dict[str, str], bool]:
+    """The index's path -> hash map, refusing an index built with another model."""
+    try:
+        info = store.info(job.index)
+    except UnknownIndex:
+        return {}, False
+    info.check_model(job.model, job.weights)
+    return store.entries(job.index), True
+
+
+def plan(store: Store, job: IndexJob, summary: Summary, entries: dict[str, str], exists: bool):
+    files = [os.path.abspath(p) for p in walk_images(job.root)]
+    summary.total = len(files)
+    hashes: dict[str, str] = {}
+    for path in files:
+        try:
+            hashes[path] = content_hash(Path(path).read_bytes())
+        except OSError as exc:
+            summary.failed.append({"path": path, "error": f"cannot read: {exc.strerror or exc}"})
+    changed = {p: h for p, h in hashes.items() if entries.get(p) != h}
+    summary.skipped = len(hashes) - len(changed)
+    known = store.known_hashes(job.index, changed.values()) if exists else set()
+    result = Plan()
+    for path, digest in changed.items():
+        if digest in known:
+            result.reuse.append((path, digest))
+        else:
+            result.extract.append({"path": path, "hash": digest})
+    return result, set(files)
+
+
+def prune(store: Store, job: IndexJob, entries: dict[str, str], found: set[str]) -> int:
+    """Drop entries under the indexed folder whose files are gone."""
+    root = os.path.join(os.path.abspath(job.root), "")
+    gone = [p for p in entries if p.startswith(root) and p not in found]
+    return store.remove(job.index, gone)
+
+
+class ChunkSender:
+    """Sends chunks with at most `inflight` outstanding, uploading image bytes when needed."""
+
+    def __init__(
+        self,
+        store: Store,
+        dispatcher: Dispatcher,
+        job: IndexJob,
+        summary: Summary,
+        progress: Callable[[int], None],
+    ) -> None:
+        self.store, self.dispatcher, self.job, self.summary = store, dispatcher, job, summary
+        self.progress = progress
+        self.ship_bytes = not (dispatcher.embedded or job.shared_fs)
+        self.run_id = uuid.uuid4().hex[:12]
+        self.pending: deque[tuple[list[dict], Pending]] = deque()
+
+    def send_all(self, items: list[dict]) -> None:
+        for number, start in enumerate(range(0, len(items), self.job.chunk)):
+            while len(self.pending) >= self.job.inflight:
+                self._finish_oldest()
+            self._send(number, items[start : start + self.job.chunk])
+        while self.pending:
+            self._finish_oldest()
+
+    def _send(self, number: int, chunk: list[dict]) -> None:
+        if self.ship_bytes:
+            chunk = self._upload(number, chunk)
+        pending = self.dispatcher.submit(
+            EXTRACT_TASK,
+            index=self.job.index,
+            model=self.job.model,
+            weights=self.job.weights,
+            items=chunk,
+        )
+        self.pending.append((chunk, pending))
+
+    def _upload(self, number: int, chunk: list[dict]) -> list[dict]:
+        blobs, shipped = {}, []
+        for item in chunk:
+            try:
+                data = Path(item["path"]).read_bytes()
+            except OSError as exc:
+                self.summary.failed.append({"path": item["path"], "error": f"cannot read: {exc}"})
+                continue
+            key = f"{self.run_id}:{number}:{item['hash']}"
+            blobs[key] = data
+            shipped.append({**item, "blob": key})
+        self.store.put_blobs(blobs, self.job.blob_ttl)
+        return shipped
+
+    def _finish_oldest(self) -> None:
+        chunk, pending = self.pending.popleft()
+        try:
+            result = pending.get()
+        except FATAL:
+            raise
+        except Exception as exc:  # one bad chunk must not lose the others
+            reason = str(exc) if isinstance(exc, CbirqError) else f"{type(exc).__name__}: {exc}"
+            result = {"indexed": 0, "failed": [{"path": i["path"], "error": reason} for i in chunk]}
+        finally:
+            if self.ship_bytes:
+                self.store.delete_blobs(item["blob"] for item in chunk)
+        self.summary.indexed += result["indexed"]
+        self.summary.failed.extend(result["failed"])
+        self.progress(len(chunk))
+
+
+def run_index(
+    store: Store,
+    dispatcher: Dispatcher,
+    job: IndexJob,
+    progress_factory: Callable[[int], Callable[[int], None]],
+) -> Summary:
+    if not job.root.is_dir():
+        raise CbirqError(f"{job.root} is not a folder")
+    summary = Summary(job.index, job.model, job.weights)
+    entries, exists = existing_entries(store, job)
+    work, found = plan(store, job, summary, entries, exists)
+    if work.reuse:
+        store.add(job.index, work.reuse, {})
+        summary.reused = len(work.reuse)
+        summary.indexed += summary.reused
+    ChunkSender(store, dispatcher, job, summary, progress_factory(len(work.extract))).send_all(
+        work.extract
+    )
+    if job.prune:
+        summary.pruned = prune(store, job, entries, found)
+    return summary

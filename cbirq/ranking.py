@@ -1,0 +1,116 @@
+"""Similarity and top-k over an index, with the index matrix cached between queries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cbirq.backbones import Backbone
+from cbirq.errors import CbirqError
+from cbirq.images import load_array
+from cbirq.store import Cursor, Entry, Store
+
+METRICS = ("cosine", "euclidean")
+
+
+def top_k(matrix: np.ndarray, query: np.ndarray, k: int, metric: str) -> list[tuple[int, float]]:
+    """Rows of `matrix` closest to `query` (all unit vectors), best first.
+
+    For unit vectors |a - b|^2 = 2 - 2 cos(a, b): both metrics give the same order, and the
+    Euclidean distance comes from the same dot products.
+    """
+    if metric not in METRICS:
+        raise CbirqError(f"unknown metric '{metric}': use one of {', '.join(METRICS)}")
+    sims = matrix @ query
+    k = min(k, len(sims))
+    if k <= 0:
+        return []
+    best = np.argpartition(-sims, k - 1)[:k]
+    best = best[np.argsort(-sims[best], kind="stable")]
+    if metric == "cosine":
+        return [(int(i), float(sims[i])) for i in best]
+    dists = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * sims[best]))
+    return [(int(i), float(d)) for i, d in zip(best, dists)]
+
+
+@dataclass
+class IndexMatrix:
+    """One index's vectors in memory: rows addressed by path, grown in place."""
+
+    paths: list[str] = field(default_factory=list)
+    row_of: dict[str, int] = field(default_factory=dict)
+    data: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    cursor: Cursor | None = None
+
+    @property
+    def matrix(self) -> np.ndarray:
+        return self.data[: len(self.paths)]
+
+    def apply(self, store: Store, name: str, entries: list[Entry]) -> None:
+        if not entries:
+            return
+        vectors = store.features(name, [h for _, h in entries])
+        for (path, _), raw in zip(entries, vectors):
+            if raw is None:
+                continue  # features written after this read; the next refresh brings them
+            vector = np.frombuffer(raw, dtype="<f4")
+            row = self.row_of.get(path)
+            if row is None:
+                row = self._append_row(path, vector.shape[0])
+            self.data[row] = vector
+
+    def _append_row(self, path: str, dim: int) -> int:
+        if self.data.shape[1] != dim:
+            self.data = np.zeros((0, dim), np.float32)
+        if len(self.paths) == len(self.data):
+            grown = np.zeros((max(1024, 2 * len(self.data)), dim), np.float32)
+            grown[: len(self.data)] = self.data
+            self.data = grown
+        self.row_of[path] = len(self.paths)
+        self.paths.append(path)
+        return len(self.paths) - 1
+
+
+class IndexCache:
+    """Index matrices kept between queries; a refresh reads only the entries added since."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[tuple[int, str], IndexMatrix] = {}
+
+    def get(self, store: Store, name: str) -> IndexMatrix:
+        key = (id(store), name)
+        cached = self._by_key.get(key)
+        cursor, changed = store.changes(name, cached.cursor if cached else None)
+        if cached is None or changed is None:
+            cached = IndexMatrix()
+            cached.apply(store, name, sorted(store.entries(name).items()))
+        else:
+            cached.apply(store, name, changed)
+        cached.cursor = cursor
+        self._by_key[key] = cached
+        return cached
+
+
+def search(
+    store: Store,
+    cache: IndexCache,
+    backbone: Backbone,
+    name: str,
+    source: bytes | str | Path,
+    top: int,
+    metric: str,
+) -> list[dict]:
+    """The `top` library images closest to the query image, as {rank, path, score}."""
+    info = store.info(name)
+    info.check_model(backbone.name, backbone.weights)
+    index = cache.get(store, name)
+    if not index.paths:
+        raise CbirqError(f"index '{name}' is empty: run `cbirq index DIR --index {name}` first")
+    query = backbone.embed([load_array(source, backbone.resize, backbone.crop)])[0]
+    ranked = top_k(index.matrix, query, top, metric)
+    return [
+        {"rank": rank, "path": index.paths[row], "score": round(score, 6)}
+        for rank, (row, score) in enumerate(ranked, start=1)
+    ]

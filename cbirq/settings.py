@@ -1,0 +1,91 @@
+"""Settings from the environment: the only reader of CBIRQ_* variables (stdlib only)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+DEFAULT_MODEL = "efficientnet_lite0"
+DEFAULT_INDEX = "default"
+
+
+def _default_home(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "cbirq"
+
+
+def with_password(url: str, password: str | None) -> str:
+    """Put `password` into a redis:// URL that has none, so one variable can hold the secret."""
+    if not password:
+        return url
+    parts = urlsplit(url)
+    if parts.password:
+        return url
+    user = quote(parts.username or "", safe="")
+    netloc = f"{user}:{quote(password, safe='')}@{parts.hostname or 'localhost'}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def redact(url: str) -> str:
+    """The URL with its password hidden, for messages."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker_url: str | None
+    store_url: str | None
+    home: Path
+    inflight: int
+    visibility_timeout: int
+    result_timeout: float
+    connect_timeout: float
+    threads: int | None
+
+    @property
+    def embedded(self) -> bool:
+        return self.broker_url is None
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.home / "store.sqlite3"
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, not {raw!r}") from None
+
+
+def load(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    password = env.get("CBIRQ_REDIS_PASSWORD") or None
+    broker = env.get("CBIRQ_BROKER_URL") or None
+    store = env.get("CBIRQ_STORE_URL") or broker
+    threads = _int(env, "CBIRQ_THREADS", 0)
+    return Settings(
+        broker_url=with_password(broker, password) if broker else None,
+        store_url=with_password(store, password) if store else None,
+        home=Path(env.get("CBIRQ_HOME") or _default_home(env)),
+        # Chunks queued at once by one `cbirq index`: bounds the image bytes held in Redis.
+        inflight=max(1, _int(env, "CBIRQ_INFLIGHT", 4)),
+        # Redis redelivers an unacked task after this many seconds; it must exceed the longest
+        # task or that task runs twice (Celery docs, "Redis: visibility timeout").
+        visibility_timeout=_int(env, "CBIRQ_VISIBILITY_TIMEOUT", 4 * 3600),
+        result_timeout=float(_int(env, "CBIRQ_RESULT_TIMEOUT", 600)),
+        connect_timeout=float(_int(env, "CBIRQ_CONNECT_TIMEOUT", 3)),
+        threads=threads or None,
+    )

@@ -1,0 +1,79 @@
+"""What every store backend offers: named indexes of (path, content hash, features).
+
+Features travel as raw little-endian float32 bytes so that the store (and the CLI that reads
+it) needs no numpy. Entries are keyed by path and features by content hash, which makes every
+write idempotent: a redelivered chunk rewrites the same keys and adds nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from cbirq.errors import CbirqError, IndexMismatch
+
+INDEX_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+Entry = tuple[str, str]  # (path on the indexing client, content hash)
+Cursor = tuple[int, int]  # (generation, log position): what a reader has already seen
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    name: str
+    model: str
+    weights: str
+    dim: int = 0  # 0 until the first features arrive
+    count: int = 0
+
+    def check_model(self, model: str, weights: str) -> None:
+        if (model, weights) != (self.model, self.weights):
+            raise IndexMismatch(
+                f"index '{self.name}' holds {self.model} (weights {self.weights}) features, "
+                f"not {model} (weights {weights}): use --index with another name"
+            )
+
+
+def check_index_name(name: str) -> str:
+    if not INDEX_NAME.match(name):
+        raise CbirqError(f"bad index name {name!r}: use up to 64 letters, digits, '_', '.' or '-'")
+    return name
+
+
+def check_dim(info: IndexInfo, features: dict[str, bytes]) -> int:
+    """The feature size these vectors have, refusing a size the index does not hold."""
+    sizes = {len(vec) // 4 for vec in features.values()}
+    if len(sizes) > 1 or (info.dim and sizes and sizes != {info.dim}):
+        raise IndexMismatch(
+            f"index '{info.name}' holds {info.dim}-d features, got {sorted(sizes)}-d"
+        )
+    return sizes.pop() if sizes else info.dim
+
+
+class Store(Protocol):
+    def ping(self) -> None: ...
+
+    def open_index(self, name: str, model: str, weights: str) -> IndexInfo:
+        """Create the index, or check that it holds this model's features."""
+
+    def info(self, name: str) -> IndexInfo:
+        """The index's record; UnknownIndex if there is none."""
+
+    def indexes(self) -> list[IndexInfo]: ...
+
+    def entries(self, name: str) -> dict[str, str]:
+        """path -> content hash, for every image in the index."""
+
+    def known_hashes(self, name: str, hashes: Iterable[str]) -> set[str]: ...
+
+    def add(self, name: str, entries: Sequence[Entry], features: dict[str, bytes]) -> None:
+        """Store features by hash, then point paths at hashes; safe to repeat."""
+
+    def remove(self, name: str, paths: Iterable[str]) -> int: ...
+
+    def features(self, name: str, hashes: Sequence[str]) -> list[bytes | None]: ...
+
+    def changes(self, name: str, since: Cursor | None) -> tuple[Cursor, list[Entry] | None]:
+        """Entries added since `since`, or None when the reader must reload everything."""

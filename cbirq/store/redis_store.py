@@ -1,0 +1,161 @@
+"""The store on Redis, shared by the CLI and workers on any host.
+
+Keys, all under `cbirq:`:
+    indexes                 set of index names
+    index:N:meta            JSON {model, weights}, written once (SET NX)
+    index:N:dim             feature size, written once by the first chunk
+    index:N:paths           hash path -> content hash
+    index:N:feats           hash content hash -> float32 bytes
+    index:N:log             list of JSON [path, hash]: what query workers have not seen yet
+    index:N:gen             bumped when entries are removed (readers reload everything)
+    blob:KEY                image bytes on their way to a worker, with a TTL
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from cbirq.errors import Unavailable, UnknownIndex
+from cbirq.settings import redact
+from cbirq.store.base import Cursor, Entry, IndexInfo, check_dim, check_index_name
+
+PREFIX = "cbirq:"
+
+
+class RedisStore:
+    def __init__(self, client: redis.Redis, url: str = "redis") -> None:
+        self.r = client
+        self.url = url
+
+    @classmethod
+    def from_url(cls, url: str, timeout: float = 3.0) -> RedisStore:
+        client = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=timeout,
+            socket_timeout=60,
+            # A few quick retries ride out a Redis restart without hiding a dead server for long.
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.1), 3),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        )
+        return cls(client, url)
+
+    def _key(self, name: str, part: str) -> str:
+        return f"{PREFIX}index:{name}:{part}"
+
+    def ping(self) -> None:
+        try:
+            self.r.ping()
+        except redis.AuthenticationError as exc:
+            raise Unavailable(f"Redis at {redact(self.url)} refused the password: {exc}") from None
+        except redis.RedisError as exc:
+            raise Unavailable(f"cannot reach Redis at {redact(self.url)}: {exc}") from None
+
+    def open_index(self, name: str, model: str, weights: str) -> IndexInfo:
+        check_index_name(name)
+        meta = json.dumps({"model": model, "weights": weights})
+        pipe = self.r.pipeline()
+        pipe.set(self._key(name, "meta"), meta, nx=True)
+        pipe.sadd(f"{PREFIX}indexes", name)
+        pipe.execute()
+        info = self.info(name)
+        info.check_model(model, weights)
+        return info
+
+    def info(self, name: str) -> IndexInfo:
+        check_index_name(name)
+        pipe = self.r.pipeline()
+        pipe.get(self._key(name, "meta"))
+        pipe.get(self._key(name, "dim"))
+        pipe.hlen(self._key(name, "paths"))
+        meta, dim, count = pipe.execute()
+        if meta is None:
+            raise UnknownIndex(f"no index named '{name}' (see `cbirq indexes`)")
+        fields = json.loads(meta)
+        return IndexInfo(name, fields["model"], fields["weights"], int(dim or 0), count)
+
+    def indexes(self) -> list[IndexInfo]:
+        names = sorted(n.decode() for n in self.r.smembers(f"{PREFIX}indexes"))
+        return [self.info(n) for n in names]
+
+    def entries(self, name: str) -> dict[str, str]:
+        raw = self.r.hgetall(self._key(name, "paths"))
+        return {p.decode(): h.decode() for p, h in raw.items()}
+
+    def known_hashes(self, name: str, hashes: Iterable[str]) -> set[str]:
+        hashes = list(dict.fromkeys(hashes))
+        if not hashes:
+            return set()
+        pipe = self.r.pipeline(transaction=False)
+        for h in hashes:
+            pipe.hexists(self._key(name, "feats"), h)
+        return {h for h, known in zip(hashes, pipe.execute()) if known}
+
+    def add(self, name: str, entries: Sequence[Entry], features: dict[str, bytes]) -> None:
+        info = self.info(name)
+        dim = check_dim(info, features)
+        if dim and not info.dim:
+            self.r.set(self._key(name, "dim"), dim, nx=True)
+            info = self.info(name)
+            check_dim(info, features)
+        if features:
+            self.r.hset(self._key(name, "feats"), mapping=features)
+        if not entries:
+            return
+        old = self.r.hmget(self._key(name, "paths"), [p for p, _ in entries])
+        changed = [(p, h) for (p, h), o in zip(entries, old) if o is None or o.decode() != h]
+        if not changed:
+            return  # a repeated chunk: nothing new for readers
+        pipe = self.r.pipeline()
+        pipe.hset(self._key(name, "paths"), mapping=dict(changed))
+        pipe.rpush(self._key(name, "log"), *(json.dumps(e) for e in changed))
+        pipe.execute()
+
+    def remove(self, name: str, paths: Iterable[str]) -> int:
+        paths = list(paths)
+        if not paths:
+            return 0
+        pipe = self.r.pipeline()
+        pipe.hdel(self._key(name, "paths"), *paths)
+        pipe.incr(self._key(name, "gen"))
+        removed, _ = pipe.execute()
+        return int(removed)
+
+    def features(self, name: str, hashes: Sequence[str]) -> list[bytes | None]:
+        if not hashes:
+            return []
+        return self.r.hmget(self._key(name, "feats"), list(hashes))
+
+    def changes(self, name: str, since: Cursor | None) -> tuple[Cursor, list[Entry] | None]:
+        pipe = self.r.pipeline()
+        pipe.get(self._key(name, "gen"))
+        pipe.llen(self._key(name, "log"))
+        gen, length = pipe.execute()
+        cursor = (int(gen or 0), int(length))
+        if since is None or since[0] != cursor[0] or since[1] > cursor[1]:
+            return cursor, None
+        raw = self.r.lrange(self._key(name, "log"), since[1], cursor[1] - 1)
+        return cursor, [tuple(json.loads(e)) for e in raw]
+
+    # Image bytes on their way to workers that cannot see the client's files.
+
+    def put_blobs(self, blobs: dict[str, bytes], ttl: int) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        for key, data in blobs.items():
+            pipe.set(f"{PREFIX}blob:{key}", data, ex=ttl)
+        pipe.execute()
+
+    def get_blob(self, key: str) -> bytes | None:
+        return self.r.get(f"{PREFIX}blob:{key}")
+
+    def delete_blobs(self, keys: Iterable[str]) -> None:
+        keys = [f"{PREFIX}blob:{k}" for k in keys]
+        if keys:
+            self.r.delete(*keys)
+
+    def memory_used(self) -> int:
+        return int(self.r.info("memory")["used_memory"])

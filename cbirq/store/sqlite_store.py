@@ -1,0 +1,139 @@
+"""The store in one SQLite file under CBIRQ_HOME: the embedded default, no server needed."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from cbirq.errors import UnknownIndex
+from cbirq.store.base import Cursor, Entry, IndexInfo, check_dim, check_index_name
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS indexes (
+    name TEXT PRIMARY KEY, model TEXT NOT NULL, weights TEXT NOT NULL,
+    dim INTEGER NOT NULL DEFAULT 0, generation INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS entries (
+    idx TEXT NOT NULL, path TEXT NOT NULL, hash TEXT NOT NULL, PRIMARY KEY (idx, path));
+CREATE TABLE IF NOT EXISTS features (
+    idx TEXT NOT NULL, hash TEXT NOT NULL, vec BLOB NOT NULL, PRIMARY KEY (idx, hash));
+CREATE TABLE IF NOT EXISTS log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, idx TEXT NOT NULL, path TEXT NOT NULL,
+    hash TEXT NOT NULL);
+"""
+CHUNK = 500  # stay under SQLite's limit on bound parameters
+
+
+class SqliteStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(SCHEMA)
+
+    def ping(self) -> None:
+        self.db.execute("SELECT 1")
+
+    def open_index(self, name: str, model: str, weights: str) -> IndexInfo:
+        check_index_name(name)
+        self.db.execute(
+            "INSERT OR IGNORE INTO indexes (name, model, weights) VALUES (?, ?, ?)",
+            (name, model, weights),
+        )
+        info = self.info(name)
+        info.check_model(model, weights)
+        return info
+
+    def info(self, name: str) -> IndexInfo:
+        check_index_name(name)
+        row = self.db.execute(
+            "SELECT model, weights, dim, (SELECT COUNT(*) FROM entries WHERE idx = ?) "
+            "FROM indexes WHERE name = ?",
+            (name, name),
+        ).fetchone()
+        if row is None:
+            raise UnknownIndex(f"no index named '{name}' (see `cbirq indexes`)")
+        return IndexInfo(name, *row)
+
+    def indexes(self) -> list[IndexInfo]:
+        names = [n for (n,) in self.db.execute("SELECT name FROM indexes ORDER BY name")]
+        return [self.info(n) for n in names]
+
+    def entries(self, name: str) -> dict[str, str]:
+        return dict(self.db.execute("SELECT path, hash FROM entries WHERE idx = ?", (name,)))
+
+    def _select_in(self, sql: str, name: str, values: Sequence[str]) -> list[tuple]:
+        """Run `sql` (with one `{marks}` placeholder) over `values` in slices."""
+        rows: list[tuple] = []
+        for i in range(0, len(values), CHUNK):
+            part = values[i : i + CHUNK]
+            marks = ",".join("?" * len(part))
+            rows.extend(self.db.execute(sql.format(marks=marks), (name, *part)))
+        return rows
+
+    def known_hashes(self, name: str, hashes: Iterable[str]) -> set[str]:
+        sql = "SELECT hash FROM features WHERE idx = ? AND hash IN ({marks})"
+        return {h for (h,) in self._select_in(sql, name, list(dict.fromkeys(hashes)))}
+
+    def add(self, name: str, entries: Sequence[Entry], features: dict[str, bytes]) -> None:
+        info = self.info(name)
+        dim = check_dim(info, features)
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            if dim and not info.dim:
+                self.db.execute("UPDATE indexes SET dim = ? WHERE name = ?", (dim, name))
+            self.db.executemany(
+                "INSERT OR REPLACE INTO features VALUES (?, ?, ?)",
+                [(name, h, v) for h, v in features.items()],
+            )
+            old = self.entries_for(name, [p for p, _ in entries])
+            changed = [(p, h) for p, h in entries if old.get(p) != h]
+            self.db.executemany(
+                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?)",
+                [(name, p, h) for p, h in changed],
+            )
+            self.db.executemany(
+                "INSERT INTO log (idx, path, hash) VALUES (?, ?, ?)",
+                [(name, p, h) for p, h in changed],
+            )
+
+    def entries_for(self, name: str, paths: Sequence[str]) -> dict[str, str]:
+        sql = "SELECT path, hash FROM entries WHERE idx = ? AND path IN ({marks})"
+        return dict(self._select_in(sql, name, paths))
+
+    def remove(self, name: str, paths: Iterable[str]) -> int:
+        paths = list(paths)
+        if not paths:
+            return 0
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            removed = sum(
+                self.db.execute(
+                    "DELETE FROM entries WHERE idx = ? AND path = ?", (name, p)
+                ).rowcount
+                for p in paths
+            )
+            self.db.execute(
+                "UPDATE indexes SET generation = generation + 1 WHERE name = ?", (name,)
+            )
+        return removed
+
+    def features(self, name: str, hashes: Sequence[str]) -> list[bytes | None]:
+        sql = "SELECT hash, vec FROM features WHERE idx = ? AND hash IN ({marks})"
+        found = dict(self._select_in(sql, name, list(dict.fromkeys(hashes))))
+        return [found.get(h) for h in hashes]
+
+    def changes(self, name: str, since: Cursor | None) -> tuple[Cursor, list[Entry] | None]:
+        gen, last = self.db.execute(
+            "SELECT generation, (SELECT COALESCE(MAX(id), 0) FROM log WHERE idx = ?) "
+            "FROM indexes WHERE name = ?",
+            (name, name),
+        ).fetchone() or (0, 0)
+        cursor = (gen, last)
+        if since is None or since[0] != gen or since[1] > last:
+            return cursor, None
+        rows = self.db.execute(
+            "SELECT path, hash FROM log WHERE idx = ? AND id > ? AND id <= ? ORDER BY id",
+            (name, since[1], last),
+        )
+        return cursor, [tuple(r) for r in rows]

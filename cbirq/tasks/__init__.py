@@ -1,0 +1,1 @@
+"""Celery tasks: thin adapters from JSON arguments to the domain code and back."""

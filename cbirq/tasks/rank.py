@@ -1,0 +1,33 @@
+"""`cbirq.rank_query`: a query image -> the top-k library images with scores."""
+
+from __future__ import annotations
+
+from cbirq.celery_app import RANK_TASK, app
+from cbirq.errors import ImageError
+from cbirq.ranking import IndexCache, search
+from cbirq.tasks import runtime
+
+_cache = IndexCache()  # per worker process: index matrices kept between queries
+
+
+@app.task(name=RANK_TASK, acks_late=True)
+def rank_query(index: str, query: dict, top: int = 5, metric: str = "cosine") -> dict:
+    store = runtime.store()
+    if "blob" in query:
+        source = store.get_blob(query["blob"])
+        store.delete_blobs([query["blob"]])
+        if source is None:
+            raise ImageError("the query image expired before a worker took it; try again")
+    else:
+        source = query["path"]
+    info = store.info(index)
+    found = search(
+        store, _cache, runtime.backbone(info.model, info.weights), index, source, top, metric
+    )
+    return {
+        "index": index,
+        "model": info.model,
+        "weights": info.weights,
+        "metric": metric,
+        "results": found,
+    }
