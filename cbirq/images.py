@@ -28,6 +28,9 @@ def _open(source: bytes | str | Path) -> Image.Image:
         raise ImageError("file not found") from None
     except Image.UnidentifiedImageError:
         raise ImageError("not an image, or an unsupported format") from None
+    except Image.DecompressionBombError as exc:
+        # Pillow refuses sizes over twice its limit in open(), before our own check runs.
+        raise ImageError(f"image too large: {exc}") from None
     except (OSError, ValueError) as exc:
         raise ImageError(f"cannot open image: {exc}") from None
 

@@ -1,0 +1,3 @@
+from cbirq.cli import main
+
+main()

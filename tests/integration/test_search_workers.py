@@ -1,0 +1,152 @@
+"""`cbirq index` and `cbirq query` through a real Redis and two real workers."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from PIL import ImageOps
+
+from cbirq import settings
+from cbirq.celery_app import EXTRACT_TASK, make_app
+from tests.conftest import make_library, make_photo, run_cli
+
+pytestmark = pytest.mark.integration
+
+
+def index_json(folder, env, *extra):
+    done = run_cli("index", str(folder), "--json", *extra, env=env)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def query_json(image, env, *extra):
+    done = run_cli("query", str(image), "--json", *extra, env=env)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def query_view(tmp_path, seed):
+    """A flipped, cropped view of library image `seed`: not itself in the library."""
+    img = ImageOps.mirror(make_photo(seed)).crop((4, 4, 90, 68))
+    path = tmp_path / f"query{seed}.png"
+    img.save(path)
+    return path
+
+
+def test_index_spreads_chunks_and_query_finds_the_source(workers, broker_env, tmp_path):
+    make_library(tmp_path / "lib", 30)
+    summary = index_json(tmp_path / "lib", broker_env, "--chunk", "4", "--index", "spread")
+    assert (summary["total"], summary["indexed"], summary["failed"]) == (30, 30, [])
+    assert summary["model"] == "efficientnet_lite0"
+    for worker in workers:  # 8 chunks, prefetch 1: both workers must have taken some
+        assert "cbirq.extract_batch" in worker.log.read_text()
+
+    answer = query_json(query_view(tmp_path, 7), broker_env, "--index", "spread")
+    assert answer["index"] == "spread" and answer["metric"] == "cosine"
+    assert answer["results"][0]["path"].endswith("img007.png")
+    scores = [hit["score"] for hit in answer["results"]]
+    assert [hit["rank"] for hit in answer["results"]] == [1, 2, 3, 4, 5]
+    assert scores == sorted(scores, reverse=True) and 0 < scores[-1] < scores[0] <= 1.0
+
+
+def test_workers_give_the_same_answer_as_embedded_mode(workers, broker_env, tmp_path):
+    make_library(tmp_path / "lib", 12)
+    query = query_view(tmp_path, 3)
+    index_json(tmp_path / "lib", broker_env, "--index", "same", "--chunk", "5")
+    index_json(tmp_path / "lib", {}, "--index", "same")
+    for metric in ("cosine", "euclidean"):
+        remote = query_json(query, broker_env, "--index", "same", "--metric", metric)["results"]
+        local = query_json(query, {}, "--index", "same", "--metric", metric)["results"]
+        assert [h["path"] for h in remote] == [h["path"] for h in local]
+        assert [h["score"] for h in remote] == pytest.approx([h["score"] for h in local], abs=1e-4)
+
+
+def test_a_redelivered_chunk_adds_nothing(workers, broker_env, redis_server, tmp_path):
+    paths = make_library(tmp_path / "lib", 6)
+    index_json(tmp_path / "lib", broker_env, "--index", "twice", "--shared-fs")
+    client = redis_server.client()
+    log_before = client.llen("cbirq:index:twice:log")
+    app = make_app(settings.load(broker_env))
+    items = [
+        {"path": str(p.resolve()), "hash": h}
+        for p, h in zip(
+            paths,
+            (client.hget("cbirq:index:twice:paths", str(p.resolve())).decode() for p in paths),
+        )
+    ]
+    for _ in range(2):
+        result = app.send_task(
+            EXTRACT_TASK,
+            kwargs={
+                "index": "twice",
+                "model": "efficientnet_lite0",
+                "weights": "imagenet",
+                "items": items,
+            },
+        ).get(timeout=120)
+        assert (result["indexed"], result["extracted"]) == (6, 0)
+    assert client.hlen("cbirq:index:twice:paths") == 6
+    assert client.llen("cbirq:index:twice:log") == log_before
+
+
+def test_bad_files_are_reported_and_the_rest_indexed(workers, broker_env, tmp_path):
+    lib = tmp_path / "lib"
+    make_library(lib, 5)
+    (lib / "empty.jpg").write_bytes(b"")
+    (lib / "notes.png").write_text("not an image")
+    good = (lib / "set0" / "img000.png").read_bytes()
+    (lib / "cut.jpg").write_bytes(good[: len(good) // 2])
+    summary = index_json(lib, broker_env, "--index", "bad", "--chunk", "2")
+    failed = {item["path"].rsplit("/", 1)[1]: item["error"] for item in summary["failed"]}
+    assert set(failed) == {"empty.jpg", "notes.png", "cut.jpg"}
+    assert all(reason and "\n" not in reason for reason in failed.values())
+    assert summary["indexed"] == 5
+
+
+def test_query_errors_are_one_line(workers, broker_env, tmp_path):
+    make_library(tmp_path / "lib", 3)
+    index_json(tmp_path / "lib", broker_env, "--index", "errs")
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8garbage")
+    cases = [
+        (["query", str(bad), "--index", "errs"], "not an image"),
+        (["query", str(tmp_path / "missing.jpg"), "--index", "errs"], "does not exist"),
+        (["query", str(bad), "--index", "nosuch"], "no index named 'nosuch'"),
+        (
+            [
+                "index",
+                str(tmp_path / "lib"),
+                "--index",
+                "errs",
+                "--model",
+                "resnet18",
+                "--weights",
+                "none",
+            ],
+            "holds efficientnet_lite0",
+        ),
+    ]
+    for args, message in cases:
+        done = run_cli(*args, env=broker_env)
+        assert done.returncode == 1, done.stdout
+        assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_unreachable_broker_fails_fast(tmp_path):
+    from tests.integration.conftest import free_port
+
+    env = {"CBIRQ_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    started = time.monotonic()
+    done = run_cli("query", str(tmp_path / "q.jpg"), env=env)
+    assert done.returncode == 1
+    assert "cannot reach Redis" in done.stderr and "Traceback" not in done.stderr
+    assert time.monotonic() - started < 15
+
+
+def test_wrong_password_is_reported(redis_server, tmp_path):
+    env = {"CBIRQ_BROKER_URL": redis_server.url, "CBIRQ_REDIS_PASSWORD": "wrong"}
+    done = run_cli("indexes", env=env)
+    assert done.returncode == 1 and "password" in done.stderr.lower()
+    assert "wrong" not in done.stderr
