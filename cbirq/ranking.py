@@ -28,7 +28,10 @@ def top_k(matrix: np.ndarray, query: np.ndarray, k: int, metric: str) -> list[tu
     if k <= 0:
         return []
     best = np.argpartition(-sims, k - 1)[:k]
-    best = best[np.argsort(-sims[best], kind="stable")]
+    # argpartition picks and orders tied rows arbitrarily: take every row that scores at least
+    # the k-th best, in row order, so the stable sort keeps ties (copies) in index order.
+    best = np.flatnonzero(sims >= sims[best].min())
+    best = best[np.argsort(-sims[best], kind="stable")][:k]
     if metric == "cosine":
         return [(int(i), float(sims[i])) for i in best]
     dists = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * sims[best]))

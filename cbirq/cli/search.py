@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -22,9 +23,8 @@ def _progress(enabled: bool) -> Callable[[int], Callable[[int], None]]:
     def factory(total: int) -> Callable[[int], None]:
         if not enabled or total == 0:
             return lambda _: None
-        stderr = click.get_text_stream("stderr")
         bar = click.progressbar(
-            length=total, label="extracting", file=stderr, hidden=not stderr.isatty()
+            length=total, label="extracting", file=sys.stderr, hidden=not sys.stderr.isatty()
         )
 
         def advance(n: int) -> None:

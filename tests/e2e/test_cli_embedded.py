@@ -1,0 +1,135 @@
+"""The CLI in the embedded default (no broker): as a user runs it, and through CliRunner."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from cbirq.cli import main
+from tests.conftest import make_library, make_photo, run_cli
+
+
+def invoke(*args: str):
+    result = CliRunner().invoke(main, list(args))
+    return result
+
+
+def test_cli_import_pulls_in_neither_torch_nor_numpy():
+    code = "import sys, cbirq.cli; print(sorted({'torch', 'numpy'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "command, words",
+    [
+        ("index", ["--chunk", "--index", "--model", "--shared-fs", "--prune", "--json"]),
+        ("query", ["--index", "--top", "--metric", "--json"]),
+        ("indexes", ["--json"]),
+        ("export", ["--index", ".txt"]),
+        ("worker", ["--queues", "--concurrency"]),
+    ],
+)
+def test_every_command_explains_itself(command, words):
+    result = invoke(command, "--help")
+    assert result.exit_code == 0
+    for word in words:
+        assert word in result.output
+
+
+def test_index_and_query_as_a_user_runs_them(tmp_path):
+    make_library(tmp_path / "lib", 9)
+    Image.fromarray(np.asarray(make_photo(4))[:, ::-1]).save(tmp_path / "q.png")
+
+    done = run_cli("index", str(tmp_path / "lib"), "--chunk", "4", "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["index"] == "default" and summary["model"] == "efficientnet_lite0"
+    assert (summary["total"], summary["indexed"], summary["skipped"], summary["failed"]) == (
+        9,
+        9,
+        0,
+        [],
+    )
+
+    done = run_cli("query", str(tmp_path / "q.png"), "--json")
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert set(answer) >= {"query", "index", "model", "metric", "results"}
+    assert answer["query"] == str(tmp_path / "q.png")
+    assert len(answer["results"]) == 5 and answer["results"][0]["path"].endswith("img004.png")
+
+    table = run_cli("query", str(tmp_path / "q.png"), "--top", "3")
+    lines = table.stdout.strip().splitlines()
+    assert len(lines) == 5 and lines[2].split()[0] == "1" and "img004.png" in lines[2]
+
+
+def test_reindexing_is_incremental_and_prune_drops_missing_files(tmp_path):
+    lib = tmp_path / "lib"
+    paths = make_library(lib, 6)
+    first = json.loads(invoke("index", str(lib), "--json").output)
+    assert first["indexed"] == 6
+
+    paths[0].rename(lib / "renamed.png")
+    shutil.copy(paths[1], lib / "copy.png")
+    make_photo(99).save(paths[2])  # same name, new content
+    paths[3].unlink()
+    again = json.loads(invoke("index", str(lib), "--prune", "--json").output)
+    assert again["total"] == 6
+    assert again["reused"] == 2  # renamed and copied files keep their features
+    assert again["indexed"] == 3  # the two reused and the changed file
+    assert again["skipped"] == 3 and again["pruned"] == 2
+    listed = json.loads(invoke("indexes", "--json").output)
+    assert [(i["name"], i["count"], i["dim"]) for i in listed] == [("default", 6, 1280)]
+
+
+def test_a_folder_of_odd_images_is_indexed_and_bad_files_reported(tmp_path):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    photo = make_photo(1, (120, 80))
+    photo.convert("CMYK").save(lib / "cmyk.jpg")
+    photo.convert("P").save(lib / "palette.gif")
+    photo.convert("LA").save(lib / "gray_alpha.png")
+    photo.save(lib / "UPPER.JPEG")
+    (lib / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    (lib / ".hidden.jpg").write_bytes(b"skipped")
+    (lib / "._resource.jpg").write_bytes(b"skipped")
+    result = invoke("index", str(lib), "--json")
+    assert result.exit_code == 0
+    summary = json.loads(result.output)
+    assert summary["total"] == 5 and summary["indexed"] == 4
+    assert [f["path"].rsplit("/", 1)[1] for f in summary["failed"]] == ["broken.jpg"]
+
+
+def test_export_writes_the_course_features_file(tmp_path):
+    make_library(tmp_path / "lib", 4)
+    invoke("index", str(tmp_path / "lib"), "--index", "ex")
+    result = invoke("export", "--index", "ex", str(tmp_path / "features.npy"))
+    assert result.exit_code == 0, result.output
+    matrix = np.load(tmp_path / "features.npy", allow_pickle=False)
+    names = (tmp_path / "features.txt").read_text().splitlines()
+    assert matrix.shape == (4, 1280) and matrix.dtype == np.float32
+    assert np.allclose(np.linalg.norm(matrix, axis=1), 1, atol=1e-5)
+    assert len(names) == 4 and all(name.endswith(".png") for name in names)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["index", "/no/such/folder"], "is not a folder"),
+        (["query", "/no/such.jpg"], "does not exist"),
+        (["worker"], "needs CBIRQ_BROKER_URL"),
+        (["index", ".", "--index", "bad name!"], "bad index name"),
+    ],
+)
+def test_user_errors_are_one_line_with_exit_status_1(args, message):
+    done = run_cli(*args)
+    assert done.returncode == 1
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr

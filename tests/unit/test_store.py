@@ -1,0 +1,242 @@
+import fakeredis
+import numpy as np
+import pytest
+
+from cbirq.errors import CbirqError, IndexMismatch, UnknownIndex
+from cbirq.store.base import IndexInfo
+from cbirq.store.redis_store import RedisStore
+from cbirq.store.sqlite_store import SqliteStore
+
+MODEL, WEIGHTS = "resnet18", "imagenet"
+
+
+@pytest.fixture(params=["redis", "sqlite"])
+def store(request, tmp_path):
+    if request.param == "redis":
+        yield RedisStore(fakeredis.FakeRedis())
+    else:
+        store = SqliteStore(tmp_path / "s.db")
+        yield store
+        store.db.close()
+
+
+@pytest.fixture
+def redis_store():
+    return RedisStore(fakeredis.FakeRedis())
+
+
+def vec(*values):
+    return np.asarray(values, dtype="<f4").tobytes()
+
+
+def test_open_index_creates_then_checks(store):
+    created = store.open_index("photos", MODEL, WEIGHTS)
+    assert created == IndexInfo("photos", MODEL, WEIGHTS, dim=0, count=0)
+    assert store.open_index("photos", MODEL, WEIGHTS) == created
+    assert store.info("photos") == created
+
+
+@pytest.mark.parametrize(("model", "weights"), [("resnet50", WEIGHTS), (MODEL, "none")])
+def test_open_index_refuses_other_model_or_weights(store, model, weights):
+    store.open_index("photos", MODEL, WEIGHTS)
+    with pytest.raises(IndexMismatch, match="photos"):
+        store.open_index("photos", model, weights)
+    assert store.info("photos").model == MODEL
+    assert store.info("photos").weights == WEIGHTS
+
+
+def test_info_of_unknown_index(store):
+    with pytest.raises(UnknownIndex, match="nothere"):
+        store.info("nothere")
+    store.open_index("other", MODEL, WEIGHTS)
+    with pytest.raises(UnknownIndex):
+        store.info("nothere")
+
+
+@pytest.mark.parametrize(
+    "name", ["", "a b", "../etc", "a/b", "a:b", "-lead", ".hidden", "x" * 65, "ñame", "a\nb"]
+)
+def test_bad_index_names_are_rejected(store, name):
+    with pytest.raises(CbirqError, match="bad index name"):
+        store.open_index(name, MODEL, WEIGHTS)
+    with pytest.raises(CbirqError, match="bad index name"):
+        store.info(name)
+    assert store.indexes() == []
+
+
+@pytest.mark.parametrize("name", ["a", "A-1", "my_index.v2", "x" * 64])
+def test_good_index_names_are_accepted(store, name):
+    assert store.open_index(name, MODEL, WEIGHTS).name == name
+
+
+def test_indexes_lists_names_counts_and_dims(store):
+    assert store.indexes() == []
+    store.open_index("zeta", MODEL, "none")
+    store.open_index("alpha", MODEL, WEIGHTS)
+    store.add(
+        "alpha",
+        [("a.jpg", "h1"), ("b.jpg", "h2"), ("c.jpg", "h1")],
+        {
+            "h1": vec(1, 0, 0),
+            "h2": vec(0, 1, 0),
+        },
+    )
+    assert store.indexes() == [
+        IndexInfo("alpha", MODEL, WEIGHTS, dim=3, count=3),
+        IndexInfo("zeta", MODEL, "none", dim=0, count=0),
+    ]
+
+
+def test_add_twice_is_idempotent(store):
+    store.open_index("i", MODEL, WEIGHTS)
+    entries = [("a.jpg", "h1"), ("b.jpg", "h2")]
+    features = {"h1": vec(1, 0), "h2": vec(0, 1)}
+    store.add("i", entries, features)
+    cursor, _ = store.changes("i", None)
+    store.add("i", entries, features)
+    assert store.entries("i") == dict(entries)
+    assert store.info("i").count == 2
+    again, changed = store.changes("i", cursor)
+    assert again == cursor
+    assert changed == []
+
+
+def test_known_hashes(store):
+    store.open_index("i", MODEL, WEIGHTS)
+    assert store.known_hashes("i", ["h1"]) == set()
+    store.add("i", [("a.jpg", "h1")], {"h1": vec(1, 0), "h2": vec(0, 1)})
+    assert store.known_hashes("i", ["h1", "h2", "h3", "h1"]) == {"h1", "h2"}
+    assert store.known_hashes("i", []) == set()
+
+
+def test_known_hashes_are_per_index(store):
+    store.open_index("i", MODEL, WEIGHTS)
+    store.open_index("j", MODEL, WEIGHTS)
+    store.add("i", [("a.jpg", "h1")], {"h1": vec(1, 0)})
+    assert store.known_hashes("j", ["h1"]) == set()
+    assert store.entries("j") == {}
+
+
+def test_features_in_request_order_with_none_for_unknown(store):
+    store.open_index("i", MODEL, WEIGHTS)
+    store.add("i", [], {"h1": vec(1, 2), "h2": vec(3, 4)})
+    got = store.features("i", ["h2", "nope", "h1", "h2"])
+    assert got == [vec(3, 4), None, vec(1, 2), vec(3, 4)]
+    assert store.features("i", []) == []
+
+
+def test_many_hashes_beyond_sql_parameter_limit(store):
+    store.open_index("i", MODEL, WEIGHTS)
+    hashes = [f"h{i:05d}" for i in range(1200)]
+    store.add("i", [(f"{h}.jpg", h) for h in hashes], {h: vec(i, 0) for i, h in enumerate(hashes)})
+    assert store.known_hashes("i", hashes + ["zz"]) == set(hashes)
+    got = store.features("i", hashes[::-1])
+    assert [np.frombuffer(raw, "<f4")[0] for raw in got] == list(range(1199, -1, -1))
+    assert store.info("i").count == 1200
+
+
+def test_dim_mismatch_is_refused(store):
+    store.open_index("i", MODEL, WEIGHTS)
+    store.add("i", [("a.jpg", "h1")], {"h1": vec(1, 0, 0)})
+    with pytest.raises(IndexMismatch):
+        store.add("i", [("b.jpg", "h2")], {"h2": vec(1, 0)})
+    assert store.entries("i") == {"a.jpg": "h1"}
+    assert store.known_hashes("i", ["h2"]) == set()
+    assert store.info("i").dim == 3
+
+
+def test_mixed_dims_in_one_add_are_refused(store):
+    store.open_index("i", MODEL, WEIGHTS)
+    with pytest.raises(IndexMismatch):
+        store.add("i", [("a.jpg", "h1"), ("b.jpg", "h2")], {"h1": vec(1, 0), "h2": vec(1, 0, 0)})
+    assert store.info("i") == IndexInfo("i", MODEL, WEIGHTS, dim=0, count=0)
+
+
+def test_add_to_unknown_index_fails(store):
+    with pytest.raises(UnknownIndex):
+        store.add("nothere", [("a.jpg", "h1")], {"h1": vec(1, 0)})
+
+
+def test_path_repointed_to_new_hash(store):
+    store.open_index("i", MODEL, WEIGHTS)
+    store.add("i", [("a.jpg", "h1")], {"h1": vec(1, 0)})
+    cursor, _ = store.changes("i", None)
+    store.add("i", [("a.jpg", "h2")], {"h2": vec(0, 1)})
+    assert store.entries("i") == {"a.jpg": "h2"}
+    assert store.info("i").count == 1
+    _, changed = store.changes("i", cursor)
+    assert [tuple(e) for e in changed] == [("a.jpg", "h2")]
+
+
+def test_remove_bumps_generation(store):
+    store.open_index("i", MODEL, WEIGHTS)
+    store.add("i", [("a.jpg", "h1"), ("b.jpg", "h2")], {"h1": vec(1, 0), "h2": vec(0, 1)})
+    cursor, _ = store.changes("i", None)
+    assert store.remove("i", ["a.jpg", "missing.jpg"]) == 1
+    assert store.entries("i") == {"b.jpg": "h2"}
+    assert store.info("i").count == 1
+    fresh, changed = store.changes("i", cursor)
+    assert changed is None
+    assert fresh != cursor
+    assert store.changes("i", fresh) == (fresh, [])
+
+
+def test_remove_nothing_keeps_readers_cursor(store):
+    store.open_index("i", MODEL, WEIGHTS)
+    store.add("i", [("a.jpg", "h1")], {"h1": vec(1, 0)})
+    cursor, _ = store.changes("i", None)
+    assert store.remove("i", []) == 0
+    assert store.changes("i", cursor) == (cursor, [])
+
+
+def test_changes_returns_only_entries_since_cursor(store):
+    store.open_index("i", MODEL, WEIGHTS)
+    store.add("i", [("a.jpg", "h1")], {"h1": vec(1, 0)})
+    first, everything = store.changes("i", None)
+    assert everything is None  # no cursor: the reader loads everything
+    store.add("i", [("b.jpg", "h2"), ("c.jpg", "h3")], {"h2": vec(0, 1), "h3": vec(1, 1)})
+    second, changed = store.changes("i", first)
+    assert [tuple(e) for e in changed] == [("b.jpg", "h2"), ("c.jpg", "h3")]
+    store.add("i", [("d.jpg", "h1")], {})
+    third, changed = store.changes("i", second)
+    assert [tuple(e) for e in changed] == [("d.jpg", "h1")]
+    assert store.changes("i", third) == (third, [])
+    _, changed = store.changes("i", first)
+    assert [p for p, _ in changed] == ["b.jpg", "c.jpg", "d.jpg"]
+
+
+def test_changes_are_per_index(store):
+    store.open_index("i", MODEL, WEIGHTS)
+    store.open_index("j", MODEL, WEIGHTS)
+    cursor, _ = store.changes("i", None)
+    store.add("j", [("a.jpg", "h1")], {"h1": vec(1, 0)})
+    assert store.changes("i", cursor) == (cursor, [])
+
+
+def test_cursor_from_the_future_forces_reload(store):
+    store.open_index("i", MODEL, WEIGHTS)
+    store.add("i", [("a.jpg", "h1")], {"h1": vec(1, 0)})
+    (gen, pos), _ = store.changes("i", None)
+    assert store.changes("i", (gen, pos + 5))[1] is None
+
+
+def test_blobs_round_trip_with_ttl(redis_store):
+    redis_store.put_blobs({"k1": b"one", "k2": b"\x00two"}, ttl=60)
+    assert redis_store.get_blob("k1") == b"one"
+    assert redis_store.get_blob("k2") == b"\x00two"
+    assert redis_store.get_blob("k3") is None
+    ttls = [redis_store.r.ttl(key) for key in redis_store.r.keys("*blob*")]
+    assert len(ttls) == 2
+    assert all(0 < ttl <= 60 for ttl in ttls)
+    redis_store.delete_blobs(["k1", "nope"])
+    assert redis_store.get_blob("k1") is None
+    assert redis_store.get_blob("k2") == b"\x00two"
+    redis_store.delete_blobs([])
+
+
+def test_blobs_do_not_collide_with_index_keys(redis_store):
+    redis_store.open_index("i", MODEL, WEIGHTS)
+    redis_store.put_blobs({"index:i:meta": b"x"}, ttl=60)
+    assert redis_store.info("i").model == MODEL
+    redis_store.delete_blobs(["index:i:meta"])
+    assert redis_store.info("i").model == MODEL
