@@ -57,7 +57,7 @@ class IndexMatrix:
         vectors = store.features(name, [h for _, h in entries])
         for (path, _), raw in zip(entries, vectors):
             if raw is None:
-                continue  # features written after this read; the next refresh brings them
+                continue  # stores write features before entries; never expected
             vector = np.frombuffer(raw, dtype="<f4")
             row = self.row_of.get(path)
             if row is None:

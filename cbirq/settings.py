@@ -25,9 +25,9 @@ def with_password(url: str, password: str | None) -> str:
     if parts.password:
         return url
     user = quote(parts.username or "", safe="")
-    netloc = f"{user}:{quote(password, safe='')}@{parts.hostname or 'localhost'}"
-    if parts.port:
-        netloc += f":{parts.port}"
+    # The host as written, port included: `hostname` drops an IPv6 address's brackets.
+    host = parts.netloc.rpartition("@")[2] or "localhost"
+    netloc = f"{user}:{quote(password, safe='')}@{host}"
     return urlunsplit(parts._replace(netloc=netloc))
 
 

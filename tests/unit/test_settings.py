@@ -2,6 +2,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from kombu.utils.url import url_to_parts
 from redis.connection import parse_url
 
 from cbirq.settings import load, redact, with_password
@@ -40,7 +41,7 @@ def test_store_url_can_differ_from_broker():
     assert config.store_url == "redis://store:6380/2"
 
 
-def test_store_url_without_broker_is_still_embedded_dispatch():
+def test_store_url_alone_keeps_embedded_dispatch():
     config = load({"CBIRQ_STORE_URL": "redis://store:6379/0"})
     assert config.embedded
     assert config.store_url == "redis://store:6379/0"
@@ -59,7 +60,8 @@ def test_store_url_without_broker_is_still_embedded_dispatch():
 def test_password_is_inserted_where_missing(url, host, port, username):
     config = load({"CBIRQ_BROKER_URL": url, "CBIRQ_REDIS_PASSWORD": PASSWORD})
     for result in (config.broker_url, config.store_url):
-        # What redis-py (and so Celery's transport) will actually connect with.
+        # What Celery (kombu) and the store (redis-py) will actually connect with.
+        assert url_to_parts(result).password == PASSWORD
         parsed = parse_url(result)
         assert parsed["password"] == PASSWORD
         assert parsed["host"] == host
