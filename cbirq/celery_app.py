@@ -29,7 +29,7 @@ def make_app(settings: settings_module.Settings | None = None) -> Celery:
         "cbirq",
         broker=url,
         backend=settings.broker_url and url,
-        include=["cbirq.tasks.extract", "cbirq.tasks.rank"],
+        include=["cbirq.tasks.extract", "cbirq.tasks.rank", "cbirq.tasks.train"],
     )
     app.conf.update(
         # Never pickle: a broker message must not be able to run code on a worker.

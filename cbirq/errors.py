@@ -13,6 +13,10 @@ class UnknownIndex(CbirqError):
     pass
 
 
+class UnknownJob(CbirqError):
+    pass
+
+
 class IndexMismatch(CbirqError):
     pass
 

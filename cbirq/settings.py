@@ -45,6 +45,7 @@ class Settings:
     broker_url: str | None
     store_url: str | None
     home: Path
+    data_dir: Path
     inflight: int
     visibility_timeout: int
     result_timeout: float
@@ -58,6 +59,10 @@ class Settings:
     @property
     def sqlite_path(self) -> Path:
         return self.home / "store.sqlite3"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -76,10 +81,12 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     broker = env.get("CBIRQ_BROKER_URL") or None
     store = env.get("CBIRQ_STORE_URL") or broker
     threads = _int(env, "CBIRQ_THREADS", 0)
+    home = Path(env.get("CBIRQ_HOME") or _default_home(env))
     return Settings(
         broker_url=with_password(broker, password) if broker else None,
         store_url=with_password(store, password) if store else None,
-        home=Path(env.get("CBIRQ_HOME") or _default_home(env)),
+        home=home,
+        data_dir=Path(env.get("CBIRQ_DATA_DIR") or home / "data"),
         # Chunks queued at once by one `cbirq index`: bounds the image bytes held in Redis.
         inflight=max(1, _int(env, "CBIRQ_INFLIGHT", 4)),
         # Redis redelivers an unacked task after this many seconds; it must exceed the longest

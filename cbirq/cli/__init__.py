@@ -44,9 +44,21 @@ def main() -> None:
 
 
 def _register() -> None:
-    from cbirq.cli import admin, search
+    from cbirq.cli import admin, search, train
 
-    for command in (search.index, search.query, admin.indexes, admin.export, admin.worker):
+    for command in (
+        search.index,
+        search.query,
+        admin.indexes,
+        admin.export,
+        admin.worker,
+        train.submit_train,
+        train.status,
+        train.wait,
+        train.fetch,
+        train.report,
+        train.jobs,
+    ):
         main.add_command(command)
 
 

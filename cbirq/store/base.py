@@ -77,3 +77,18 @@ class Store(Protocol):
 
     def changes(self, name: str, since: Cursor | None) -> tuple[Cursor, list[Entry] | None]:
         """Entries added since `since`, or None when the reader must reload everything."""
+
+    # Training jobs: a JSON record each, and binary artifacts (checkpoints).
+
+    def put_job(self, job: dict) -> None:
+        """Create or replace the record `job["id"]`."""
+
+    def get_job(self, job_id: str) -> dict:
+        """The job's record; UnknownJob if there is none."""
+
+    def jobs(self, limit: int = 20) -> list[dict]:
+        """The most recently created jobs, newest first."""
+
+    def put_artifact(self, key: str, data: bytes) -> None: ...
+
+    def get_artifact(self, key: str) -> bytes | None: ...

@@ -9,6 +9,9 @@ Keys, all under `cbirq:`:
     index:N:log             list of JSON [path, hash]: what query workers have not seen yet
     index:N:gen             bumped when entries are removed (readers reload everything)
     blob:KEY                image bytes on their way to a worker, with a TTL
+    job:ID                  JSON record of a training job
+    jobs                    sorted set of job ids by creation time
+    artifact:KEY            checkpoints and other binary results
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from cbirq.errors import Unavailable, UnknownIndex
+from cbirq.errors import Unavailable, UnknownIndex, UnknownJob
 from cbirq.settings import redact
 from cbirq.store.base import Cursor, Entry, IndexInfo, check_dim, check_index_name
 
@@ -156,6 +159,29 @@ class RedisStore:
         keys = [f"{PREFIX}blob:{k}" for k in keys]
         if keys:
             self.r.delete(*keys)
+
+    def put_job(self, job: dict) -> None:
+        pipe = self.r.pipeline()
+        pipe.set(f"{PREFIX}job:{job['id']}", json.dumps(job))
+        pipe.zadd(f"{PREFIX}jobs", {job["id"]: job["created"]}, nx=True)
+        pipe.execute()
+
+    def get_job(self, job_id: str) -> dict:
+        raw = self.r.get(f"{PREFIX}job:{job_id}")
+        if raw is None:
+            raise UnknownJob(f"no job with id '{job_id}' (see `cbirq jobs`)")
+        return json.loads(raw)
+
+    def jobs(self, limit: int = 20) -> list[dict]:
+        ids = [i.decode() for i in self.r.zrevrange(f"{PREFIX}jobs", 0, limit - 1)]
+        raw = self.r.mget([f"{PREFIX}job:{i}" for i in ids]) if ids else []
+        return [json.loads(r) for r in raw if r is not None]
+
+    def put_artifact(self, key: str, data: bytes) -> None:
+        self.r.set(f"{PREFIX}artifact:{key}", data)
+
+    def get_artifact(self, key: str) -> bytes | None:
+        return self.r.get(f"{PREFIX}artifact:{key}")
 
     def memory_used(self) -> int:
         return int(self.r.info("memory")["used_memory"])

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from cbirq.errors import UnknownIndex
+from cbirq.errors import UnknownIndex, UnknownJob
 from cbirq.store.base import Cursor, Entry, IndexInfo, check_dim, check_index_name
 
 SCHEMA = """
@@ -20,6 +21,8 @@ CREATE TABLE IF NOT EXISTS features (
 CREATE TABLE IF NOT EXISTS log (
     id INTEGER PRIMARY KEY AUTOINCREMENT, idx TEXT NOT NULL, path TEXT NOT NULL,
     hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, created REAL NOT NULL, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS artifacts (key TEXT PRIMARY KEY, data BLOB NOT NULL);
 """
 CHUNK = 500  # stay under SQLite's limit on bound parameters
 
@@ -27,7 +30,8 @@ CHUNK = 500  # stay under SQLite's limit on bound parameters
 class SqliteStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
+        # The embedded CLI follows a training job that runs in a thread of the same process.
+        self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
 
@@ -137,3 +141,27 @@ class SqliteStore:
             (name, since[1], last),
         )
         return cursor, [tuple(r) for r in rows]
+
+    def put_job(self, job: dict) -> None:
+        self.db.execute(
+            "INSERT INTO jobs VALUES (?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET record = excluded.record",
+            (job["id"], job["created"], json.dumps(job)),
+        )
+
+    def get_job(self, job_id: str) -> dict:
+        row = self.db.execute("SELECT record FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise UnknownJob(f"no job with id '{job_id}' (see `cbirq jobs`)")
+        return json.loads(row[0])
+
+    def jobs(self, limit: int = 20) -> list[dict]:
+        rows = self.db.execute("SELECT record FROM jobs ORDER BY created DESC LIMIT ?", (limit,))
+        return [json.loads(r) for (r,) in rows]
+
+    def put_artifact(self, key: str, data: bytes) -> None:
+        self.db.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?)", (key, data))
+
+    def get_artifact(self, key: str) -> bytes | None:
+        row = self.db.execute("SELECT data FROM artifacts WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None

@@ -1,0 +1,146 @@
+"""CIFAR-10 as uint8 tensors: loading (torchvision batches or an image-folder tree), a decoded
+cache, and augmentation done on whole batches on the training device (as airbench does)."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cbirq.errors import CbirqError
+
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2470, 0.2435, 0.2616)
+BATCHES_DIR = "cifar-10-batches-py"
+
+
+@dataclass
+class Cifar:
+    """Images as (N, 3, 32, 32) uint8, labels as int64; the test split is only evaluated."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+    def to(self, device: torch.device) -> Cifar:
+        return Cifar(
+            *(t.to(device) for t in (self.train_x, self.train_y, self.test_x, self.test_y))
+        )
+
+
+def _read_batches(folder: Path) -> dict[str, np.ndarray]:
+    """torchvision's cifar-10-batches-py. These files are pickles by the dataset's own design:
+    load them only from a data folder you trust (never from the network or the broker)."""
+
+    def read(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        xs, ys = [], []
+        for name in names:
+            with open(folder / name, "rb") as f:
+                batch = pickle.load(f, encoding="latin1")
+            xs.append(np.asarray(batch["data"], np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(batch["labels"], np.int64))
+        return np.concatenate(xs), np.concatenate(ys)
+
+    train_x, train_y = read([f"data_batch_{i}" for i in range(1, 6)])
+    test_x, test_y = read(["test_batch"])
+    return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
+
+
+def _read_split(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    missing = [c for c in CLASSES if not (folder / c).is_dir()]
+    if missing:
+        raise CbirqError(f"{folder} lacks class folders: {', '.join(missing)}")
+    images, labels = [], []
+    for label, name in enumerate(CLASSES):
+        for path in sorted((folder / name).iterdir()):
+            if path.name.startswith("."):
+                continue
+            try:
+                with Image.open(path) as img:
+                    rgb = img.convert("RGB")
+            except (OSError, ValueError) as exc:
+                raise CbirqError(f"cannot read CIFAR image {path}: {exc}") from None
+            if rgb.size != (32, 32):
+                raise CbirqError(f"{path} is {rgb.size[0]}x{rgb.size[1]}, CIFAR-10 is 32x32")
+            images.append(np.asarray(rgb, np.uint8).transpose(2, 0, 1))
+            labels.append(label)
+    if not images:
+        raise CbirqError(f"no images under {folder}")
+    return np.stack(images), np.asarray(labels, np.int64)
+
+
+def _read_tree(root: Path) -> dict[str, np.ndarray]:
+    train_x, train_y = _read_split(root / "train")
+    test_x, test_y = _read_split(root / "test")
+    return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
+
+
+def _cache_key(root: Path) -> str:
+    """Changes when files are added, removed or rewritten."""
+    digest = hashlib.sha256(str(root.resolve()).encode())
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            stat = path.stat()
+            digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def load_cifar(root: Path, cache_dir: Path | None = None) -> Cifar:
+    """CIFAR-10 from `root/cifar-10-batches-py/` or `root/{train,test}/<class>/*`, decoded once
+    into an .npz cache (read without pickle) under `cache_dir`."""
+    if not root.is_dir():
+        raise CbirqError(f"no CIFAR-10 data folder at {root} (set --data or CBIRQ_DATA_DIR)")
+    if (root / BATCHES_DIR).is_dir():
+        read, source = _read_batches, root / BATCHES_DIR
+    elif (root / "train").is_dir() and (root / "test").is_dir():
+        read, source = _read_tree, root
+    else:
+        raise CbirqError(
+            f"{root} holds neither {BATCHES_DIR}/ nor train/<class>/ and test/<class>/ folders"
+        )
+    cache = cache_dir / f"cifar10-{_cache_key(source)}.npz" if cache_dir else None
+    if cache and cache.exists():
+        with np.load(cache, allow_pickle=False) as saved:
+            arrays = {k: saved[k] for k in saved.files}
+    else:
+        try:
+            arrays = read(source)
+        except (OSError, KeyError, ValueError, pickle.UnpicklingError) as exc:
+            raise CbirqError(f"malformed CIFAR-10 data in {source}: {exc}") from None
+        if cache:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(".tmp.npz")
+            np.savez(tmp, **arrays)
+            tmp.replace(cache)
+    return Cifar(*(torch.from_numpy(arrays[k]) for k in ("train_x", "train_y", "test_x", "test_y")))
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> float, standardised per channel, channels_last."""
+    mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1) * 255
+    return ((x.float() - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop (zero padding `pad`) and horizontal flip for every image of a uint8 batch,
+    as tensor indexing instead of per-image PIL transforms."""
+    b, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    dev = x.device
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device="cpu").to(dev)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device="cpu").to(dev)
+    flip = torch.rand(b, generator=generator, device="cpu").to(dev) < 0.5
+    rows = (dy[:, None] + torch.arange(h, device=dev)).view(b, 1, h, 1)
+    cols = torch.arange(w, device=dev).expand(b, w)
+    cols = torch.where(flip[:, None], cols.flip(1), cols) + dx[:, None]
+    batch = torch.arange(b, device=dev).view(b, 1, 1, 1)
+    chans = torch.arange(x.shape[1], device=dev).view(1, -1, 1, 1)
+    return padded[batch, chans, rows, cols.view(b, 1, 1, w)]

@@ -1,0 +1,264 @@
+"""Training commands: submit-train, status, wait, fetch, report, jobs."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from cbirq.celery_app import TRAIN_TASK
+from cbirq.cli.common import connect, echo_json, json_option, load_settings
+from cbirq.cli.dispatch import Pending
+from cbirq.errors import CbirqError
+from cbirq.jobs import TERMINAL, artifact_key, new_job
+from cbirq.store import Store
+from cbirq.train_config import DEVICES, SCHEDULES, TrainConfig
+
+POLL_SECONDS = 0.5
+
+
+def epoch_line(row: dict, epochs: int) -> str:
+    return (
+        f"epoch {row['epoch']:>3}/{epochs}  lr {row['lr']:.4f}  "
+        f"train loss {row['train_loss']:.3f} acc {row['train_acc']:6.2%}  "
+        f"test loss {row['test_loss']:.3f} acc {row['test_acc']:6.2%}  {row['seconds']:7.1f} s"
+    )
+
+
+class _EpochBar:
+    """A progress bar for the epoch in progress, on a terminal only."""
+
+    def __init__(self) -> None:
+        self.bar, self.epoch = None, 0
+
+    def show(self, job: dict) -> None:
+        if not sys.stderr.isatty() or job["state"] != "running" or not job["steps"]:
+            return
+        if job["current_epoch"] != self.epoch:
+            self.close()
+            self.epoch = job["current_epoch"]
+            self.bar = click.progressbar(
+                length=job["steps"], file=sys.stderr, label=f"epoch {self.epoch}/{job['epochs']}"
+            )
+        self.bar.update(job["step"] - self.bar.pos)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.render_finish()
+            self.bar = None
+
+
+def follow(store: Store, job_id: str, pending: Pending | None = None) -> dict:
+    """Print each finished epoch until the job ends; returns the final record."""
+    shown, bar = 0, _EpochBar()
+    while True:
+        job = store.get_job(job_id)
+        for row in job["history"][shown:]:
+            bar.close()
+            click.echo(epoch_line(row, job["epochs"]))
+        shown = len(job["history"])
+        bar.show(job)
+        if job["state"] in TERMINAL:
+            bar.close()
+            return job
+        if pending is not None and pending.ready():
+            try:
+                pending.get()
+            except CbirqError:
+                pass  # the task recorded its error in the job; the next read shows it
+            except Exception as exc:  # a crash the task could not record
+                job.update(state="failed", error=f"{type(exc).__name__}: {exc}")
+                store.put_job(job)
+            pending = None
+            continue
+        time.sleep(POLL_SECONDS)
+
+
+def fetch_checkpoint(store: Store, job_id: str, out: Path, latest: bool = False) -> None:
+    job = store.get_job(job_id)
+    data = store.get_artifact(artifact_key(job_id, "last" if latest else "final"))
+    if data is None:
+        raise CbirqError(
+            f"job {job_id} is {job['state']} and has no "
+            f"{'checkpoint' if latest else 'final checkpoint'} yet"
+        )
+    out.write_bytes(data)
+    click.echo(f"wrote {out} (epoch {job['epoch']}/{job['epochs']})")
+
+
+def _finish(store: Store, job: dict, out: Path | None) -> None:
+    if job["state"] == "failed":
+        raise CbirqError(f"job {job['id']} failed: {job['error']}")
+    if out is not None:
+        fetch_checkpoint(store, job["id"], out)
+
+
+@click.command("submit-train")
+@click.option("--data", help="CIFAR-10 folder on the worker [default: $CBIRQ_DATA_DIR/cifar10].")
+@click.option("--epochs", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option(
+    "--schedule",
+    type=click.Choice(SCHEDULES),
+    default="recommended",
+    show_default=True,
+    help="recommended: the course's 5 epochs at lr 0.1 then 5 at 0.01; "
+    "fast: one-cycle with Nesterov, label smoothing and flip at test time.",
+)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Base (recommended) or peak (fast) learning rate.",
+)
+@click.option(
+    "--batch-size", type=click.IntRange(1, 65536), help="[default: 128 recommended, 256 fast]"
+)
+@click.option(
+    "--resume",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Continue this checkpoint at its epoch (e.g. the course's pretrain_model.pth).",
+)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--wait", is_flag=True, help="Follow the job and write the final checkpoint.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default="final.pth",
+    show_default=True,
+    help="Where --wait writes the final checkpoint.",
+)
+@json_option
+def submit_train(
+    data, epochs, schedule, lr, batch_size, resume, seed, device, wait, out, as_json
+) -> None:
+    """Queue a ResNet20 / CIFAR-10 training job on the `train` queue and print its id."""
+    config = TrainConfig(
+        epochs=epochs, schedule=schedule, lr=lr, batch_size=batch_size, seed=seed, device=device
+    )
+    store, dispatcher = connect(load_settings())
+    job = new_job(config.__dict__, data, str(resume) if resume else None)
+    if resume is not None:
+        try:
+            store.put_artifact(artifact_key(job["id"], "resume"), resume.read_bytes())
+        except OSError as exc:
+            raise CbirqError(f"cannot read checkpoint {resume}: {exc.strerror or exc}") from None
+    store.put_job(job)
+    pending = dispatcher.start(TRAIN_TASK, job_id=job["id"])
+    if not (wait or dispatcher.embedded):
+        echo_json({"id": job["id"], "state": "queued"}) if as_json else click.echo(job["id"])
+        return
+    click.echo(f"job {job['id']}", err=True)
+    final = (
+        follow(store, job["id"], pending) if not as_json else _quiet_wait(store, job["id"], pending)
+    )
+    _finish(store, final, out if wait else None)
+    if as_json:
+        echo_json(final)
+
+
+def _quiet_wait(store: Store, job_id: str, pending: Pending) -> dict:
+    while not pending.ready() and store.get_job(job_id)["state"] not in TERMINAL:
+        time.sleep(POLL_SECONDS)
+    return store.get_job(job_id)
+
+
+@click.command()
+@click.argument("job_id")
+@json_option
+def status(job_id: str, as_json: bool) -> None:
+    """Show a job's state and its latest epoch."""
+    store, _ = connect(load_settings())
+    job = store.get_job(job_id)
+    if as_json:
+        echo_json(job)
+        return
+    where = f" on {job['worker']}" if job["worker"] else ""
+    click.echo(f"job {job_id}: {job['state']}{where}, epoch {job['epoch']}/{job['epochs']}")
+    if job["history"]:
+        click.echo(epoch_line(job["history"][-1], job["epochs"]))
+    if job["error"]:
+        click.echo(f"error: {job['error']}")
+
+
+@click.command()
+@click.argument("job_id")
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the final checkpoint here.",
+)
+def wait(job_id: str, out: Path | None) -> None:
+    """Follow a job until it ends; exit status 1 if it failed."""
+    store, _ = connect(load_settings())
+    _finish(store, follow(store, job_id), out)
+
+
+@click.command()
+@click.argument("job_id")
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default="final.pth",
+    show_default=True,
+)
+@click.option("--latest", is_flag=True, help="The last epoch's checkpoint of an unfinished job.")
+def fetch(job_id: str, out: Path, latest: bool) -> None:
+    """Write a job's final checkpoint (torch.load(path)['net'] is the ResNet20 state_dict)."""
+    store, _ = connect(load_settings())
+    fetch_checkpoint(store, job_id, out, latest)
+
+
+@click.command()
+@click.argument("job_id")
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the train/test accuracy trend as a PNG.",
+)
+@json_option
+def report(job_id: str, plot: Path | None, as_json: bool) -> None:
+    """The per-epoch table: lr, train loss/accuracy, test loss/accuracy, time."""
+    store, _ = connect(load_settings())
+    job = store.get_job(job_id)
+    if as_json:
+        echo_json(job["history"])
+    else:
+        click.echo(f"job {job_id}: {job['config']['schedule']} schedule, {job['state']}")
+        for row in job["history"]:
+            click.echo(epoch_line(row, job["epochs"]))
+    if plot is not None:
+        if not job["history"]:
+            raise CbirqError(f"job {job_id} has no finished epoch to plot yet")
+        from cbirq.plot import accuracy_plot
+
+        schedule = job["config"]["schedule"]
+        accuracy_plot(
+            job["history"],
+            plot,
+            f"ResNet20 on CIFAR-10, {schedule} schedule",
+            mark_lr=schedule == "recommended",
+        )
+        click.echo(f"wrote {plot}", err=as_json)
+
+
+@click.command()
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+@json_option
+def jobs(limit: int, as_json: bool) -> None:
+    """Recent training jobs, newest first."""
+    store, _ = connect(load_settings())
+    found = store.jobs(limit)
+    if as_json:
+        echo_json([{k: j[k] for k in ("id", "state", "epoch", "epochs", "worker")} for j in found])
+        return
+    for job in found:
+        best = max((row["test_acc"] for row in job["history"]), default=None)
+        acc = f"best test acc {best:.2%}" if best is not None else ""
+        click.echo(
+            f"{job['id']}  {job['state']:<8} epoch {job['epoch']:>3}/{job['epochs']:<4} "
+            f"{job['config']['schedule']:<12} {acc}"
+        )

@@ -1,0 +1,47 @@
+"""TrainConfig: what a training job was asked to do (stdlib only, so the CLI can check it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from cbirq.errors import CbirqError
+
+SCHEDULES = ("recommended", "fast")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    schedule: str = "recommended"
+    lr: float | None = None  # None: the schedule's own (0.1 recommended, 0.4 peak fast)
+    batch_size: int | None = None  # None: 128 recommended, 256 fast
+    seed: int = 0
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    device: str = "auto"  # auto: the worker's GPU if it has one
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise CbirqError(f"unknown schedule '{self.schedule}': use {' or '.join(SCHEDULES)}")
+        if self.device not in DEVICES:
+            raise CbirqError(f"unknown device '{self.device}': use {', '.join(DEVICES)}")
+        if self.epochs < 1:
+            raise CbirqError("--epochs must be at least 1")
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+    @property
+    def fast(self) -> bool:
+        return self.schedule == "fast"
+
+    @property
+    def batch(self) -> int:
+        return self.batch_size or (256 if self.fast else 128)
+
+    @property
+    def base_lr(self) -> float:
+        return self.lr or (0.4 if self.fast else 0.1)

@@ -1,0 +1,165 @@
+"""Training ResNet20 on CIFAR-10: config, learning-rate schedules, the loop, checkpoints."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cbirq.cifar import Cifar, augment, normalize
+from cbirq.errors import CbirqError
+from cbirq.models import resnet20
+from cbirq.train_config import TrainConfig
+
+
+def lr_at(config: TrainConfig, epoch: int, step: int = 0, steps: int = 1) -> float:
+    """recommended: the course's schedule, base lr for the first half (5 of 10 epochs), then a
+    tenth of it. fast: one cycle, a linear warm-up over the first 20% of steps to the peak and a
+    linear decay to zero, which lets a large peak lr converge in few epochs (Smith 2018)."""
+    if not config.fast:
+        return config.base_lr if epoch < config.epochs // 2 else config.base_lr / 10
+    progress = (epoch * steps + step) / (config.epochs * steps)
+    warm = 0.2
+    if progress < warm:
+        return config.base_lr * (0.1 + 0.9 * progress / warm)
+    return config.base_lr * (1 - progress) / (1 - warm)
+
+
+def make_optimizer(net: nn.Module, config: TrainConfig) -> torch.optim.SGD:
+    # No weight decay on BatchNorm and biases: decaying them only fights the normalisation.
+    decay = [p for p in net.parameters() if p.ndim > 1]
+    rest = [p for p in net.parameters() if p.ndim <= 1]
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": rest, "weight_decay": 0.0},
+    ]
+    return torch.optim.SGD(
+        groups, lr=config.base_lr, momentum=config.momentum, nesterov=config.fast
+    )
+
+
+def checkpoint_bytes(checkpoint: dict) -> bytes:
+    buf = io.BytesIO()
+    torch.save(checkpoint, buf)
+    return buf.getvalue()
+
+
+def read_checkpoint(data: bytes) -> dict:
+    """A checkpoint from bytes, without pickle's arbitrary code (weights_only=True)."""
+    try:
+        checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CbirqError(f"not a loadable checkpoint: {str(exc).splitlines()[0]}") from None
+    if not isinstance(checkpoint, dict) or "net" not in checkpoint:
+        raise CbirqError("not a cbirq checkpoint: expected a dict with a 'net' state_dict")
+    return checkpoint
+
+
+def restore(net: nn.Module, optimizer: torch.optim.Optimizer, checkpoint: dict) -> tuple[int, list]:
+    """Load a checkpoint into net (and optimizer); returns (epochs done, history)."""
+    try:
+        net.load_state_dict(checkpoint["net"])
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise CbirqError(f"the checkpoint does not fit ResNet20: {detail}") from None
+    if "optimizer" in checkpoint:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+    return int(checkpoint.get("epoch", 0)), list(checkpoint.get("history", []))
+
+
+Progress = Callable[[int, int, int], None]  # (epoch, step, steps)
+
+
+def train_epoch(
+    net, optimizer, data: Cifar, config: TrainConfig, epoch: int, progress: Progress
+) -> tuple[float, float]:
+    net.train()
+    device = data.train_x.device
+    generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
+    order = torch.randperm(len(data.train_x), generator=generator).to(device)
+    steps = len(order) // config.batch  # drop the ragged last batch: BatchNorm dislikes tiny ones
+    smoothing = 0.1 if config.fast else 0.0
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(config, epoch, step, steps)
+        idx = order[step * config.batch : (step + 1) * config.batch]
+        x, y = normalize(augment(data.train_x[idx], generator)), data.train_y[idx]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = net(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.detach()
+        correct += (logits.argmax(1) == y).sum()
+        if step % 20 == 0 or step == steps - 1:
+            progress(epoch, step + 1, steps)
+    seen = max(1, steps * config.batch)
+    return total_loss.item() / max(1, steps), correct.item() / seen
+
+
+@torch.no_grad()
+def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, flip: bool) -> tuple[float, float]:
+    """Loss and accuracy; with `flip`, logits averaged with the mirrored image's."""
+    net.eval()
+    loss, correct = 0.0, 0
+    for i in range(0, len(x), 1000):
+        batch = normalize(x[i : i + 1000])
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+            logits = net(batch).float()
+            if flip:
+                logits = (logits + net(batch.flip(3)).float()) / 2
+        loss += F.cross_entropy(logits, y[i : i + 1000], reduction="sum").item()
+        correct += (logits.argmax(1) == y[i : i + 1000]).sum().item()
+    return loss / len(x), correct / len(x)
+
+
+def train(
+    config: TrainConfig,
+    data: Cifar,
+    device: torch.device,
+    resume: dict | None,
+    on_epoch: Callable[[dict], None],
+    progress: Progress,
+) -> dict:
+    """Train from scratch or from `resume`; `on_epoch` gets each epoch's checkpoint."""
+    torch.manual_seed(config.seed)
+    net = resnet20().to(device, memory_format=torch.channels_last)
+    optimizer = make_optimizer(net, config)
+    start, history = restore(net, optimizer, resume) if resume else (0, [])
+    if start >= config.epochs:
+        raise CbirqError(f"the checkpoint is at epoch {start}; ask for more than {start} --epochs")
+    data = data.to(device)
+    checkpoint: dict = {}
+    for epoch in range(start, config.epochs):
+        began = time.perf_counter()
+        train_loss, train_acc = train_epoch(net, optimizer, data, config, epoch, progress)
+        seconds = time.perf_counter() - began
+        test_loss, test_acc = evaluate(net, data.test_x, data.test_y, flip=config.fast)
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "lr": lr_at(config, epoch),
+                "train_loss": round(train_loss, 4),
+                "train_acc": round(train_acc, 4),
+                "test_loss": round(test_loss, 4),
+                "test_acc": round(test_acc, 4),
+                "seconds": round(seconds, 1),
+            }
+        )
+        checkpoint = {
+            "net": net.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "epoch": epoch + 1,
+            "history": history,
+            "config": asdict(config),
+        }
+        on_epoch(checkpoint)
+    return checkpoint
