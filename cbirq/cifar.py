@@ -112,7 +112,7 @@ def load_cifar(root: Path, cache_dir: Path | None = None) -> Cifar:
     else:
         try:
             arrays = read(source)
-        except (OSError, KeyError, ValueError, pickle.UnpicklingError) as exc:
+        except (OSError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as exc:
             raise CbirqError(f"malformed CIFAR-10 data in {source}: {exc}") from None
         if cache:
             cache.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ class TrainConfig:
     epochs: int = 10
     schedule: str = "recommended"
     lr: float | None = None  # None: the schedule's own (0.1 recommended, 0.4 peak fast)
-    batch_size: int | None = None  # None: 128 recommended, 256 fast
+    batch_size: int = 128
     seed: int = 0
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -37,10 +37,6 @@ class TrainConfig:
     @property
     def fast(self) -> bool:
         return self.schedule == "fast"
-
-    @property
-    def batch(self) -> int:
-        return self.batch_size or (256 if self.fast else 128)
 
     @property
     def base_lr(self) -> float:

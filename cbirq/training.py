@@ -54,7 +54,8 @@ def read_checkpoint(data: bytes) -> dict:
     try:
         checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CbirqError(f"not a loadable checkpoint: {str(exc).splitlines()[0]}") from None
+        detail = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise CbirqError(f"not a loadable checkpoint: {detail}") from None
     if not isinstance(checkpoint, dict) or "net" not in checkpoint:
         raise CbirqError("not a cbirq checkpoint: expected a dict with a 'net' state_dict")
     return checkpoint
@@ -68,7 +69,10 @@ def restore(net: nn.Module, optimizer: torch.optim.Optimizer, checkpoint: dict) 
         detail = " ".join(str(exc).split())[:300]
         raise CbirqError(f"the checkpoint does not fit ResNet20: {detail}") from None
     if "optimizer" in checkpoint:
-        optimizer.load_state_dict(checkpoint["optimizer"])
+        try:
+            optimizer.load_state_dict(checkpoint["optimizer"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CbirqError(f"the checkpoint's optimizer state does not fit: {exc}") from None
     return int(checkpoint.get("epoch", 0)), list(checkpoint.get("history", []))
 
 
@@ -82,14 +86,16 @@ def train_epoch(
     device = data.train_x.device
     generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
     order = torch.randperm(len(data.train_x), generator=generator).to(device)
-    steps = len(order) // config.batch  # drop the ragged last batch: BatchNorm dislikes tiny ones
+    steps = (
+        len(order) // config.batch_size
+    )  # drop the ragged last batch: BatchNorm dislikes tiny ones
     smoothing = 0.1 if config.fast else 0.0
     total_loss = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     for step in range(steps):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(config, epoch, step, steps)
-        idx = order[step * config.batch : (step + 1) * config.batch]
+        idx = order[step * config.batch_size : (step + 1) * config.batch_size]
         x, y = normalize(augment(data.train_x[idx], generator)), data.train_y[idx]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = net(x)
@@ -101,7 +107,7 @@ def train_epoch(
         correct += (logits.argmax(1) == y).sum()
         if step % 20 == 0 or step == steps - 1:
             progress(epoch, step + 1, steps)
-    seen = max(1, steps * config.batch)
+    seen = max(1, steps * config.batch_size)
     return total_loss.item() / max(1, steps), correct.item() / seen
 
 
@@ -130,6 +136,10 @@ def train(
     progress: Progress,
 ) -> dict:
     """Train from scratch or from `resume`; `on_epoch` gets each epoch's checkpoint."""
+    if len(data.train_x) < config.batch_size:  # every epoch would drop its only, ragged batch
+        raise CbirqError(
+            f"--batch-size {config.batch_size} exceeds the {len(data.train_x)} training images"
+        )
     torch.manual_seed(config.seed)
     net = resnet20().to(device, memory_format=torch.channels_last)
     optimizer = make_optimizer(net, config)

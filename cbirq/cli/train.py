@@ -111,9 +111,7 @@ def _finish(store: Store, job: dict, out: Path | None) -> None:
     type=click.FloatRange(min=0, min_open=True),
     help="Base (recommended) or peak (fast) learning rate.",
 )
-@click.option(
-    "--batch-size", type=click.IntRange(1, 65536), help="[default: 128 recommended, 256 fast]"
-)
+@click.option("--batch-size", type=click.IntRange(1, 65536), default=128, show_default=True)
 @click.option(
     "--resume",
     type=click.Path(dir_okay=False, path_type=Path),

@@ -39,8 +39,9 @@ class JobRecord:
 def _starting_point(store: Store, job_id: str) -> dict | None:
     """A redelivered job (its worker died) goes on from its last epoch, not from scratch."""
     raw = store.get_artifact(artifact_key(job_id, "last"))
-    raw = raw or store.get_artifact(artifact_key(job_id, "resume"))
-    return read_checkpoint(raw) if raw else None
+    if raw is None:
+        raw = store.get_artifact(artifact_key(job_id, "resume"))
+    return read_checkpoint(raw) if raw is not None else None  # b"" is an error, not a fresh start
 
 
 @app.task(name=TRAIN_TASK, bind=True, acks_late=True)
@@ -73,8 +74,9 @@ def train_cifar(self, job_id: str) -> dict:
             on_epoch,
             progress,
         )
-    except CbirqError as exc:
-        record.update(state="failed", error=str(exc))
+    except Exception as exc:  # recorded, or `cbirq wait` would follow a dead job for ever
+        error = str(exc) if isinstance(exc, CbirqError) else f"{type(exc).__name__}: {exc}"
+        record.update(state="failed", error=error)
         raise
     store.put_artifact(artifact_key(job_id, "final"), checkpoint_bytes(final))
     record.update(state="done", epoch=final["epoch"])

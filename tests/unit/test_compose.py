@@ -1,0 +1,45 @@
+"""docker-compose.yml, validated by parsing (no Docker engine runs here)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def compose():
+    return yaml.safe_load((REPO / "docker-compose.yml").read_text())
+
+
+def test_services_and_gpu_profile(compose):
+    services = compose["services"]
+    assert set(services) == {"redis", "worker", "query", "gpu-worker"}
+    assert "profiles" not in services["worker"] and services["gpu-worker"]["profiles"] == ["gpu"]
+    devices = services["gpu-worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+    assert (
+        "query" in services["query"]["command"][services["query"]["command"].index("--queues") + 1]
+    )
+
+
+def test_redis_needs_a_password_and_stays_on_the_host(compose):
+    redis = compose["services"]["redis"]
+    command = " ".join(redis["command"])
+    assert re.search(r"--requirepass \$\{CBIRQ_REDIS_PASSWORD:\?", command)
+    assert "--appendonly yes" in command
+    assert all(port.startswith("127.0.0.1:") for port in redis["ports"])
+    assert redis["healthcheck"]["test"][-1] == "ping"
+
+
+def test_workers_reach_redis_with_the_same_password(compose):
+    for name in ("worker", "query", "gpu-worker"):
+        service = compose["services"][name]
+        env = service["environment"]
+        assert env["CBIRQ_BROKER_URL"].startswith("redis://redis:6379")
+        assert env["CBIRQ_REDIS_PASSWORD"].startswith("${CBIRQ_REDIS_PASSWORD:?")
+        assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert any(v.endswith(":/models") for v in service["volumes"])
