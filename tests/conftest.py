@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -64,3 +65,86 @@ def run_cli(
         timeout=timeout,
         cwd=REPO,
     )
+
+
+# A tiny CIFAR-10, generated, in both layouts load_cifar reads.
+
+CIFAR_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)  # the order of cbirq.cifar.CLASSES, written out so this file does not import torch
+
+
+def cifar_arrays(
+    train_per_class: int = 8, test_per_class: int = 2, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """(N, 3, 32, 32) uint8 images and int64 labels, sorted by class as an image tree is read.
+
+    Every class has its own colour and stripe direction under the noise, so that a net can
+    learn something in an epoch or two."""
+    rng = np.random.default_rng(seed)
+    palette = rng.integers(30, 226, (len(CIFAR_CLASSES), 3))
+    yy, xx = np.mgrid[0:32, 0:32]
+
+    def split(per_class: int) -> tuple[np.ndarray, np.ndarray]:
+        images, labels = [], []
+        for label in range(len(CIFAR_CLASSES)):
+            stripes = np.sin((xx if label % 2 else yy) * (0.4 + 0.15 * label)) * 25
+            for _ in range(per_class):
+                noise = rng.normal(0, 12, (3, 32, 32))
+                img = palette[label][:, None, None] + stripes[None] + noise
+                images.append(np.clip(img, 0, 255).astype(np.uint8))
+                labels.append(label)
+        return np.stack(images), np.asarray(labels, np.int64)
+
+    train_x, train_y = split(train_per_class)
+    test_x, test_y = split(test_per_class)
+    return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
+
+
+def write_cifar_tree(root: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """`root/{train,test}/<class>/NNNN.png`, lossless, in the order of `arrays`."""
+    for split in ("train", "test"):
+        for i, (img, label) in enumerate(zip(arrays[f"{split}_x"], arrays[f"{split}_y"])):
+            folder = root / split / CIFAR_CLASSES[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img.transpose(1, 2, 0)).save(folder / f"{i:04d}.png")
+    return root
+
+
+def write_cifar_batches(root: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """torchvision's `root/cifar-10-batches-py/`: data_batch_1..5 and test_batch, pickled dicts
+    of "data" (N x 3072 uint8, the R, G and B planes in turn) and "labels"."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def dump(name: str, x: np.ndarray, y: np.ndarray) -> None:
+        batch = {"batch_label": name, "data": x.reshape(len(x), 3072), "labels": y.tolist()}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f, protocol=2)
+
+    parts = np.array_split(np.arange(len(arrays["train_x"])), 5)
+    for i, idx in enumerate(parts, start=1):
+        dump(f"data_batch_{i}", arrays["train_x"][idx], arrays["train_y"][idx])
+    dump("test_batch", arrays["test_x"], arrays["test_y"])
+    return root
+
+
+@pytest.fixture
+def cifar_tree(tmp_path) -> Path:
+    """A tiny CIFAR-10 image tree: 8 training and 2 test images per class."""
+    return write_cifar_tree(tmp_path / "cifar-tree", cifar_arrays())
+
+
+@pytest.fixture
+def cifar_batches(tmp_path) -> Path:
+    """The same images as `cifar_tree`, as torchvision's pickled batches."""
+    return write_cifar_batches(tmp_path / "cifar-batches", cifar_arrays())

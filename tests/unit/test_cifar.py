@@ -1,0 +1,205 @@
+"""load_cifar: torchvision's batches and image trees, the decoded cache, clear errors."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cbirq import cifar
+from cbirq.cifar import CLASSES, load_cifar
+from cbirq.errors import CbirqError
+from tests.conftest import CIFAR_CLASSES, cifar_arrays, write_cifar_batches, write_cifar_tree
+
+SPLITS = ("train_x", "train_y", "test_x", "test_y")
+
+
+def as_arrays(data: cifar.Cifar) -> dict[str, np.ndarray]:
+    return {k: getattr(data, k).numpy() for k in SPLITS}
+
+
+def test_the_generator_knows_the_class_names():
+    assert CIFAR_CLASSES == CLASSES
+
+
+@pytest.mark.parametrize("layout", ["tree", "batches"])
+def test_each_layout_loads_the_images_it_holds(tmp_path, layout):
+    arrays = cifar_arrays(3, 2, seed=5)
+    write = write_cifar_tree if layout == "tree" else write_cifar_batches
+    data = load_cifar(write(tmp_path / "data", arrays))
+    assert data.train_x.shape == (30, 3, 32, 32) and data.test_x.shape == (20, 3, 32, 32)
+    assert data.train_x.dtype == torch.uint8 and data.train_y.dtype == torch.int64
+    for key, value in as_arrays(data).items():
+        np.testing.assert_array_equal(value, arrays[key], err_msg=key)
+
+
+def test_both_layouts_give_the_same_tensors(tmp_path):
+    arrays = cifar_arrays(4, 2, seed=1)
+    tree = load_cifar(write_cifar_tree(tmp_path / "tree", arrays))
+    batches = load_cifar(write_cifar_batches(tmp_path / "batches", arrays))
+    for key in SPLITS:
+        assert torch.equal(getattr(tree, key), getattr(batches, key)), key
+    assert sorted(set(tree.train_y.tolist())) == list(range(10))
+
+
+def test_batch_rows_are_the_red_green_and_blue_planes(tmp_path):
+    """A pixel's R, G and B sit 1024 bytes apart in a row, as in the real dataset."""
+    arrays = cifar_arrays(1, 1)
+    write_cifar_batches(tmp_path, arrays)
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_1", "rb") as f:
+        row = pickle.load(f, encoding="latin1")["data"][0]
+    data = load_cifar(tmp_path)
+    img = data.train_x[0]
+    assert [row[0], row[1024], row[2048]] == img[:, 0, 0].tolist()
+    assert [row[31], row[32]] == [img[0, 0, 31].item(), img[0, 1, 0].item()]
+
+
+def test_the_tree_reads_rgb_from_any_png_mode(tmp_path):
+    arrays = cifar_arrays(1, 1)
+    root = write_cifar_tree(tmp_path, arrays)
+    path = root / "train" / "cat" / "0003.png"
+    rgb = Image.open(path).convert("RGB")
+    rgb.convert("RGBA").save(path)
+    (root / "train" / "cat" / ".DS_Store").write_bytes(b"finder junk")
+    data = load_cifar(root)
+    np.testing.assert_array_equal(data.train_x.numpy(), arrays["train_x"])
+
+
+def test_the_cache_is_written_and_reused(tmp_path, cifar_tree, monkeypatch):
+    cache = tmp_path / "cache"
+    first = load_cifar(cifar_tree, cache)
+    files = list(cache.glob("cifar10-*.npz"))
+    assert len(files) == 1
+    with np.load(files[0], allow_pickle=False) as saved:
+        assert sorted(saved.files) == sorted(SPLITS)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded an image despite the cache")
+
+    monkeypatch.setattr(Image, "open", no_decoding)
+    again = load_cifar(cifar_tree, cache)
+    for key in SPLITS:
+        assert torch.equal(getattr(first, key), getattr(again, key))
+    monkeypatch.undo()
+    assert list(cache.glob("*.npz")) == files and not list(cache.glob("*.tmp*"))
+
+
+def test_the_batches_cache_is_reused_without_unpickling(tmp_path, cifar_batches, monkeypatch):
+    cache = tmp_path / "cache"
+    first = load_cifar(cifar_batches, cache)
+
+    def no_unpickling(*args, **kwargs):
+        raise AssertionError("unpickled a batch despite the cache")
+
+    monkeypatch.setattr(pickle, "load", no_unpickling)
+    again = load_cifar(cifar_batches, cache)
+    assert torch.equal(first.train_x, again.train_x) and torch.equal(first.test_y, again.test_y)
+
+
+def test_a_changed_file_invalidates_the_cache(tmp_path, cifar_tree):
+    cache = tmp_path / "cache"
+    before = load_cifar(cifar_tree, cache)
+    path = cifar_tree / "test" / "dog" / "0011.png"
+    assert path.exists()
+    Image.new("RGB", (32, 32), (1, 2, 3)).save(path)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+    after = load_cifar(cifar_tree, cache)
+    assert len(list(cache.glob("cifar10-*.npz"))) == 2
+    index = list(after.test_y).index(CLASSES.index("dog")) + 1  # the second dog
+    assert after.test_x[index, :, 0, 0].tolist() == [1, 2, 3]
+    assert not torch.equal(before.test_x, after.test_x)
+    assert torch.equal(before.train_x, after.train_x)
+
+
+def test_an_added_file_invalidates_the_cache(tmp_path, cifar_tree):
+    cache = tmp_path / "cache"
+    assert len(load_cifar(cifar_tree, cache).train_x) == 80
+    Image.new("RGB", (32, 32), (9, 9, 9)).save(cifar_tree / "train" / "ship" / "9999.png")
+    assert len(load_cifar(cifar_tree, cache).train_x) == 81
+
+
+def test_a_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(CbirqError, match="no CIFAR-10 data folder at .*nowhere"):
+        load_cifar(tmp_path / "nowhere")
+
+
+def test_a_folder_of_neither_layout_is_a_clear_error(tmp_path):
+    (tmp_path / "train").mkdir()  # no test/ beside it
+    (tmp_path / "photo.png").write_bytes(b"")
+    with pytest.raises(CbirqError, match="holds neither cifar-10-batches-py/ nor train/"):
+        load_cifar(tmp_path)
+
+
+def test_a_missing_class_folder_is_named(tmp_path, cifar_tree):
+    shutil.rmtree(cifar_tree / "test" / "cat")
+    with pytest.raises(CbirqError, match=r"test lacks class folders: cat$"):
+        load_cifar(cifar_tree)
+
+
+def test_an_empty_split_is_a_clear_error(tmp_path, cifar_tree):
+    for name in CLASSES:
+        for path in (cifar_tree / "test" / name).iterdir():
+            path.unlink()
+    with pytest.raises(CbirqError, match="no images under"):
+        load_cifar(cifar_tree)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"not an image at all", "cannot read CIFAR image .*0002.png"),
+        (b"", "cannot read CIFAR image .*0002.png"),
+        ("truncated", "cannot read CIFAR image .*0002.png"),
+        ("large", r"0002.png is 40x30, CIFAR-10 is 32x32"),
+    ],
+)
+def test_a_bad_image_is_named(tmp_path, cifar_tree, content, message):
+    path = cifar_tree / "train" / "airplane" / "0002.png"
+    if content == "truncated":
+        content = path.read_bytes()[:-40]
+    elif content == "large":
+        buf = tmp_path / "big.png"
+        Image.new("RGB", (40, 30), "red").save(buf)
+        content = buf.read_bytes()
+    path.write_bytes(content)
+    with pytest.raises(CbirqError, match=message) as err:
+        load_cifar(cifar_tree, tmp_path / "cache")
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
+
+
+def _batch(root, name):
+    return root / "cifar-10-batches-py" / name
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["truncated", "empty", "missing", "not-a-pickle", "no-labels", "short-row"],
+)
+def test_a_damaged_batch_is_a_clear_error(tmp_path, cifar_batches, damage):
+    path = _batch(cifar_batches, "data_batch_3")
+    raw = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(raw[: len(raw) // 2])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "missing":
+        path.unlink()
+    elif damage == "not-a-pickle":
+        path.write_text("data_batch_3 was here")
+    else:
+        batch = pickle.loads(raw, encoding="latin1")
+        if damage == "no-labels":
+            del batch["labels"]
+        else:
+            batch["data"] = batch["data"][:, :3000]
+        path.write_bytes(pickle.dumps(batch))
+    with pytest.raises(CbirqError, match="malformed CIFAR-10 data in .*cifar-10-batches-py") as err:
+        load_cifar(cifar_batches, tmp_path / "cache")
+    assert "\n" not in str(err.value)
