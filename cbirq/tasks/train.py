@@ -63,6 +63,8 @@ def train_cifar(self, job_id: str) -> dict:
 
     try:
         settings = runtime.settings()
+        if settings.threads:  # the embedded CLI has no worker_process_init to set them
+            torch.set_num_threads(settings.threads)
         data = load_cifar(
             Path(record.job["data"] or settings.data_dir / "cifar10"), settings.cache_dir
         )
