@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -19,14 +20,24 @@ DECODE_THREADS = 2  # Pillow releases the GIL while decoding: threads overlap th
 def _decoded(
     items: list[dict], read: Reader, backbone: Backbone
 ) -> Iterator[tuple[dict, np.ndarray | None, str | None]]:
+    """Decoded items in order, decoding at most a few batches ahead of the model: bounded
+    memory whatever the chunk size."""
+
     def decode(item: dict) -> tuple[dict, np.ndarray | None, str | None]:
         try:
             return item, load_array(read(item), backbone.resize, backbone.crop), None
         except CbirqError as exc:
             return item, None, str(exc)
 
+    ahead = 2 * backbone.batch_size + DECODE_THREADS
     with ThreadPoolExecutor(DECODE_THREADS) as pool:
-        yield from pool.map(decode, items)
+        window: deque[Future] = deque()
+        for item in items:
+            window.append(pool.submit(decode, item))
+            if len(window) > ahead:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
 
 
 def _batches(decoded, size: int, errors: dict[str, str]) -> Iterator[list[tuple[dict, np.ndarray]]]:

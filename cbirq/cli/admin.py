@@ -72,15 +72,19 @@ def _queues(value: str) -> str:
 @click.option(
     "--concurrency",
     "-c",
-    default=1,
-    show_default=True,
-    type=click.IntRange(1, 64),
-    help="Worker processes; torch threads per process = cores / concurrency.",
+    type=click.IntRange(1, 256),
+    help="Worker processes [default: one per CPU core]; torch threads per process = "
+    "cores / concurrency.",
 )
 @click.option("--name", "-n", default=None, help="Worker node name (default cbirq-PID@host).")
 @click.option("--loglevel", "-l", default="info", show_default=True)
-def worker(queues: str, concurrency: int, name: str | None, loglevel: str) -> None:
-    """Start a Celery worker for cbirq's tasks (needs CBIRQ_BROKER_URL)."""
+def worker(queues: str, concurrency: int | None, name: str | None, loglevel: str) -> None:
+    """Start a Celery worker for cbirq's tasks (needs CBIRQ_BROKER_URL).
+
+    On CPUs, one single-threaded process per core beats one process with a thread per core:
+    torch's OpenMP threads spin while they wait and lose 3-5x as soon as another process needs
+    a core (measured in scripts/bench_index.py).
+    """
     import os
 
     config = load_settings()
@@ -93,6 +97,7 @@ def worker(queues: str, concurrency: int, name: str | None, loglevel: str) -> No
     from cbirq.celery_app import app
 
     node = name or f"cbirq-{os.getpid()}@%h"
+    concurrency = concurrency or os.cpu_count() or 1
     app.worker_main(
         [
             "worker",
