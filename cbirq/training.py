@@ -1,4 +1,4 @@
-"""Training ResNet20 on CIFAR-10: config, learning-rate schedules, the loop, checkpoints."""
+"""Training ResNet20 on CIFAR-10: learning-rate schedules, the loop, checkpoints."""
 
 from __future__ import annotations
 

@@ -19,6 +19,18 @@ from cbirq.train_config import DEVICES, SCHEDULES, TrainConfig
 POLL_SECONDS = 0.5
 
 
+def checkpoint_out(default: str | None, help: str):
+    """The `--out/-o` option of the commands that write a checkpoint file."""
+    return click.option(
+        "--out",
+        "-o",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=default,
+        show_default=default is not None,
+        help=help,
+    )
+
+
 def epoch_line(row: dict, epochs: int) -> str:
     return (
         f"epoch {row['epoch']:>3}/{epochs}  lr {row['lr']:.4f}  "
@@ -145,12 +157,14 @@ def submit_train(
     store.put_job(job)
     pending = dispatcher.start(TRAIN_TASK, job_id=job["id"])
     if not (wait or dispatcher.embedded):
-        echo_json({"id": job["id"], "state": "queued"}) if as_json else click.echo(job["id"])
+        if as_json:
+            echo_json({"id": job["id"], "state": "queued"})
+        else:
+            click.echo(job["id"])
         return
     click.echo(f"job {job['id']}", err=True)
-    final = (
-        follow(store, job["id"], pending) if not as_json else _quiet_wait(store, job["id"], pending)
-    )
+    follow_job = _quiet_wait if as_json else follow
+    final = follow_job(store, job["id"], pending)
     _finish(store, final, out if wait else None)
     if as_json:
         echo_json(final)
@@ -182,12 +196,7 @@ def status(job_id: str, as_json: bool) -> None:
 
 @click.command()
 @click.argument("job_id")
-@click.option(
-    "--out",
-    "-o",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write the final checkpoint here.",
-)
+@checkpoint_out(None, "Also write the final checkpoint here.")
 def wait(job_id: str, out: Path | None) -> None:
     """Follow a job until it ends; exit status 1 if it failed."""
     store, _ = connect(load_settings())
@@ -196,13 +205,7 @@ def wait(job_id: str, out: Path | None) -> None:
 
 @click.command()
 @click.argument("job_id")
-@click.option(
-    "--out",
-    "-o",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default="final.pth",
-    show_default=True,
-)
+@checkpoint_out("final.pth", "Where to write the checkpoint.")
 @click.option("--latest", is_flag=True, help="The last epoch's checkpoint of an unfinished job.")
 def fetch(job_id: str, out: Path, latest: bool) -> None:
     """Write a job's final checkpoint (torch.load(path)['net'] is the ResNet20 state_dict)."""
