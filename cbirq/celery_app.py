@@ -22,6 +22,16 @@ ROUTES = {
 }
 
 
+def _transport_options(settings: settings_module.Settings) -> dict:
+    # How soon a dead worker's unacknowledged task is delivered again: the visibility timeout,
+    # plus up to one sweep interval (kombu sweeps every interval x throttle seconds).
+    return {
+        "visibility_timeout": settings.visibility_timeout,
+        "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 10)),
+        "unacked_restore_throttle": 1,
+    }
+
+
 def make_app(settings: settings_module.Settings | None = None) -> Celery:
     settings = settings or settings_module.load()
     url = settings.broker_url or "memory://"
@@ -39,25 +49,39 @@ def make_app(settings: settings_module.Settings | None = None) -> Celery:
         result_accept_content=["json"],
         task_routes=ROUTES,
         task_default_queue="extract",
-        # Our tasks are idempotent (keyed writes), so a task is acknowledged only after it ran:
-        # a worker that dies mid-chunk leaves the chunk to be redelivered, not lost.
+        # Our tasks are idempotent (keyed writes; training resumes from its checkpoint), so a
+        # task is acknowledged only after it ran: a dead worker's task is delivered again.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         # Chunks and training runs are long: a worker takes one at a time, so an idle worker
         # is never starved by a busy one holding prefetched messages (Celery, "Optimizing").
         worker_prefetch_multiplier=1,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
-        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_transport_options=_transport_options(settings),
+        result_backend_transport_options=_transport_options(settings),
+        # A hung chunk or query (a stalled network read, say) is stopped instead of holding
+        # its worker for ever; the soft limit lets the task say why. Both limits are well
+        # under the default visibility timeout, so a healthy task is never delivered twice.
+        task_annotations={
+            EXTRACT_TASK: {"soft_time_limit": 300, "time_limit": 330},
+            RANK_TASK: {"soft_time_limit": 120, "time_limit": 150},
+        },
+        # Results are read within seconds (chunks, queries) or kept in the job record (training).
         result_expires=24 * 3600,
-        # The CLI reports an unreachable broker in seconds instead of retrying for ever.
+        # The CLI reports an unreachable broker in seconds instead of retrying for ever...
         broker_connection_timeout=settings.connect_timeout,
         broker_connection_retry_on_startup=True,
+        # ...but a Redis restart (a few seconds with AOF) neither loses a message being sent
+        # nor a result being waited for.
         task_publish_retry_policy={
-            "max_retries": 2,
+            "max_retries": 10,
             "interval_start": 0.2,
             "interval_step": 0.5,
-            "interval_max": 1,
+            "interval_max": 2,
         },
+        result_backend_always_retry=True,
+        result_backend_max_retries=10,
+        result_backend_base_sleep_between_retries_ms=200,
+        result_backend_max_sleep_between_retries_ms=2000,
         worker_hijack_root_logger=False,
         task_track_started=True,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
-TERMINAL = ("done", "failed")
+TERMINAL = ("done", "failed", "cancelled")
 
 
 def new_job(config: dict, data: str | None, resumed_from: str | None) -> dict:
@@ -30,5 +30,10 @@ def new_job(config: dict, data: str | None, resumed_from: str | None) -> dict:
 
 
 def artifact_key(job_id: str, which: str) -> str:
-    """`resume` (uploaded by the CLI), `last` (after every epoch) or `final`."""
+    """`resume` (uploaded by the CLI), `last` (after every epoch), `final`, or `cancel` (set by
+    `cbirq cancel`: a flag of its own, so the worker's record updates cannot overwrite it)."""
     return f"job:{job_id}:{which}"
+
+
+def lease_key(job_id: str) -> str:
+    return f"job:{job_id}"

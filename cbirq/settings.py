@@ -51,6 +51,8 @@ class Settings:
     result_timeout: float
     connect_timeout: float
     threads: int | None
+    lease_ttl: int
+    shared_roots: tuple[Path, ...]
 
     @property
     def embedded(self) -> bool:
@@ -75,6 +77,10 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, not {raw!r}") from None
 
 
+def _paths(raw: str) -> tuple[Path, ...]:
+    return tuple(Path(p).resolve() for p in raw.split(os.pathsep) if p)
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     password = env.get("CBIRQ_REDIS_PASSWORD") or None
@@ -89,10 +95,15 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         data_dir=Path(env.get("CBIRQ_DATA_DIR") or home / "data"),
         # Chunks queued at once by one `cbirq index`: bounds the image bytes held in Redis.
         inflight=max(1, _int(env, "CBIRQ_INFLIGHT", 4)),
-        # Redis redelivers an unacked task after this many seconds; it must exceed the longest
-        # task or that task runs twice (Celery docs, "Redis: visibility timeout").
-        visibility_timeout=_int(env, "CBIRQ_VISIBILITY_TIMEOUT", 4 * 3600),
+        # Redis redelivers an unacked task after this many seconds (Celery docs, "Redis:
+        # visibility timeout"): how long a dead worker's chunk waits. Longer than any chunk or
+        # query, so those never run twice; training runs for hours and guards itself with a
+        # lease instead (cbirq/tasks/lease.py).
+        visibility_timeout=max(1, _int(env, "CBIRQ_VISIBILITY_TIMEOUT", 600)),
         result_timeout=float(_int(env, "CBIRQ_RESULT_TIMEOUT", 600)),
         connect_timeout=float(_int(env, "CBIRQ_CONNECT_TIMEOUT", 3)),
         threads=threads or None,
+        # A training job's lease lapses this long after its worker's last heartbeat.
+        lease_ttl=max(1, _int(env, "CBIRQ_LEASE_TTL", 60)),
+        shared_roots=_paths(env.get("CBIRQ_SHARED_ROOTS", "")),
     )

@@ -44,20 +44,22 @@ def main() -> None:
 
 
 def _register() -> None:
-    from cbirq.cli import admin, search, train
+    from cbirq.cli import admin, cluster, search, train
 
     for command in (
         search.index,
         search.query,
         admin.indexes,
         admin.export,
-        admin.worker,
+        cluster.worker,
+        cluster.workers,
         train.submit_train,
         train.status,
         train.wait,
         train.fetch,
         train.report,
         train.jobs,
+        train.cancel,
     ):
         main.add_command(command)
 

@@ -1,4 +1,4 @@
-"""`cbirq indexes`, `cbirq export` and `cbirq worker`."""
+"""`cbirq indexes` and `cbirq export`."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ from pathlib import Path
 
 import click
 
-from cbirq.celery_app import QUEUES
 from cbirq.cli.common import connect, echo_json, index_option, json_option, load_settings
-from cbirq.errors import CbirqError
 
 
 @click.command()
@@ -49,67 +47,4 @@ def export(index_name: str, out: Path) -> None:
     click.echo(
         f"wrote {matrix.shape[0]} x {matrix.shape[1]} features to {out} "
         f"and their paths to {out.with_suffix('.txt')}"
-    )
-
-
-def _queues(value: str) -> str:
-    names = [q.strip() for q in value.split(",") if q.strip()]
-    unknown = sorted(set(names) - set(QUEUES))
-    if unknown or not names:
-        raise click.BadParameter(f"choose from {', '.join(QUEUES)} (comma-separated)")
-    return ",".join(names)
-
-
-@click.command()
-@click.option(
-    "--queues",
-    "-Q",
-    default="extract,query",
-    show_default=True,
-    callback=lambda _c, _p, v: _queues(v),
-    help=f"Comma-separated queues to consume: {', '.join(QUEUES)}.",
-)
-@click.option(
-    "--concurrency",
-    "-c",
-    type=click.IntRange(1, 256),
-    help="Worker processes [default: one per CPU core]; torch threads per process = "
-    "cores / concurrency.",
-)
-@click.option("--name", "-n", default=None, help="Worker node name (default cbirq-PID@host).")
-@click.option("--loglevel", "-l", default="info", show_default=True)
-def worker(queues: str, concurrency: int | None, name: str | None, loglevel: str) -> None:
-    """Start a Celery worker for cbirq's tasks (needs CBIRQ_BROKER_URL).
-
-    On CPUs, one single-threaded process per core beats one process with a thread per core:
-    torch's OpenMP threads spin while they wait and lose 3-5x as soon as another process needs
-    a core (measured in scripts/bench_index.py).
-    """
-    import os
-
-    config = load_settings()
-    if config.embedded:
-        raise CbirqError(
-            "cbirq worker needs CBIRQ_BROKER_URL (e.g. redis://localhost:6379/0); without it "
-            "every command already runs in-process"
-        )
-    connect(config)
-    from cbirq.celery_app import app
-
-    node = name or f"cbirq-{os.getpid()}@%h"
-    concurrency = concurrency or os.cpu_count() or 1
-    app.worker_main(
-        [
-            "worker",
-            "-Q",
-            queues,
-            "-c",
-            str(concurrency),
-            "-n",
-            node,
-            "-l",
-            loglevel,
-            "--without-gossip",
-            "--without-mingle",
-        ]
     )

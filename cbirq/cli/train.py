@@ -1,4 +1,4 @@
-"""Training commands: submit-train, status, wait, fetch, report, jobs."""
+"""Training commands: submit-train, status, wait, fetch, report, jobs, cancel."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from cbirq.celery_app import TRAIN_TASK
 from cbirq.cli.common import connect, echo_json, json_option, load_settings
 from cbirq.cli.dispatch import Pending
 from cbirq.errors import CbirqError
-from cbirq.jobs import TERMINAL, artifact_key, new_job
+from cbirq.jobs import TERMINAL, artifact_key, lease_key, new_job
 from cbirq.store import Store
 from cbirq.train_config import DEVICES, SCHEDULES, TrainConfig
 
@@ -103,6 +103,8 @@ def fetch_checkpoint(store: Store, job_id: str, out: Path, latest: bool = False)
 def _finish(store: Store, job: dict, out: Path | None) -> None:
     if job["state"] == "failed":
         raise CbirqError(f"job {job['id']} failed: {job['error']}")
+    if job["state"] == "cancelled":
+        raise CbirqError(f"job {job['id']} was cancelled at epoch {job['epoch']}/{job['epochs']}")
     if out is not None:
         fetch_checkpoint(store, job["id"], out)
 
@@ -194,13 +196,32 @@ def status(job_id: str, as_json: bool) -> None:
         click.echo(f"error: {job['error']}")
 
 
+def _orphaned(store: Store, job: dict) -> bool:
+    """An unfinished job whose lease has lapsed: the process that ran it is gone."""
+    if job["state"] in TERMINAL:
+        return False
+    key, probe = lease_key(job["id"]), "cbirq wait (probe)"
+    if not store.claim(key, probe, ttl=5):
+        return False
+    store.release(key, probe)  # free for the task that resumes it
+    return True
+
+
 @click.command()
 @click.argument("job_id")
 @checkpoint_out(None, "Also write the final checkpoint here.")
 def wait(job_id: str, out: Path | None) -> None:
-    """Follow a job until it ends; exit status 1 if it failed."""
-    store, _ = connect(load_settings())
-    _finish(store, follow(store, job_id), out)
+    """Follow a job until it ends; exit status 1 if it failed or was cancelled.
+
+    In-process (no broker), a job whose process died goes on here from its last epoch; on
+    workers, Redis delivers it again to another worker.
+    """
+    store, dispatcher = connect(load_settings())
+    job, pending = store.get_job(job_id), None
+    if dispatcher.embedded and _orphaned(store, job):
+        click.echo(f"job {job_id}: its process is gone; resuming at epoch {job['epoch']}", err=True)
+        pending = dispatcher.start(TRAIN_TASK, job_id=job_id)
+    _finish(store, follow(store, job_id, pending), out)
 
 
 @click.command()
@@ -263,3 +284,20 @@ def jobs(limit: int, as_json: bool) -> None:
             f"{job['id']}  {job['state']:<8} epoch {job['epoch']:>3}/{job['epochs']:<4} "
             f"{job['config']['schedule']:<12} {acc}"
         )
+
+
+@click.command()
+@click.argument("job_id")
+def cancel(job_id: str) -> None:
+    """Stop a queued or running job; its last checkpoint stays (cbirq fetch --latest)."""
+    store, _ = connect(load_settings())
+    job = store.get_job(job_id)
+    if job["state"] in TERMINAL:
+        raise CbirqError(f"job {job_id} is already {job['state']}")
+    store.put_artifact(artifact_key(job_id, "cancel"), b"1")
+    if job["state"] == "queued":  # a worker that takes it later sees the flag and skips it
+        job.update(state="cancelled", updated=time.time())
+        store.put_job(job)
+        click.echo(f"cancelled job {job_id}")
+    else:
+        click.echo(f"cancelling job {job_id}: it stops within seconds, at its next heartbeat")

@@ -92,3 +92,11 @@ class Store(Protocol):
     def put_artifact(self, key: str, data: bytes) -> None: ...
 
     def get_artifact(self, key: str) -> bytes | None: ...
+
+    # Leases: at most one owner at a time, lapsing `ttl` seconds after the last renewal.
+
+    def claim(self, key: str, owner: str, ttl: float) -> bool:
+        """Take the lease, or renew it if `owner` holds it; False while someone else does."""
+
+    def release(self, key: str, owner: str) -> None:
+        """Give the lease up, if `owner` holds it."""

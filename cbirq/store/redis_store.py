@@ -12,6 +12,7 @@ Keys, all under `cbirq:`:
     job:ID                  JSON record of a training job
     jobs                    sorted set of job ids by creation time
     artifact:KEY            checkpoints and other binary results
+    lease:KEY               the owner's name, expiring unless renewed
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ class RedisStore:
             url,
             socket_connect_timeout=timeout,
             socket_timeout=60,
-            # A few quick retries ride out a Redis restart without hiding a dead server for long.
-            retry=Retry(ExponentialBackoff(cap=1.0, base=0.1), 3),
+            # Retries for about 5 s ride out a Redis restart (AOF reload included).
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.1), 8),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         )
         return cls(client, url)
@@ -51,12 +52,18 @@ class RedisStore:
         return f"{PREFIX}index:{name}:{part}"
 
     def ping(self) -> None:
+        """Check the connection at once: a server that is not there is reported in the
+        connect timeout, not after the retries that ride out a restart."""
+        patient = self.r.get_retry()
+        self.r.set_retry(Retry(ExponentialBackoff(), 0))
         try:
             self.r.ping()
         except redis.AuthenticationError as exc:
             raise Unavailable(f"Redis at {redact(self.url)} refused the password: {exc}") from None
         except redis.RedisError as exc:
             raise Unavailable(f"cannot reach Redis at {redact(self.url)}: {exc}") from None
+        finally:
+            self.r.set_retry(patient)
 
     def open_index(self, name: str, model: str, weights: str) -> IndexInfo:
         check_index_name(name)
@@ -182,6 +189,29 @@ class RedisStore:
 
     def get_artifact(self, key: str) -> bytes | None:
         return self.r.get(f"{PREFIX}artifact:{key}")
+
+    def claim(self, key: str, owner: str, ttl: float) -> bool:
+        name = f"{PREFIX}lease:{key}"
+
+        def attempt(pipe: redis.client.Pipeline) -> bool:
+            holder = pipe.get(name)  # WATCHed: a rival's claim in between aborts and retries
+            if holder is not None and holder.decode() != owner:
+                return False
+            pipe.multi()
+            pipe.set(name, owner, px=max(1, int(ttl * 1000)))
+            return True
+
+        return self.r.transaction(attempt, name, value_from_callable=True)
+
+    def release(self, key: str, owner: str) -> None:
+        name = f"{PREFIX}lease:{key}"
+
+        def attempt(pipe: redis.client.Pipeline) -> None:
+            if pipe.get(name) == owner.encode():
+                pipe.multi()
+                pipe.delete(name)
+
+        self.r.transaction(attempt, name)
 
     def memory_used(self) -> int:
         return int(self.r.info("memory")["used_memory"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -23,6 +24,7 @@ CREATE TABLE IF NOT EXISTS log (
     hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, created REAL NOT NULL, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS artifacts (key TEXT PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (key TEXT PRIMARY KEY, owner TEXT NOT NULL, until REAL NOT NULL);
 """
 CHUNK = 500  # stay under SQLite's limit on bound parameters
 
@@ -165,3 +167,16 @@ class SqliteStore:
     def get_artifact(self, key: str) -> bytes | None:
         row = self.db.execute("SELECT data FROM artifacts WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
+
+    def claim(self, key: str, owner: str, ttl: float) -> bool:
+        now = time.time()
+        done = self.db.execute(
+            "INSERT INTO leases VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE "
+            "SET owner = excluded.owner, until = excluded.until "
+            "WHERE leases.owner = excluded.owner OR leases.until <= ?",
+            (key, owner, now + ttl, now),
+        )
+        return done.rowcount == 1
+
+    def release(self, key: str, owner: str) -> None:
+        self.db.execute("DELETE FROM leases WHERE key = ? AND owner = ?", (key, owner))

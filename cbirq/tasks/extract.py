@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 from cbirq.celery_app import EXTRACT_TASK, app
-from cbirq.errors import ImageError
+from cbirq.errors import CbirqError, ImageError
 from cbirq.indexing import extract_chunk
 from cbirq.tasks import runtime
 
@@ -11,7 +13,7 @@ from cbirq.tasks import runtime
 def _reader(store):
     def read(item: dict) -> bytes | str:
         if "blob" not in item:
-            return item["path"]
+            return runtime.readable_path(item["path"])
         data = store.get_blob(item["blob"])
         if data is None:
             raise ImageError("image bytes expired before a worker took the chunk; index again")
@@ -20,12 +22,28 @@ def _reader(store):
     return read
 
 
-@app.task(name=EXTRACT_TASK, acks_late=True)
-def extract_batch(index: str, model: str, weights: str, items: list[dict]) -> dict:
+@app.task(
+    name=EXTRACT_TASK,
+    bind=True,
+    acks_late=True,
+    autoretry_for=runtime.TRANSIENT,
+    retry_backoff=1,
+    retry_backoff_max=30,
+    max_retries=5,
+)
+def extract_batch(self, index: str, model: str, weights: str, items: list[dict]) -> dict:
     """Idempotent: features are keyed by content hash and entries by path, so a redelivered
-    chunk rewrites the same keys."""
+    chunk rewrites the same keys (and skips images whose features an earlier run stored)."""
     store = runtime.store()
-    summary = extract_chunk(store, runtime.backbone(model, weights), index, items, _reader(store))
+    try:
+        summary = extract_chunk(
+            store, runtime.backbone(model, weights), index, items, _reader(store)
+        )
+    except SoftTimeLimitExceeded:
+        raise CbirqError(
+            f"a chunk of {len(items)} images took over {self.soft_time_limit:.0f} s: "
+            "use a smaller --chunk"
+        ) from None
     blobs = [item["blob"] for item in items if "blob" in item]
     if blobs:
         store.delete_blobs(blobs)

@@ -10,7 +10,15 @@ from cbirq.tasks import runtime
 _cache = IndexCache()  # per worker process: index matrices kept between queries
 
 
-@app.task(name=RANK_TASK, acks_late=True)
+@app.task(
+    name=RANK_TASK,
+    acks_late=True,
+    # Someone is waiting: a few quick retries, no more.
+    autoretry_for=runtime.TRANSIENT,
+    retry_backoff=1,
+    retry_backoff_max=4,
+    max_retries=3,
+)
 def rank_query(index: str, query: dict, top: int = 5, metric: str = "cosine") -> dict:
     store = runtime.store()
     if "blob" in query:
@@ -19,7 +27,7 @@ def rank_query(index: str, query: dict, top: int = 5, metric: str = "cosine") ->
         if source is None:
             raise ImageError("the query image expired before a worker took it; try again")
     else:
-        source = query["path"]
+        source = runtime.readable_path(query["path"])
     info = store.info(index)
     found = search(
         store, _cache, runtime.backbone(info.model, info.weights), index, source, top, metric

@@ -5,10 +5,19 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
+import redis
 from celery.signals import worker_process_init
+from celery.worker import state as worker_state
+from celery.worker.control import inspect_command
+from kombu.exceptions import OperationalError
 
 from cbirq import settings as settings_module
+from cbirq.shared_fs import confine
 from cbirq.store import Store, open_store
+
+# Worth a retry with backoff: the store or broker is restarting or briefly unreachable. Bad input
+# (CbirqError) is never retried: it would fail the same way every time.
+TRANSIENT = (redis.ConnectionError, redis.TimeoutError, OperationalError)
 
 
 def settings() -> settings_module.Settings:
@@ -22,6 +31,13 @@ def _store(config: settings_module.Settings) -> Store:
 
 def store() -> Store:
     return _store(settings())
+
+
+def readable_path(path: str) -> str:
+    """A file a task may open: any, in-process (the CLI reads its own files); on a worker,
+    only under the roots it was started with."""
+    config = settings()
+    return path if config.embedded else confine(path, config.shared_roots)
 
 
 @lru_cache(maxsize=4)
@@ -46,3 +62,21 @@ def _limit_threads(**_: object) -> None:
     from celery import current_app
 
     torch.set_num_threads(torch_threads(current_app.conf.worker_concurrency or 1, settings()))
+
+
+@inspect_command()
+def cbirq_info(state) -> dict:
+    """What `cbirq workers` shows: queues, GPU, processes x threads, tasks running now."""
+    consumer = state.consumer
+    concurrency = consumer.controller.concurrency
+    return {
+        "queues": sorted(q.name for q in consumer.task_consumer.queues),
+        "gpu": os.environ.get("CUDA_VISIBLE_DEVICES") or None,
+        "processes": concurrency,
+        "threads": torch_threads(concurrency, settings()),
+        "shared_roots": [str(root) for root in settings().shared_roots],
+        "active": [
+            {"task": r.name, "id": r.id, "started": r.time_start}
+            for r in worker_state.active_requests
+        ],
+    }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from pathlib import Path
 
@@ -10,7 +12,8 @@ import torch
 from cbirq.celery_app import TRAIN_TASK, app
 from cbirq.cifar import load_cifar
 from cbirq.errors import CbirqError
-from cbirq.jobs import artifact_key
+from cbirq.jobs import TERMINAL, artifact_key, lease_key
+from cbirq.lease import Heartbeat, Stopped
 from cbirq.store import Store
 from cbirq.tasks import runtime
 from cbirq.train_config import TrainConfig
@@ -44,14 +47,8 @@ def _starting_point(store: Store, job_id: str) -> dict | None:
     return read_checkpoint(raw) if raw is not None else None  # b"" is an error, not a fresh start
 
 
-@app.task(name=TRAIN_TASK, bind=True, acks_late=True)
-def train_cifar(self, job_id: str) -> dict:
-    """Idempotent: a finished job returns at once, an interrupted one resumes."""
-    store = runtime.store()
-    record = JobRecord(store, job_id)
-    if record.job["state"] == "done":
-        return {"id": job_id, "state": "done"}
-    record.update(state="running", worker=self.request.hostname, error=None)
+def _run(store: Store, record: JobRecord, beat: Heartbeat) -> dict:
+    job_id = record.job["id"]
     config = TrainConfig.from_dict(record.job["config"])
 
     def on_epoch(checkpoint: dict) -> None:
@@ -59,27 +56,66 @@ def train_cifar(self, job_id: str) -> dict:
         record.update(epoch=checkpoint["epoch"], history=checkpoint["history"])
 
     def progress(epoch: int, step: int, steps: int) -> None:
+        beat.check()
         record.update(current_epoch=epoch + 1, step=step, steps=steps)
 
-    try:
-        settings = runtime.settings()
-        if settings.threads:  # the embedded CLI has no worker_process_init to set them
-            torch.set_num_threads(settings.threads)
-        data = load_cifar(
-            Path(record.job["data"] or settings.data_dir / "cifar10"), settings.cache_dir
-        )
-        final = train(
-            config,
-            data,
-            pick_device(config.device),
-            _starting_point(store, job_id),
-            on_epoch,
-            progress,
-        )
-    except Exception as exc:  # recorded, or `cbirq wait` would follow a dead job for ever
-        error = str(exc) if isinstance(exc, CbirqError) else f"{type(exc).__name__}: {exc}"
-        record.update(state="failed", error=error)
-        raise
-    store.put_artifact(artifact_key(job_id, "final"), checkpoint_bytes(final))
-    record.update(state="done", epoch=final["epoch"])
+    settings = runtime.settings()
+    if settings.threads:  # the embedded CLI has no worker_process_init to set them
+        torch.set_num_threads(settings.threads)
+    data = load_cifar(Path(record.job["data"] or settings.data_dir / "cifar10"), settings.cache_dir)
+    start = _starting_point(store, job_id)
+    return train(config, data, pick_device(config.device), start, on_epoch, progress)
+
+
+@app.task(
+    name=TRAIN_TASK,
+    bind=True,
+    # Idempotent (a finished job returns at once, an interrupted one resumes), so acked late.
+    acks_late=True,
+    # Training runs for hours: no time limit. The lease keeps a redelivery from running it
+    # twice, and a transient store error retries (resuming from the last checkpoint) for as
+    # long as it takes, backing off to a try a minute.
+    autoretry_for=runtime.TRANSIENT,
+    retry_backoff=2,
+    retry_backoff_max=60,
+    max_retries=None,
+)
+def train_cifar(self, job_id: str) -> dict:
+    store, settings = runtime.store(), runtime.settings()
+    record = JobRecord(store, job_id)
+    if record.job["state"] in TERMINAL:
+        return {"id": job_id, "state": record.job["state"]}
+    worker = self.request.hostname  # None in-process
+    cancel = artifact_key(job_id, "cancel")
+    beat = Heartbeat(
+        store,
+        lease_key(job_id),
+        f"{worker or socket.gethostname()}:{os.getpid()}",
+        settings.lease_ttl,
+        lambda: store.get_artifact(cancel) is not None,
+    )
+    if not beat.acquire():
+        # Another delivery is training it. Check back once its lease could have lapsed, well
+        # within the visibility timeout (a retry waiting longer would be redelivered too).
+        countdown = min(settings.lease_ttl, settings.visibility_timeout / 2)
+        raise self.retry(countdown=countdown, max_retries=None)
+    with beat:
+        if store.get_artifact(cancel) is not None:
+            record.update(state="cancelled")
+            return {"id": job_id, "state": "cancelled"}
+        record.update(state="running", worker=worker, error=None)
+        try:
+            final = _run(store, record, beat)
+        except Stopped as stop:
+            if stop.reason == "cancelled":
+                record.update(state="cancelled")
+            return {"id": job_id, "state": stop.reason}
+        except runtime.TRANSIENT:
+            raise  # retried from the last checkpoint
+        except Exception as exc:  # recorded, or `cbirq wait` would follow a dead job for ever
+            error = str(exc) if isinstance(exc, CbirqError) else f"{type(exc).__name__}: {exc}"
+            record.update(state="failed", error=error)
+            raise
+        store.put_artifact(artifact_key(job_id, "final"), checkpoint_bytes(final))
+        record.update(state="done", epoch=final["epoch"])
     return {"id": job_id, "state": "done"}

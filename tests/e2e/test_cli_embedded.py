@@ -125,7 +125,9 @@ def test_export_writes_the_course_features_file(tmp_path):
     [
         (["index", "/no/such/folder"], "is not a folder"),
         (["query", "/no/such.jpg"], "does not exist"),
-        (["worker"], "needs CBIRQ_BROKER_URL"),
+        (["worker"], "cbirq worker needs CBIRQ_BROKER_URL"),
+        (["workers"], "cbirq workers needs CBIRQ_BROKER_URL"),
+        (["cancel", "feedc0ffee00"], "no job with id 'feedc0ffee00'"),
         (["index", ".", "--index", "bad name!"], "bad index name"),
     ],
 )

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from PIL import ImageOps
 
 from cbirq import settings
 from cbirq.celery_app import EXTRACT_TASK, make_app
+from tests.cluster import PASSWORD
 from tests.conftest import make_library, make_photo, run_cli
 
 pytestmark = pytest.mark.integration
@@ -135,7 +138,7 @@ def test_query_errors_are_one_line(workers, broker_env, tmp_path):
 
 
 def test_unreachable_broker_fails_fast(tmp_path):
-    from tests.integration.conftest import free_port
+    from tests.cluster import free_port
 
     env = {"CBIRQ_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"}
     started = time.monotonic()
@@ -150,3 +153,41 @@ def test_wrong_password_is_reported(redis_server, tmp_path):
     done = run_cli("indexes", env=env)
     assert done.returncode == 1 and "password" in done.stderr.lower()
     assert "wrong" not in done.stderr
+
+
+def test_shared_fs_workers_read_only_under_their_roots(workers, broker_env, tmp_path):
+    """The workers were started with --shared-root at pytest's base temp folder."""
+    with tempfile.TemporaryDirectory(prefix="cbirq-outside-") as outside:
+        make_library(Path(outside), 2)
+        lib = tmp_path / "lib"
+        make_library(lib, 2, start=5)
+        (lib / "escape.png").symlink_to(Path(outside) / "set0" / "img000.png")
+        inside = index_json(lib, broker_env, "--index", "roots", "--shared-fs")
+        out = index_json(Path(outside), broker_env, "--index", "roots", "--shared-fs")
+    assert inside["indexed"] == 2
+    assert [f["path"].rsplit("/", 1)[1] for f in inside["failed"]] == ["escape.png"]
+    assert (out["indexed"], len(out["failed"])) == (0, 2)
+    for failure in inside["failed"] + out["failed"]:
+        assert failure["error"].endswith("is outside this worker's shared roots")
+
+
+def test_workers_lists_each_worker_with_its_queues(workers, broker_env):
+    shown = run_cli("workers", "--json", env=broker_env)
+    assert shown.returncode == 0, shown.stderr
+    found = json.loads(shown.stdout)
+    assert sorted(node.split("@")[0] for node in found) == ["w1", "w2"]
+    for info in found.values():
+        assert info["queues"] == ["extract", "query"]
+        assert (info["gpu"], info["processes"], info["threads"]) == (None, 1, 1)
+        assert info["active"] == []
+    table = run_cli("workers", env=broker_env).stdout.splitlines()
+    assert table[0].split()[:3] == ["worker", "queues", "gpu"]
+    assert sorted(line.split()[0].split("@")[0] for line in table[1:]) == ["w1", "w2"]
+    assert all(line.split()[1:3] == ["extract,query", "-"] for line in table[1:])
+
+
+def test_workers_without_any_worker_says_so(redis_server, tmp_path):
+    env = {"CBIRQ_BROKER_URL": f"{redis_server.url[:-1]}5", "CBIRQ_REDIS_PASSWORD": PASSWORD}
+    done = run_cli("workers", "--timeout", "0.5", env=env)
+    assert done.returncode == 1
+    assert done.stderr.strip() == "Error: no worker answered within 0.5 s (start one: cbirq worker)"

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from cbirq.models import resnet20
+from tests.cluster import Worker, wait_until
 from tests.conftest import cifar_arrays, run_cli, write_cifar_tree
-from tests.integration.conftest import Worker
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +22,7 @@ def trainer(broker_env, tmp_path_factory):
     """One worker for the train queue only, with a CBIRQ_HOME (its data cache) of its own."""
     work = tmp_path_factory.mktemp("trainer")
     env = {**broker_env, "CBIRQ_HOME": str(work / "home")}
-    worker = Worker("t1", "train", env, work / "t1.log")
+    worker = Worker("t1", "train", env, work / "t1.log").wait_ready()
     yield worker
     worker.stop()
 
@@ -130,3 +130,32 @@ def test_a_bad_checkpoint_fails_the_job_on_the_worker(trainer, broker_env, tree,
     assert "not a loadable checkpoint" in waited.stderr
     assert len(waited.stderr.strip().splitlines()) == 1
     assert status(broker_env, job_id)["state"] == "failed"
+
+
+def test_cancel_stops_a_running_job_and_keeps_its_checkpoint(trainer, broker_env, tree, tmp_path):
+    job_id = submit(broker_env, "--data", str(tree), "--epochs", "500", "--batch-size", "16")
+    wait_until(lambda: status(broker_env, job_id)["epoch"] >= 1, 120, "the first epoch")
+    cancelled = run_cli("cancel", job_id, env=broker_env)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout.startswith(f"cancelling job {job_id}")
+    waited = run_cli("wait", job_id, env=broker_env, timeout=60)
+    assert waited.returncode == 1
+    job = status(broker_env, job_id)
+    assert job["state"] == "cancelled" and 1 <= job["epoch"] < 500
+    assert waited.stderr.strip() == f"Error: job {job_id} was cancelled at epoch {job['epoch']}/500"
+    latest = tmp_path / "latest.pth"
+    assert run_cli("fetch", job_id, "--latest", "-o", str(latest), env=broker_env).returncode == 0
+    assert torch.load(latest, weights_only=True)["epoch"] == job["epoch"]
+    again = run_cli("cancel", job_id, env=broker_env)
+    assert again.returncode == 1 and "already cancelled" in again.stderr
+
+
+def test_a_cancelled_queued_job_never_runs(trainer, broker_env, tree):
+    blocker = submit(broker_env, "--data", str(tree), "--epochs", "500", "--batch-size", "16")
+    queued = submit(broker_env, "--data", str(tree), "--epochs", "1")
+    assert run_cli("cancel", queued, env=broker_env).stdout.strip() == f"cancelled job {queued}"
+    assert run_cli("cancel", blocker, env=broker_env).returncode == 0
+    skipped = f"{{'id': '{queued}', 'state': 'cancelled'}}"
+    wait_until(lambda: skipped in trainer.log.read_text(), 60, "the worker to take the job")
+    job = status(broker_env, queued)
+    assert (job["state"], job["epoch"], job["worker"]) == ("cancelled", 0, None)

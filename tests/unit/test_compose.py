@@ -26,6 +26,20 @@ def test_services_and_gpu_profile(compose):
     )
 
 
+def option(service: dict, name: str) -> str:
+    command = service["command"]
+    return command[command.index(name) + 1]
+
+
+def test_gpu_workers_are_pinned_and_cpu_workers_hide_gpus(compose):
+    services = compose["services"]
+    assert option(services["gpu-worker"], "--gpus") == "all"
+    assert "--concurrency" not in services["gpu-worker"]["command"], "one process per GPU"
+    for name in ("worker", "query"):
+        assert option(services[name], "--gpus") == "none"
+        assert option(services[name], "--concurrency") == "1"
+
+
 def test_redis_needs_a_password_and_stays_on_the_host(compose):
     redis = compose["services"]["redis"]
     command = " ".join(redis["command"])

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -116,6 +117,15 @@ def test_integer_settings():
     assert load({}).threads is None
 
 
+def test_shared_roots_are_resolved_and_split_like_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    raw = os.pathsep.join(["link", str(tmp_path / "b"), ""])
+    assert load({"CBIRQ_SHARED_ROOTS": raw}).shared_roots == (tmp_path / "real", tmp_path / "b")
+    assert load({}).shared_roots == ()
+
+
 @pytest.mark.parametrize(
     "name",
     [
@@ -124,6 +134,7 @@ def test_integer_settings():
         "CBIRQ_VISIBILITY_TIMEOUT",
         "CBIRQ_RESULT_TIMEOUT",
         "CBIRQ_CONNECT_TIMEOUT",
+        "CBIRQ_LEASE_TTL",
     ],
 )
 @pytest.mark.parametrize("raw", ["four", "1.5", "12s"])

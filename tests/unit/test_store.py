@@ -1,3 +1,5 @@
+import time
+
 import fakeredis
 import numpy as np
 import pytest
@@ -240,3 +242,21 @@ def test_blobs_do_not_collide_with_index_keys(redis_store):
     assert redis_store.info("i").model == MODEL
     redis_store.delete_blobs(["index:i:meta"])
     assert redis_store.info("i").model == MODEL
+
+
+def test_a_lease_has_one_owner_until_released(store):
+    assert store.claim("job:1", "a", ttl=30)
+    assert store.claim("job:1", "a", ttl=30), "the owner renews"
+    assert not store.claim("job:1", "b", ttl=30)
+    assert store.claim("job:2", "b", ttl=30), "leases are per key"
+    store.release("job:1", "b")
+    assert not store.claim("job:1", "b", ttl=30), "only the owner releases"
+    store.release("job:1", "a")
+    assert store.claim("job:1", "b", ttl=30)
+
+
+def test_a_lease_lapses_without_renewal(store):
+    assert store.claim("job:1", "a", ttl=0.05)
+    time.sleep(0.1)  # fakeredis and SQLite both read the real clock
+    assert store.claim("job:1", "b", ttl=30)
+    assert not store.claim("job:1", "a", ttl=30)

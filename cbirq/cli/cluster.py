@@ -1,0 +1,175 @@
+"""`cbirq worker` (start Celery workers, one per GPU or one for the CPU) and `cbirq workers`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from cbirq.celery_app import QUEUES
+from cbirq.cli.common import connect, echo_json, json_option, load_settings
+from cbirq.errors import CbirqError
+from cbirq.worker_plan import WorkerSpec, plan_workers, visible_devices
+
+
+def _queues(value: str) -> str:
+    names = [q.strip() for q in value.split(",") if q.strip()]
+    unknown = sorted(set(names) - set(QUEUES))
+    if unknown or not names:
+        raise click.BadParameter(f"choose from {', '.join(QUEUES)} (comma-separated)")
+    return ",".join(names)
+
+
+def _need_broker(command: str) -> None:
+    config = load_settings()
+    if config.embedded:
+        raise CbirqError(
+            f"cbirq {command} needs CBIRQ_BROKER_URL (e.g. redis://localhost:6379/0); "
+            "without it every command runs in-process"
+        )
+    connect(config)
+
+
+def _gpu_devices(choice: str) -> list[str]:
+    if choice == "none":
+        return []
+    import torch  # device_count() asks NVML and leaves CUDA uninitialised in this process
+
+    return visible_devices(torch.cuda.device_count(), os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+
+def _celery_args(spec: WorkerSpec, queues: str, loglevel: str) -> list[str]:
+    return [
+        "worker",
+        *("-Q", queues, "-c", str(spec.concurrency), "-n", spec.name, "-l", loglevel),
+        "--without-gossip",
+        "--without-mingle",
+    ]
+
+
+def _supervise(commands: list[tuple[list[str], dict[str, str]]]) -> int:
+    """Run one Celery worker per GPU; the first to stop stops the rest, so a half-dead set of
+    workers never goes unnoticed (a container restart policy brings all back)."""
+    procs = [subprocess.Popen(cmd, env=env, start_new_session=True) for cmd, env in commands]
+
+    def forward(signum: int, _frame: object) -> None:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, forward)
+    while all(proc.poll() is None for proc in procs):
+        time.sleep(0.5)
+    forward(signal.SIGTERM, None)
+    return max(abs(proc.wait()) for proc in procs)
+
+
+@click.command()
+@click.option(
+    "--queues",
+    "-Q",
+    default="extract,query",
+    show_default=True,
+    callback=lambda _c, _p, v: _queues(v),
+    help=f"Comma-separated queues to consume: {', '.join(QUEUES)}.",
+)
+@click.option(
+    "--gpus",
+    default="auto",
+    show_default=True,
+    help="auto: one worker per GPU, or a CPU worker without GPUs; all; none; or GPU numbers "
+    "such as 0,2. Each GPU worker sees only its GPU (CUDA_VISIBLE_DEVICES).",
+)
+@click.option(
+    "--concurrency",
+    "-c",
+    type=click.IntRange(1, 256),
+    help="Processes per worker [default: one per core on CPU, one per GPU]; torch threads "
+    "per process = cores / processes.",
+)
+@click.option(
+    "--shared-root",
+    "shared_roots",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A folder whose files tasks may name (`cbirq index --shared-fs`); repeatable. "
+    "Without it the worker reads no local files.",
+)
+@click.option("--name", "-n", default=None, help="Worker node name (default cbirq-PID@host).")
+@click.option("--loglevel", "-l", default="info", show_default=True)
+def worker(
+    queues: str,
+    gpus: str,
+    concurrency: int | None,
+    shared_roots: tuple[Path, ...],
+    name: str | None,
+    loglevel: str,
+) -> None:
+    """Start Celery workers for cbirq's tasks (needs CBIRQ_BROKER_URL).
+
+    On CPUs, one single-threaded process per core beats one process with a thread per core:
+    torch's OpenMP threads spin while they wait and lose 3-5x as soon as another process needs
+    a core (measured in scripts/bench_index.py).
+    """
+    _need_broker("worker")
+    specs = plan_workers(
+        gpus,
+        _gpu_devices(gpus),
+        os.cpu_count() or 1,
+        concurrency,
+        load_settings().threads,
+        (name or f"cbirq-{os.getpid()}").partition("@")[0],
+    )
+    roots = {"CBIRQ_SHARED_ROOTS": os.pathsep.join(str(r.resolve()) for r in shared_roots)}
+    extra = roots if shared_roots else {}
+    if len(specs) == 1 and specs[0].gpu is None:
+        os.environ.update(specs[0].env(), **extra)
+        from cbirq.celery_app import app
+
+        app.worker_main(_celery_args(specs[0], queues, loglevel))
+        return
+    celery = [sys.executable, "-m", "celery", "-A", "cbirq.celery_app"]
+    commands = [
+        (celery + _celery_args(spec, queues, loglevel), {**os.environ, **spec.env(), **extra})
+        for spec in specs
+    ]
+    sys.exit(_supervise(commands))
+
+
+def _active(info: dict) -> str:
+    now = time.time()
+    running = [
+        f"{task['task'].removeprefix('cbirq.')} {now - (task['started'] or now):.0f}s"
+        for task in info["active"]
+    ]
+    return ", ".join(running) or "idle"
+
+
+@click.command()
+@click.option("--timeout", default=2.0, show_default=True, help="Seconds to wait for replies.")
+@json_option
+def workers(timeout: float, as_json: bool) -> None:
+    """The workers that answer: queues, GPU, processes x threads, what they are running."""
+    _need_broker("workers")
+    from cbirq.celery_app import app
+
+    replies = app.control.broadcast("cbirq_info", reply=True, timeout=timeout)
+    found = dict(sorted((node, info) for reply in replies for node, info in reply.items()))
+    if as_json:
+        echo_json(found)
+    else:
+        click.echo(f"{'worker':<32} {'queues':<20} {'gpu':<5} {'procs x threads':<16} running")
+        for node, info in found.items():
+            size = f"{info['processes']} x {info['threads']}"
+            click.echo(
+                f"{node:<32} {','.join(info['queues']):<20} {info['gpu'] or '-':<5} "
+                f"{size:<16} {_active(info)}"
+            )
+    if not found:
+        raise CbirqError(f"no worker answered within {timeout:g} s (start one: cbirq worker)")
