@@ -35,15 +35,32 @@ class Cifar:
         )
 
 
+class _ArraysOnly(pickle.Unpickler):
+    """CIFAR's batches are pickles by the dataset's own design, holding dicts, lists, strings
+    and numpy arrays: nothing else may be loaded, so a planted file cannot run code."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how protocol 2 stores bytes written by Python 3
+    }
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} has no place in a CIFAR batch")
+        return super().find_class(module, name)
+
+
 def _read_batches(folder: Path) -> dict[str, np.ndarray]:
-    """torchvision's cifar-10-batches-py. These files are pickles by the dataset's own design:
-    load them only from a data folder you trust (never from the network or the broker)."""
+    """torchvision's cifar-10-batches-py."""
 
     def read(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
         xs, ys = [], []
         for name in names:
             with open(folder / name, "rb") as f:
-                batch = pickle.load(f, encoding="latin1")
+                batch = _ArraysOnly(f, encoding="latin1").load()
             xs.append(np.asarray(batch["data"], np.uint8).reshape(-1, 3, 32, 32))
             ys.append(np.asarray(batch["labels"], np.int64))
         return np.concatenate(xs), np.concatenate(ys)

@@ -96,7 +96,7 @@ def test_the_batches_cache_is_reused_without_unpickling(tmp_path, cifar_batches,
     def no_unpickling(*args, **kwargs):
         raise AssertionError("unpickled a batch despite the cache")
 
-    monkeypatch.setattr(pickle, "load", no_unpickling)
+    monkeypatch.setattr(cifar._ArraysOnly, "load", no_unpickling)
     again = load_cifar(cifar_batches, cache)
     assert torch.equal(first.train_x, again.train_x) and torch.equal(first.test_y, again.test_y)
 
@@ -203,3 +203,20 @@ def test_a_damaged_batch_is_a_clear_error(tmp_path, cifar_batches, damage):
     with pytest.raises(CbirqError, match="malformed CIFAR-10 data in .*cifar-10-batches-py") as err:
         load_cifar(cifar_batches, tmp_path / "cache")
     assert "\n" not in str(err.value)
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.marker),))
+
+
+def test_a_batch_that_would_run_code_is_refused(tmp_path, cifar_batches):
+    marker = tmp_path / "code-ran"
+    path = _batch(cifar_batches, "test_batch")
+    path.write_bytes(pickle.dumps({"data": _RunsCode(marker), "labels": [0]}, protocol=2))
+    with pytest.raises(CbirqError, match="posix.mkdir has no place in a CIFAR batch"):
+        load_cifar(cifar_batches, tmp_path / "cache")
+    assert not marker.exists()
