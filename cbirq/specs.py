@@ -1,0 +1,105 @@
+"""What a feature vector is made of and how an index is ranked: the names that the CLI,
+workers and the store share. Stdlib only, so the CLI can use them without torch or numpy.
+
+A feature spec is written `MODEL[+gem][+ms]`: `+gem` pools the last feature map with GeM
+instead of averaging it, `+ms` averages the descriptors of the image at several scales. The
+spec is what an index records as its model, so queries use the features the library has.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, replace
+
+from cbirq.errors import BackboneError
+
+POOLS = ("avg", "gem")
+CHECKPOINT_MODEL = "resnet20"  # the only model that takes its weights from a checkpoint file
+CHECKPOINT_PREFIX = "ckpt-"
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    model: str
+    pool: str = "avg"
+    multiscale: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> FeatureSpec:
+        model, *flags = text.split("+")
+        unknown = sorted(set(flags) - {"gem", "ms"})
+        if unknown or not model:
+            raise BackboneError(f"bad model {text!r}: write MODEL, MODEL+gem, MODEL+ms")
+        return cls(model, "gem" if "gem" in flags else "avg", "ms" in flags)
+
+    def __str__(self) -> str:
+        return (
+            self.model + ("+gem" if self.pool == "gem" else "") + ("+ms" if self.multiscale else "")
+        )
+
+    def fits(self, library: FeatureSpec) -> bool:
+        """Whether queries described by this spec can be ranked against `library`: the same
+        features, whatever the scales."""
+        return replace(self, multiscale=library.multiscale) == library
+
+
+@dataclass(frozen=True)
+class RankOptions:
+    """Ranking on top of the stored features; `plain()` is cosine on them as they are."""
+
+    whiten: bool = False  # PCA-whitening learned on the library (cbirq.whitening)
+    qe: int = 0  # alpha-QE over this many top results; 0: off
+    multiscale: bool = False  # query descriptors averaged over scales 1, 1/sqrt(2), 1/2
+
+    @classmethod
+    def plain(cls) -> RankOptions:
+        return cls()
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        parts = ["whitened" if self.whiten else "plain"]
+        if self.qe:
+            parts.append(f"alpha-QE over the top {self.qe}")
+        if self.multiscale:
+            parts.append("multi-scale query")
+        return ", ".join(parts)
+
+
+# The default ranking of each backbone: an option is on only where it raised mAP on the
+# CIFAR-10 benchmark (scripts/bench_eval.py; figures in the README).
+DEFAULTS: dict[str, RankOptions] = {}
+
+
+def query_spec(library: str, options: RankOptions) -> FeatureSpec:
+    """How to describe a query for an index of `library` features."""
+    spec = FeatureSpec.parse(library)
+    return replace(spec, multiscale=spec.multiscale or options.multiscale)
+
+
+def resolve_options(
+    model: str,
+    plain: bool = False,
+    whiten: bool | None = None,
+    qe: int | None = None,
+    multiscale: bool | None = None,
+) -> RankOptions:
+    """The backbone's default ranking (plain with `plain`), with explicit choices on top."""
+    base = RankOptions.plain() if plain else DEFAULTS.get(FeatureSpec.parse(model).model)
+    chosen = {"whiten": whiten, "qe": qe, "multiscale": multiscale}
+    return replace(base or RankOptions(), **{k: v for k, v in chosen.items() if v is not None})
+
+
+def checkpoint_weights(data: bytes) -> str:
+    """The weights name of a checkpoint: its content hash, so an index names the exact net."""
+    return CHECKPOINT_PREFIX + hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+def checkpoint_key(weights: str) -> str:
+    """Where the checkpoint's bytes live in the store, for workers on other hosts."""
+    return f"weights:{weights}"
+
+
+def is_checkpoint(weights: str) -> bool:
+    return weights.startswith(CHECKPOINT_PREFIX)
