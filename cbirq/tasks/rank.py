@@ -5,13 +5,16 @@ from __future__ import annotations
 from cbirq.celery_app import RANK_TASK, app
 from cbirq.errors import ImageError
 from cbirq.ranking import IndexCache, search
+from cbirq.specs import RankOptions, query_spec
 from cbirq.tasks import runtime
 
 _cache = IndexCache()  # per worker process: index matrices kept between queries
 
 
 @app.task(name=RANK_TASK, acks_late=True)
-def rank_query(index: str, query: dict, top: int = 5, metric: str = "cosine") -> dict:
+def rank_query(
+    index: str, query: dict, top: int = 5, metric: str = "cosine", options: dict | None = None
+) -> dict:
     store = runtime.store()
     if "blob" in query:
         source = store.get_blob(query["blob"])
@@ -21,13 +24,14 @@ def rank_query(index: str, query: dict, top: int = 5, metric: str = "cosine") ->
     else:
         source = query["path"]
     info = store.info(index)
-    found = search(
-        store, _cache, runtime.backbone(info.model, info.weights), index, source, top, metric
-    )
+    ranking = RankOptions(**(options or {}))
+    backbone = runtime.backbone(str(query_spec(info.model, ranking)), info.weights)
+    found = search(store, _cache, backbone, index, source, top, metric, ranking)
     return {
         "index": index,
         "model": info.model,
         "weights": info.weights,
         "metric": metric,
+        "options": ranking.as_dict(),
         "results": found,
     }
