@@ -44,11 +44,12 @@ def main() -> None:
 
 
 def _register() -> None:
-    from cbirq.cli import admin, search, train
+    from cbirq.cli import admin, evaluate, search, train
 
     for command in (
         search.index,
         search.query,
+        evaluate.evaluate,
         admin.indexes,
         admin.export,
         admin.worker,
