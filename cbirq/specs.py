@@ -1,9 +1,10 @@
 """What a feature vector is made of and how an index is ranked: the names that the CLI,
 workers and the store share. Stdlib only, so the CLI can use them without torch or numpy.
 
-A feature spec is written `MODEL[+gem][+ms]`: `+gem` pools the last feature map with GeM
-instead of averaging it, `+ms` averages the descriptors of the image at several scales. The
-spec is what an index records as its model, so queries use the features the library has.
+A feature spec is written `MODEL[+gem][+flip][+ms]`: `+gem` pools the last feature map with
+GeM instead of averaging it, `+flip` adds the descriptor of the mirrored image, `+ms` adds the
+descriptors of the image at smaller scales. The spec is what an index records as its model, so
+queries are described as the library was (a multi-scale query fits a one-scale library).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import asdict, dataclass, replace
 from cbirq.errors import BackboneError
 
 POOLS = ("avg", "gem")
+FLAGS = ("gem", "flip", "ms")  # in the order a spec is written
 CHECKPOINT_MODEL = "resnet20"  # the only model that takes its weights from a checkpoint file
 CHECKPOINT_PREFIX = "ckpt-"
 
@@ -22,20 +24,20 @@ CHECKPOINT_PREFIX = "ckpt-"
 class FeatureSpec:
     model: str
     pool: str = "avg"
+    flip: bool = False
     multiscale: bool = False
 
     @classmethod
     def parse(cls, text: str) -> FeatureSpec:
         model, *flags = text.split("+")
-        unknown = sorted(set(flags) - {"gem", "ms"})
+        unknown = sorted(set(flags) - set(FLAGS))
         if unknown or not model:
-            raise BackboneError(f"bad model {text!r}: write MODEL, MODEL+gem, MODEL+ms")
-        return cls(model, "gem" if "gem" in flags else "avg", "ms" in flags)
+            raise BackboneError(f"bad model {text!r}: write MODEL[+gem][+flip][+ms]")
+        return cls(model, "gem" if "gem" in flags else "avg", "flip" in flags, "ms" in flags)
 
     def __str__(self) -> str:
-        return (
-            self.model + ("+gem" if self.pool == "gem" else "") + ("+ms" if self.multiscale else "")
-        )
+        chosen = (self.pool == "gem", self.flip, self.multiscale)
+        return "+".join([self.model, *(flag for flag, on in zip(FLAGS, chosen) if on)])
 
     def fits(self, library: FeatureSpec) -> bool:
         """Whether queries described by this spec can be ranked against `library`: the same
@@ -47,6 +49,7 @@ class FeatureSpec:
 class RankOptions:
     """Ranking on top of the stored features; `plain()` is cosine on them as they are."""
 
+    center: bool = False  # subtract the library's mean vector (whitening does it too)
     whiten: bool = False  # PCA-whitening learned on the library (cbirq.whitening)
     qe: int = 0  # alpha-QE over this many top results; 0: off
     multiscale: bool = False  # query descriptors averaged over scales 1, 1/sqrt(2), 1/2
@@ -59,7 +62,7 @@ class RankOptions:
         return asdict(self)
 
     def describe(self) -> str:
-        parts = ["whitened" if self.whiten else "plain"]
+        parts = ["whitened" if self.whiten else "centred" if self.center else "plain"]
         if self.qe:
             parts.append(f"alpha-QE over the top {self.qe}")
         if self.multiscale:
@@ -67,8 +70,9 @@ class RankOptions:
         return ", ".join(parts)
 
 
-# The default ranking of each backbone: an option is on only where it raised mAP on the
-# CIFAR-10 benchmark (scripts/bench_eval.py; figures in the README).
+# Each backbone's default features and ranking: an option is on only where it raised mAP on
+# the CIFAR-10 benchmark (scripts/bench_eval.py; figures in the README).
+FEATURES: dict[str, FeatureSpec] = {}
 DEFAULTS: dict[str, RankOptions] = {}
 
 
@@ -81,13 +85,11 @@ def query_spec(library: str, options: RankOptions) -> FeatureSpec:
 def resolve_options(
     model: str,
     plain: bool = False,
-    whiten: bool | None = None,
-    qe: int | None = None,
-    multiscale: bool | None = None,
+    **chosen: bool | int | None,
 ) -> RankOptions:
-    """The backbone's default ranking (plain with `plain`), with explicit choices on top."""
+    """The backbone's default ranking (plain with `plain`), with the options given in
+    `chosen` (center, whiten, qe, multiscale; None: not given) on top."""
     base = RankOptions.plain() if plain else DEFAULTS.get(FeatureSpec.parse(model).model)
-    chosen = {"whiten": whiten, "qe": qe, "multiscale": multiscale}
     return replace(base or RankOptions(), **{k: v for k, v in chosen.items() if v is not None})
 
 

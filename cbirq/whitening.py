@@ -25,10 +25,12 @@ SHRINK = 0.1
 @dataclass
 class Whitening:
     mean: np.ndarray  # (d,)
-    projection: np.ndarray  # (d, d'): principal axes scaled by 1/sqrt(variance)
+    projection: np.ndarray | None  # (d, d'): principal axes scaled by 1/sqrt(variance)
 
     def apply(self, vectors: np.ndarray) -> np.ndarray:
-        out = (vectors - self.mean) @ self.projection
+        out = vectors - self.mean
+        if self.projection is not None:
+            out = out @ self.projection
         norms = np.linalg.norm(out, axis=-1, keepdims=True)
         return (out / np.maximum(norms, 1e-12)).astype(np.float32)
 
@@ -57,6 +59,12 @@ def learn(matrix: np.ndarray, shrink: float = SHRINK) -> Whitening:
     variances = np.maximum(variances[keep], 0.0)
     scale = 1.0 / np.sqrt(variances + shrink * variances.mean() + 1e-12)
     return Whitening(mean.astype(np.float32), (axes[:, keep] * scale).astype(np.float32))
+
+
+def centring(matrix: np.ndarray) -> Whitening:
+    """Only the first step: subtract the library mean. Features after a ReLU all share a large
+    positive component, which inflates every cosine alike; removing it spreads them out."""
+    return Whitening(matrix.mean(axis=0, dtype=np.float64).astype(np.float32), None)
 
 
 def artifact_key(index: str) -> str:

@@ -137,6 +137,7 @@ def evaluate(
     model: str,
     weights: str,
     pool: str | None,
+    flip: bool | None,
     chunk: int,
     ks: list[int],
     sheet_dir: Path | None,
@@ -152,7 +153,7 @@ def evaluate(
     config = load_settings()
     store, dispatcher = connect(config)
     table = read_csv(labels_csv) if labels_csv else None
-    spec, weights = feature_model(store, model, weights, pool)
+    spec, weights = feature_model(store, model, weights, pool, flip)
     options = resolve_options(spec, **ranking)
     index_folder = Indexer(store, dispatcher, config, chunk, as_json)
     lib_index = index_name or default_index(library, spec, weights)

@@ -10,12 +10,18 @@ import click
 
 from cbirq.errors import CbirqError
 from cbirq.settings import DEFAULT_MODEL
-from cbirq.specs import CHECKPOINT_MODEL, FeatureSpec, checkpoint_key, checkpoint_weights
+from cbirq.specs import (
+    CHECKPOINT_MODEL,
+    FEATURES,
+    FeatureSpec,
+    checkpoint_key,
+    checkpoint_weights,
+)
 from cbirq.store import Store
 
 
 def model_options(command: Callable) -> Callable:
-    """--model, --weights, --pool and --chunk: the features an index holds."""
+    """--model, --weights, --pool, --flip and --chunk: the features an index holds."""
     for option in reversed(
         [
             click.option(
@@ -37,8 +43,13 @@ def model_options(command: Callable) -> Callable:
                 "--pool",
                 type=click.Choice(["avg", "gem"]),
                 default=None,
-                help="Pool the last feature map by average or by GeM (p=3) [default: avg, "
-                "or as the model name says: resnet50+gem].",
+                help="Pool the last feature map by average or by GeM (p=3) [default: the "
+                "backbone's].",
+            ),
+            click.option(
+                "--flip/--no-flip",
+                default=None,
+                help="Add the descriptor of the mirrored image [default: the backbone's].",
             ),
             click.option(
                 "--chunk",
@@ -54,8 +65,8 @@ def model_options(command: Callable) -> Callable:
 
 
 def ranking_options(command: Callable) -> Callable:
-    """--plain, --whiten, --qe, --multiscale: how to rank; unset ones take the backbone's
-    default (cbirq.specs.DEFAULTS)."""
+    """--plain, --center, --whiten, --qe, --multiscale: how to rank; unset ones take the
+    backbone's default (cbirq.specs.DEFAULTS)."""
     for option in reversed(
         [
             click.option(
@@ -63,6 +74,11 @@ def ranking_options(command: Callable) -> Callable:
                 is_flag=True,
                 help="Plain cosine on the stored features (the baseline); options given "
                 "next to it still apply.",
+            ),
+            click.option(
+                "--center/--no-center",
+                default=None,
+                help="Subtract the library's mean vector [default: the backbone's].",
             ),
             click.option(
                 "--whiten/--no-whiten",
@@ -87,9 +103,12 @@ def ranking_options(command: Callable) -> Callable:
     return command
 
 
-def feature_model(store: Store, model: str, weights: str, pool: str | None) -> tuple[str, str]:
-    """(feature spec, weights name) for --model/--weights/--pool. A checkpoint's bytes go into
-    the store under its content hash, so that workers on any host can load the same net."""
+def feature_model(
+    store: Store, model: str, weights: str, pool: str | None, flip: bool | None
+) -> tuple[str, str]:
+    """(feature spec, weights name) for --model/--weights/--pool/--flip. A bare model name
+    takes the backbone's default features. A checkpoint's bytes go into the store under its
+    content hash, so that workers on any host can load the same net."""
     name, sep, path = model.partition(":")
     if sep:
         if name != CHECKPOINT_MODEL:
@@ -101,4 +120,7 @@ def feature_model(store: Store, model: str, weights: str, pool: str | None) -> t
         weights = checkpoint_weights(data)
         store.put_artifact(checkpoint_key(weights), data)
     spec = FeatureSpec.parse(name)
-    return str(replace(spec, pool=pool) if pool else spec), weights
+    if "+" not in name:
+        spec = FEATURES.get(spec.model, spec)
+    chosen = {"pool": pool, "flip": flip}
+    return str(replace(spec, **{k: v for k, v in chosen.items() if v is not None})), weights

@@ -52,6 +52,7 @@ def index(
     model: str,
     weights: str,
     pool: str | None,
+    flip: bool | None,
     chunk: int,
     shared_fs: bool,
     prune: bool,
@@ -65,7 +66,7 @@ def index(
     """
     config = load_settings()
     store, dispatcher = connect(config)
-    model, weights = feature_model(store, model, weights, pool)
+    model, weights = feature_model(store, model, weights, pool, flip)
     job = IndexJob(
         directory,
         index_name,

@@ -64,7 +64,13 @@ def test_leave_one_out_as_a_user_runs_it(tmp_path, checkpoint):
     assert (report["P@1"], report["P@2"], report["P@5"]) == (1.0, 1.0, pytest.approx(0.4))
     assert (report["R@1"], report["R@2"], report["mAP"]) == (0.5, 1.0, pytest.approx(1.0))
     assert report["model"] == "resnet20" and report["weights"].startswith("ckpt-")
-    assert report["options"] == {"whiten": False, "qe": 0, "multiscale": False, "plain": True}
+    assert report["options"] == {
+        "center": False,
+        "whiten": False,
+        "qe": 0,
+        "multiscale": False,
+        "plain": True,
+    }
     assert set(report["per_class"]) == {"set0", "set1", "set2"}
     assert report["per_class"]["set1"]["queries"] == 3
 
@@ -74,7 +80,13 @@ def test_ranking_options_are_named_and_keep_a_perfect_ranking(tmp_path):
     report = invoke(
         "eval", str(tmp_path / "lib"), *RANDOM, "--k", "2", "--whiten", "--qe", "2", "--multiscale"
     )
-    assert report["options"] == {"whiten": True, "qe": 2, "multiscale": True, "plain": False}
+    assert report["options"] == {
+        "center": False,
+        "whiten": True,
+        "qe": 2,
+        "multiscale": True,
+        "plain": False,
+    }
     assert "whitened" in report["ranking"] and "alpha-QE" in report["ranking"]
     assert report["query_index"] == report["index"] + ".qms"
     assert report["P@2"] == pytest.approx(1.0) and report["mAP"] == pytest.approx(1.0)

@@ -92,3 +92,15 @@ def test_multiscale_sums_the_unit_descriptors_of_downscaled_images(trained):
             total = total + F.normalize(trained.features(scaled), dim=1)
     assert np.allclose(multi.embed(batch), F.normalize(total, dim=1).numpy(), atol=1e-5)
     assert not np.allclose(multi.embed(batch), one.embed(batch), atol=1e-3)
+
+
+def test_flip_adds_the_mirrored_image(trained):
+    data = checkpoint_of(trained)
+    one = backbones.load_backbone("resnet20", checkpoint_weights(data), checkpoint=data)
+    both = backbones.load_backbone("resnet20+flip", checkpoint_weights(data), checkpoint=data)
+    batch = images(2, 32, seed=2)
+    mirrored = [np.ascontiguousarray(image[:, ::-1]) for image in batch]
+    expected = one.embed(batch) + one.embed(mirrored)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    assert np.allclose(both.embed(batch), expected, atol=1e-5)
+    assert np.allclose(both.embed(mirrored), both.embed(batch), atol=1e-5)  # mirror-invariant

@@ -9,7 +9,7 @@ from cbirq.errors import CbirqError
 from cbirq.evaluation import Labelled, Selection, evaluate, load
 from cbirq.specs import RankOptions
 from cbirq.store.sqlite_store import SqliteStore
-from cbirq.whitening import learn
+from cbirq.whitening import centring, learn
 
 
 def at(*degrees):
@@ -85,3 +85,5 @@ def test_load_whitens_queries_with_the_library_transform(tmp_path):
     assert np.allclose(lib.matrix, transform.apply(raw_lib.matrix), atol=1e-5)
     assert np.allclose(qs.matrix, transform.apply(raw_q.matrix), atol=1e-5)
     assert not np.allclose(qs.matrix, raw_q.matrix / np.linalg.norm(raw_q.matrix, axis=1)[:, None])
+    centred, centred_q = load(store, library, queries, RankOptions(center=True))
+    assert np.allclose(centred_q.matrix, centring(raw_lib.matrix).apply(raw_q.matrix), atol=1e-5)

@@ -18,7 +18,8 @@ from cbirq.specs import (
         ("resnet50", FeatureSpec("resnet50")),
         ("resnet50+gem", FeatureSpec("resnet50", "gem")),
         ("resnet20+ms", FeatureSpec("resnet20", multiscale=True)),
-        ("efficientnet_lite0+gem+ms", FeatureSpec("efficientnet_lite0", "gem", True)),
+        ("resnet20+flip", FeatureSpec("resnet20", flip=True)),
+        ("efficientnet_lite0+gem+flip+ms", FeatureSpec("efficientnet_lite0", "gem", True, True)),
     ],
 )
 def test_spec_round_trip(text, spec):
@@ -45,6 +46,7 @@ def test_explicit_choices_override_the_backbone_default(monkeypatch):
     assert resolve_options("resnet50", plain=True) == RankOptions.plain()
     assert resolve_options("resnet50", qe=0) == RankOptions(whiten=True, qe=0)
     assert resolve_options("resnet50", plain=True, multiscale=True) == RankOptions(multiscale=True)
+    assert resolve_options("resnet50", center=True, whiten=None).center
     assert resolve_options("vgg16") == RankOptions.plain()
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from cbirq.store.sqlite_store import SqliteStore
-from cbirq.whitening import Whitening, artifact_key, for_index, learn
+from cbirq.whitening import Whitening, artifact_key, centring, for_index, learn
 
 
 def correlated(n=500, d=6, seed=0):
@@ -52,3 +52,10 @@ def test_for_index_learns_once_per_state_and_stores_it(tmp_path, monkeypatch):
     monkeypatch.undo()
     changed = for_index(store, "lib", data[:100], "b")
     assert not np.allclose(changed.projection, first.projection)
+
+
+def test_centring_only_subtracts_the_mean():
+    data = correlated()
+    out = centring(data).apply(data[:3])
+    expected = data[:3] - data.mean(axis=0)
+    assert np.allclose(out, expected / np.linalg.norm(expected, axis=1, keepdims=True), atol=1e-5)
