@@ -63,7 +63,8 @@ def test_leave_one_out_as_a_user_runs_it(tmp_path, checkpoint):
     assert (report["library_images"], report["query_images"]) == (9, 9)
     assert (report["P@1"], report["P@2"], report["P@5"]) == (1.0, 1.0, pytest.approx(0.4))
     assert (report["R@1"], report["R@2"], report["mAP"]) == (0.5, 1.0, pytest.approx(1.0))
-    assert report["model"] == "resnet20" and report["weights"].startswith("ckpt-")
+    assert report["model"] == "resnet20+flip"  # the default features of resnet20
+    assert report["weights"].startswith("ckpt-")
     assert report["options"] == {
         "center": False,
         "whiten": False,
@@ -80,8 +81,9 @@ def test_ranking_options_are_named_and_keep_a_perfect_ranking(tmp_path):
     report = invoke(
         "eval", str(tmp_path / "lib"), *RANDOM, "--k", "2", "--whiten", "--qe", "2", "--multiscale"
     )
+    # resnet20 centres by default; the options given go on top.
     assert report["options"] == {
-        "center": False,
+        "center": True,
         "whiten": True,
         "qe": 2,
         "multiscale": True,
