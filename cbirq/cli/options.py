@@ -72,8 +72,8 @@ def ranking_options(command: Callable) -> Callable:
             click.option(
                 "--plain",
                 is_flag=True,
-                help="Plain cosine on the stored features (the baseline); options given "
-                "next to it still apply.",
+                help="Plain cosine on the features as stored: no centring, whitening, QE or "
+                "multi-scale (the baseline); options given next to it still apply.",
             ),
             click.option(
                 "--center/--no-center",
