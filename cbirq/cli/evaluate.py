@@ -12,16 +12,25 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from cbirq.cli.common import connect, echo_json, json_option, load_settings, progress_bars
+from cbirq.cli.dispatch import Dispatcher
 from cbirq.cli.indexer import IndexJob, run_index
 from cbirq.cli.library import walk_images
 from cbirq.cli.options import feature_model, model_options, ranking_options
 from cbirq.errors import CbirqError
 from cbirq.labels import labels_for, read_csv
+from cbirq.settings import Settings
 from cbirq.specs import RankOptions, query_spec, resolve_options
+from cbirq.store import Store
+
+if TYPE_CHECKING:  # numpy stays out of the CLI's import
+    from cbirq.evaluation import Labelled, Outcome
+
+Folder = tuple[str, list[str], list[str]]  # index, image paths, their labels
 
 SHEETS = 10  # queries drawn with --sheet: the first of each label, then evenly spread
 
@@ -46,7 +55,9 @@ def default_index(folder: Path, spec: str, weights: str) -> str:
 class Indexer:
     """Indexes folders for one evaluation and says which files it found."""
 
-    def __init__(self, store, dispatcher, config, chunk: int, quiet: bool) -> None:
+    def __init__(
+        self, store: Store, dispatcher: Dispatcher, config: Settings, chunk: int, quiet: bool
+    ) -> None:
         self.store, self.dispatcher, self.config = store, dispatcher, config
         self.chunk, self.quiet = chunk, quiet
 
@@ -66,7 +77,9 @@ def _sample(labels: list[str], count: int) -> list[int]:
     return sorted((firsts + rest)[:count])
 
 
-def _write_sheets(outcome, library, queries, folder: Path, title: str) -> None:
+def _write_sheets(
+    outcome: Outcome, library: Labelled, queries: Labelled, folder: Path, title: str
+) -> None:
     from cbirq.sheet import Tile, contact_sheet, hit_tile, save
 
     labels = [queries.labels[q] for q in outcome.queries]
@@ -189,7 +202,15 @@ def evaluate(
         _print_report(report, ks)
 
 
-def _evaluate(store, library, queries, options, ks, sheet_dir, title) -> dict:
+def _evaluate(
+    store: Store,
+    library: Folder,
+    queries: Folder,
+    options: RankOptions,
+    ks: list[int],
+    sheet_dir: Path | None,
+    title: str,
+) -> dict:
     from cbirq.evaluation import Selection, evaluate, load
 
     lib, qs = load(store, Selection(*library), Selection(*queries), options)
