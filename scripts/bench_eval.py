@@ -137,7 +137,7 @@ def main() -> None:
                 paths = {"library": library, "queries": queries, "sheet": sheet}
                 log(f"{name} {run} ...")
                 report = evaluate(name.split("-")[0], model_args, index, run, paths, env)
-                record.write(json.dumps({"model": name, "run": run, **report}) + "\n")
+                record.write(json.dumps({**report, "bench_model": name, "run": run}) + "\n")
                 plain_map = report["mAP"] if run == "plain" else plain_map
                 delta = f"{report['mAP'] - plain_map:+.4f}" if plain_map is not None else ""
                 print(
