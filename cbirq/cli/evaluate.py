@@ -52,8 +52,12 @@ def default_index(folder: Path, spec: str, weights: str) -> str:
     return f"eval-{slug}-{digest.hexdigest()}"
 
 
+def _images(folder: Path) -> list[str]:
+    return [os.path.abspath(p) for p in walk_images(folder)]
+
+
 class Indexer:
-    """Indexes folders for one evaluation and says which files it found."""
+    """Indexes folders for one evaluation; failures are reported and left out."""
 
     def __init__(
         self, store: Store, dispatcher: Dispatcher, config: Settings, chunk: int, quiet: bool
@@ -61,12 +65,11 @@ class Indexer:
         self.store, self.dispatcher, self.config = store, dispatcher, config
         self.chunk, self.quiet = chunk, quiet
 
-    def __call__(self, folder: Path, index: str, spec: str, weights: str) -> list[str]:
+    def __call__(self, folder: Path, index: str, spec: str, weights: str) -> None:
         job = IndexJob(folder, index, spec, weights, self.chunk, self.config.inflight)
         summary = run_index(self.store, self.dispatcher, job, progress_bars(not self.quiet))
         for failure in summary.failed:
             click.echo(f"skipped {failure['path']}: {failure['error']}", err=True)
-        return [os.path.abspath(p) for p in walk_images(folder)]
 
 
 def _sample(labels: list[str], count: int) -> list[int]:
@@ -168,19 +171,20 @@ def evaluate(
     table = read_csv(labels_csv) if labels_csv else None
     spec, weights = feature_model(store, model, weights, pool, flip)
     options = resolve_options(spec, **ranking)
+    lib_paths = _images(library)
+    q_paths = _images(queries_dir) if queries_dir else lib_paths
+    # Labels first: a missing one stops the run before any image is indexed.
+    lib_labels, q_labels = labels_for(lib_paths, table), labels_for(q_paths, table)
     index_folder = Indexer(store, dispatcher, config, chunk, as_json)
-    lib_index = index_name or default_index(library, spec, weights)
-    lib_paths = index_folder(library, lib_index, spec, weights)
-    q_index, q_paths = lib_index, lib_paths
+    lib_index = q_index = index_name or default_index(library, spec, weights)
+    index_folder(library, lib_index, spec, weights)
     if queries_dir is not None or options.multiscale:
         q_index = lib_index + (".qms" if options.multiscale else ".q")
-        q_paths = index_folder(
-            queries_dir or library, q_index, str(query_spec(spec, options)), weights
-        )
+        index_folder(queries_dir or library, q_index, str(query_spec(spec, options)), weights)
     report = _evaluate(
         store,
-        (lib_index, lib_paths, labels_for(lib_paths, table)),
-        (q_index, q_paths, labels_for(q_paths, table)),
+        (lib_index, lib_paths, lib_labels),
+        (q_index, q_paths, q_labels),
         options,
         ks,
         sheet_dir,

@@ -164,3 +164,13 @@ def test_eval_user_errors_are_one_line(args, message):
     done = run_cli(*args)
     assert done.returncode == 1
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_a_missing_label_stops_eval_before_any_indexing(tmp_path):
+    copies(tmp_path / "lib", photos=2, each=1)
+    (tmp_path / "labels.csv").write_text("lib/set0/copy0.png,cat\n")
+    result = CliRunner().invoke(
+        main, ["eval", str(tmp_path / "lib"), "--labels", str(tmp_path / "labels.csv"), *RANDOM]
+    )
+    assert result.exit_code == 1 and "1 images have no label" in result.output
+    assert CliRunner().invoke(main, ["indexes", "--json"]).output.strip() == "[]"
