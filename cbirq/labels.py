@@ -36,6 +36,6 @@ def labels_for(paths: Sequence[str], table: dict[str, str] | None) -> list[str]:
     missing = [p for p in paths if p not in table]
     if missing:
         raise CbirqError(
-            f"{len(missing)} images have no label in the CSV, for example {missing[0]}"
+            f"images without a label in the CSV: {len(missing)}, for example {missing[0]}"
         )
     return [table[p] for p in paths]

@@ -172,5 +172,5 @@ def test_a_missing_label_stops_eval_before_any_indexing(tmp_path):
     result = CliRunner().invoke(
         main, ["eval", str(tmp_path / "lib"), "--labels", str(tmp_path / "labels.csv"), *RANDOM]
     )
-    assert result.exit_code == 1 and "1 images have no label" in result.output
+    assert result.exit_code == 1 and "without a label in the CSV: 1," in result.output
     assert CliRunner().invoke(main, ["indexes", "--json"]).output.strip() == "[]"

@@ -21,7 +21,7 @@ def test_missing_labels_and_bad_rows_are_user_errors(tmp_path):
     (tmp_path / "l.csv").write_text("a.jpg,cat\nb.jpg\n")
     with pytest.raises(CbirqError, match="row 2"):
         read_csv(tmp_path / "l.csv")
-    with pytest.raises(CbirqError, match="1 images have no label"):
+    with pytest.raises(CbirqError, match="without a label in the CSV: 1"):
         labels_for(["/x.jpg"], {"/y.jpg": "cat"})
     with pytest.raises(CbirqError, match="cannot read labels"):
         read_csv(tmp_path / "missing.csv")
