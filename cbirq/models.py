@@ -48,6 +48,7 @@ class ResNet(nn.Module):
         self.layer1 = self._stage(widths[0], blocks[0], stride=1)
         self.layer2 = self._stage(widths[1], blocks[1], stride=2)
         self.layer3 = self._stage(widths[2], blocks[2], stride=2)
+        self.pool = nn.AdaptiveAvgPool2d(1)  # no parameters: checkpoints do not change
         self.linear = nn.Linear(widths[2], num_classes)
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -64,7 +65,7 @@ class ResNet(nn.Module):
         """The 64-d penultimate vector (global average pool), for search by image."""
         x = F.relu(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
-        return F.adaptive_avg_pool2d(x, 1).flatten(1)
+        return self.pool(x).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(self.features(x))

@@ -1,4 +1,5 @@
-"""Similarity and top-k over an index, with the index matrix cached between queries."""
+"""Similarity and top-k over an index, with the index matrix cached between queries, and the
+ranking options on top of plain cosine: whitening and alpha query expansion."""
 
 from __future__ import annotations
 
@@ -7,23 +8,30 @@ from pathlib import Path
 
 import numpy as np
 
+from cbirq import whitening
 from cbirq.backbones import Backbone
 from cbirq.errors import CbirqError
 from cbirq.images import load_array
+from cbirq.specs import FeatureSpec, RankOptions
 from cbirq.store import Cursor, Entry, Store
 
 METRICS = ("cosine", "euclidean")
+QE_ALPHA = 3.0  # alpha-QE weights each neighbour by its similarity cubed (Radenovic et al.)
 
 
 def top_k(matrix: np.ndarray, query: np.ndarray, k: int, metric: str) -> list[tuple[int, float]]:
-    """Rows of `matrix` closest to `query` (all unit vectors), best first.
+    """Rows of `matrix` closest to `query` (all unit vectors), best first."""
+    return best_of(matrix @ query, k, metric)
+
+
+def best_of(sims: np.ndarray, k: int, metric: str) -> list[tuple[int, float]]:
+    """The k best of one query's cosine similarities, with scores in `metric`.
 
     For unit vectors |a - b|^2 = 2 - 2 cos(a, b): both metrics give the same order, and the
     Euclidean distance comes from the same dot products.
     """
     if metric not in METRICS:
         raise CbirqError(f"unknown metric '{metric}': use one of {', '.join(METRICS)}")
-    sims = matrix @ query
     k = min(k, len(sims))
     if k <= 0:
         return []
@@ -38,6 +46,34 @@ def top_k(matrix: np.ndarray, query: np.ndarray, k: int, metric: str) -> list[tu
     return [(int(i), float(d)) for i, d in zip(best, dists)]
 
 
+def expand(library: np.ndarray, queries: np.ndarray, sims: np.ndarray, n: int) -> np.ndarray:
+    """alpha-QE: each query plus its n nearest library vectors weighted by similarity^alpha,
+    renormalised. Close neighbours pull the query towards their shared content; far ones
+    barely count."""
+    n = min(n, library.shape[0])
+    top = np.argpartition(-sims, n - 1, axis=1)[:, :n]
+    weights = np.clip(np.take_along_axis(sims, top, axis=1), 0, None) ** QE_ALPHA
+    expanded = queries + np.einsum("qn,qnd->qd", weights, library[top])
+    return expanded / np.linalg.norm(expanded, axis=1, keepdims=True)
+
+
+def similarities(
+    library: np.ndarray, queries: np.ndarray, qe: int = 0, exclude: np.ndarray | None = None
+) -> np.ndarray:
+    """(queries, library) cosine similarities, after alpha-QE over the top `qe` when qe > 0.
+    `exclude[i]` is a library row query i must not see (itself, in leave-one-out), or -1."""
+
+    def scores(vectors: np.ndarray) -> np.ndarray:
+        sims = vectors @ library.T
+        if exclude is not None:
+            rows = np.flatnonzero(exclude >= 0)
+            sims[rows, exclude[rows]] = -np.inf
+        return sims
+
+    sims = scores(queries)
+    return scores(expand(library, queries, sims, qe)) if qe and len(library) else sims
+
+
 @dataclass
 class IndexMatrix:
     """One index's vectors in memory: rows addressed by path, grown in place."""
@@ -46,10 +82,29 @@ class IndexMatrix:
     row_of: dict[str, int] = field(default_factory=dict)
     data: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     cursor: Cursor | None = None
+    # (key, transform, transformed matrix) for the index state and option they were made for
+    transformed: tuple[str, whitening.Whitening, np.ndarray] | None = None
 
     @property
     def matrix(self) -> np.ndarray:
         return self.data[: len(self.paths)]
+
+    def prepared(
+        self, store: Store, name: str, options: RankOptions
+    ) -> tuple[np.ndarray, whitening.Whitening | None]:
+        """The matrix to rank against, and the transform that queries need first (or None):
+        whitening, or centring alone."""
+        if not (options.whiten or options.center):
+            return self.matrix, None
+        stamp = f"{self.cursor}:{len(self.paths)}"
+        key = f"{stamp}:{'whiten' if options.whiten else 'center'}"
+        if self.transformed is None or self.transformed[0] != key:
+            if options.whiten:
+                transform = whitening.for_index(store, name, self.matrix, stamp)
+            else:
+                transform = whitening.centring(self.matrix)
+            self.transformed = (key, transform, transform.apply(self.matrix))
+        return self.transformed[2], self.transformed[1]
 
     def apply(self, store: Store, name: str, entries: list[Entry]) -> None:
         if not entries:
@@ -104,15 +159,23 @@ def search(
     source: bytes | str | Path,
     top: int,
     metric: str,
+    options: RankOptions | None = None,
 ) -> list[dict]:
-    """The `top` library images closest to the query image, as {rank, path, score}."""
+    """The `top` library images closest to the query image, as {rank, path, score}. The
+    backbone may be the multi-scale variant of the index's model."""
+    options = options or RankOptions.plain()
     info = store.info(name)
-    info.check_model(backbone.name, backbone.weights)
+    # A multi-scale query fits a library of the same features at one scale.
+    fits = FeatureSpec.parse(backbone.name).fits(FeatureSpec.parse(info.model))
+    info.check_model(info.model if fits else backbone.name, backbone.weights)
     index = cache.get(store, name)
     if not index.paths:
         raise CbirqError(f"index '{name}' is empty: run `cbirq index DIR --index {name}` first")
-    query = backbone.embed([load_array(source, backbone.resize, backbone.crop)])[0]
-    ranked = top_k(index.matrix, query, top, metric)
+    library, transform = index.prepared(store, name, options)
+    query = backbone.embed([load_array(source, backbone.resize, backbone.crop)])
+    if transform is not None:
+        query = transform.apply(query)
+    ranked = best_of(similarities(library, query, options.qe)[0], top, metric)
     return [
         {"rank": rank, "path": index.paths[row], "score": round(score, 6)}
         for rank, (row, score) in enumerate(ranked, start=1)

@@ -44,11 +44,12 @@ def main() -> None:
 
 
 def _register() -> None:
-    from cbirq.cli import admin, cluster, search, train
+    from cbirq.cli import admin, cluster, evaluate, search, train
 
     for command in (
         search.index,
         search.query,
+        evaluate.evaluate,
         admin.indexes,
         admin.export,
         cluster.worker,

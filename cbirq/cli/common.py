@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Callable
 
 import click
 
@@ -36,3 +38,23 @@ index_option = click.option(
     help="Name of the index to use.",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+
+
+def progress_bars(enabled: bool) -> Callable[[int], Callable[[int], None]]:
+    """A factory of progress bars on stderr (shown on a terminal only), for `run_index`."""
+
+    def factory(total: int) -> Callable[[int], None]:
+        if not enabled or total == 0:
+            return lambda _: None
+        bar = click.progressbar(
+            length=total, label="extracting", file=sys.stderr, hidden=not sys.stderr.isatty()
+        )
+
+        def advance(n: int) -> None:
+            bar.update(n)
+            if bar.pos >= total:
+                bar.render_finish()
+
+        return advance
+
+    return factory

@@ -3,38 +3,26 @@
 from __future__ import annotations
 
 import os
-import sys
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from cbirq.celery_app import RANK_TASK
-from cbirq.cli.common import connect, echo_json, index_option, json_option, load_settings
+from cbirq.cli.common import (
+    connect,
+    echo_json,
+    index_option,
+    json_option,
+    load_settings,
+    progress_bars,
+)
 from cbirq.cli.indexer import IndexJob, Summary, run_index
+from cbirq.cli.options import feature_model, model_options, ranking_options
 from cbirq.errors import CbirqError
-from cbirq.settings import DEFAULT_MODEL
+from cbirq.specs import resolve_options
 
 QUERY_BLOB_TTL = 600
-
-
-def _progress(enabled: bool) -> Callable[[int], Callable[[int], None]]:
-    def factory(total: int) -> Callable[[int], None]:
-        if not enabled or total == 0:
-            return lambda _: None
-        bar = click.progressbar(
-            length=total, label="extracting", file=sys.stderr, hidden=not sys.stderr.isatty()
-        )
-
-        def advance(n: int) -> None:
-            bar.update(n)
-            if bar.pos >= total:
-                bar.render_finish()
-
-        return advance
-
-    return factory
 
 
 def _print_summary(summary: Summary) -> None:
@@ -49,27 +37,8 @@ def _print_summary(summary: Summary) -> None:
 
 @click.command()
 @click.argument("directory", type=click.Path(path_type=Path))
-@click.option(
-    "--chunk",
-    default=64,
-    show_default=True,
-    type=click.IntRange(1, 10_000),
-    help="Images per task sent to a worker.",
-)
 @index_option
-@click.option(
-    "--model",
-    default=DEFAULT_MODEL,
-    show_default=True,
-    help="efficientnet_lite0, or a torchvision classification model (resnet50, ...).",
-)
-@click.option(
-    "--weights",
-    type=click.Choice(["imagenet", "none"]),
-    default="imagenet",
-    show_default=True,
-    help="'none' uses random weights (no download needed).",
-)
+@model_options
 @click.option(
     "--shared-fs",
     is_flag=True,
@@ -79,10 +48,12 @@ def _print_summary(summary: Summary) -> None:
 @json_option
 def index(
     directory: Path,
-    chunk: int,
     index_name: str,
     model: str,
     weights: str,
+    pool: str | None,
+    flip: bool | None,
+    chunk: int,
     shared_fs: bool,
     prune: bool,
     as_json: bool,
@@ -95,6 +66,7 @@ def index(
     """
     config = load_settings()
     store, dispatcher = connect(config)
+    model, weights = feature_model(store, model, weights, pool, flip)
     job = IndexJob(
         directory,
         index_name,
@@ -106,7 +78,7 @@ def index(
         prune,
         blob_ttl=config.visibility_timeout + 3600,
     )
-    summary = run_index(store, dispatcher, job, _progress(not as_json))
+    summary = run_index(store, dispatcher, job, progress_bars(not as_json))
     if as_json:
         echo_json(summary.as_dict())
     else:
@@ -140,13 +112,28 @@ def _read_query(file: Path) -> bytes:
     help="cosine: similarity, higher is closer; euclidean: distance between the "
     "L2-normalised vectors, lower is closer.",
 )
+@ranking_options
+@click.option(
+    "--sheet",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also draw the query and its results with rank and score into this PNG.",
+)
 @json_option
-def query(file: Path, index_name: str, top: int, metric: str, as_json: bool) -> None:
+def query(
+    file: Path,
+    index_name: str,
+    top: int,
+    metric: str,
+    sheet: Path | None,
+    as_json: bool,
+    **ranking: object,
+) -> None:
     """List the library images most like FILE, best first, with their scores."""
     config = load_settings()
     store, dispatcher = connect(config)
     data = _read_query(file)
-    store.info(index_name)  # an unknown index fails here, before any work is sent
+    info = store.info(index_name)  # an unknown index fails here, before any work is sent
+    options = resolve_options(info.model, **ranking)
     if dispatcher.embedded:
         source = {"path": os.path.abspath(file)}
     else:
@@ -154,17 +141,28 @@ def query(file: Path, index_name: str, top: int, metric: str, as_json: bool) -> 
         store.put_blobs({key: data}, QUERY_BLOB_TTL)
         source = {"blob": key}
     answer = dispatcher.submit(
-        RANK_TASK, index=index_name, query=source, top=top, metric=metric
+        RANK_TASK,
+        index=index_name,
+        query=source,
+        top=top,
+        metric=metric,
+        options=options.as_dict(),
     ).get()
-    answer = {"query": os.path.abspath(file), **answer}
+    answer = {"query": os.path.abspath(file), **answer, "ranking": options.describe()}
+    if sheet is not None:
+        from cbirq.sheet import query_sheet, save
+
+        save(query_sheet(answer), sheet)
     if as_json:
         echo_json(answer)
         return
     better = "higher" if metric == "cosine" else "lower"
     click.echo(
         f"{answer['query']}: index '{index_name}' ({answer['model']}), "
-        f"{metric} ({better} is closer)"
+        f"{metric} ({better} is closer), {answer['ranking']}"
     )
     click.echo(f"{'rank':>4}  {'score':>8}  path")
     for hit in answer["results"]:
         click.echo(f"{hit['rank']:>4}  {hit['score']:>8.4f}  {hit['path']}")
+    if sheet is not None:
+        click.echo(f"contact sheet: {sheet}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from cbirq.celery_app import RANK_TASK, app
 from cbirq.errors import ImageError
 from cbirq.ranking import IndexCache, search
+from cbirq.specs import RankOptions, query_spec
 from cbirq.tasks import runtime
 
 _cache = IndexCache()  # per worker process: index matrices kept between queries
@@ -19,7 +20,9 @@ _cache = IndexCache()  # per worker process: index matrices kept between queries
     retry_backoff_max=4,
     max_retries=3,
 )
-def rank_query(index: str, query: dict, top: int = 5, metric: str = "cosine") -> dict:
+def rank_query(
+    index: str, query: dict, top: int = 5, metric: str = "cosine", options: dict | None = None
+) -> dict:
     store = runtime.store()
     if "blob" in query:
         source = store.get_blob(query["blob"])
@@ -29,13 +32,14 @@ def rank_query(index: str, query: dict, top: int = 5, metric: str = "cosine") ->
     else:
         source = runtime.readable_path(query["path"])
     info = store.info(index)
-    found = search(
-        store, _cache, runtime.backbone(info.model, info.weights), index, source, top, metric
-    )
+    ranking = RankOptions(**(options or {}))
+    backbone = runtime.backbone(str(query_spec(info.model, ranking)), info.weights)
+    found = search(store, _cache, backbone, index, source, top, metric, ranking)
     return {
         "index": index,
         "model": info.model,
         "weights": info.weights,
         "metric": metric,
+        "options": ranking.as_dict(),
         "results": found,
     }

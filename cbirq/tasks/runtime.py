@@ -46,9 +46,12 @@ def backbone(name: str, weights: str):
     import torch
 
     from cbirq.backbones import load_backbone
+    from cbirq.specs import checkpoint_key, is_checkpoint
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return load_backbone(name, weights, device=device)
+    # A trained checkpoint travels through the store, so workers on any host can load it.
+    checkpoint = store().get_artifact(checkpoint_key(weights)) if is_checkpoint(weights) else None
+    return load_backbone(name, weights, device=device, checkpoint=checkpoint)
 
 
 def torch_threads(concurrency: int, config: settings_module.Settings) -> int:

@@ -31,7 +31,8 @@ def test_cli_import_pulls_in_neither_torch_nor_numpy():
     "command, words",
     [
         ("index", ["--chunk", "--index", "--model", "--shared-fs", "--prune", "--json"]),
-        ("query", ["--index", "--top", "--metric", "--json"]),
+        ("query", ["--index", "--top", "--metric", "--json", "--sheet", "--qe", "--whiten"]),
+        ("eval", ["--queries", "--labels", "--k", "--plain", "--sheet", "--pool", "--flip"]),
         ("indexes", ["--json"]),
         ("export", ["--index", ".txt"]),
         ("worker", ["--queues", "--concurrency"]),

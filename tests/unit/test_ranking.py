@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cbirq.errors import CbirqError
-from cbirq.ranking import IndexCache, top_k
+from cbirq.ranking import IndexCache, expand, similarities, top_k
 from cbirq.store.sqlite_store import SqliteStore
 
 
@@ -206,3 +206,23 @@ def test_cache_is_per_index_and_per_store(tmp_path, store):
     assert cache.get(store, "j").paths == ["b.jpg"]
     assert cache.get(other, "i").paths == ["c.jpg"]
     other.db.close()
+
+
+def test_alpha_qe_adds_the_top_neighbours_weighted_by_similarity_cubed():
+    library = np.stack([unit_at(a) for a in (20, 40, 170)])
+    query = unit_at(0)[None]
+    sims = query @ library.T
+    expanded = expand(library, query, sims, 2)
+    by_hand = unit_at(0) + math.cos(math.radians(20)) ** 3 * library[0]
+    by_hand += math.cos(math.radians(40)) ** 3 * library[1]
+    assert expanded[0] == pytest.approx(by_hand / np.linalg.norm(by_hand), abs=1e-6)
+
+
+def test_similarities_hide_excluded_rows_also_from_query_expansion():
+    library = np.stack([unit_at(a) for a in (0, 60, 90)])
+    sims = similarities(library, library[:2], qe=1, exclude=np.array([0, -1]))
+    assert sims[0, 0] == -np.inf and np.isfinite(sims[1]).all()
+    # Query 0 may not expand with itself: its nearest other row is at 60 degrees.
+    expected = unit_at(0) + 0.5**3 * unit_at(60)
+    expected /= np.linalg.norm(expected)
+    assert sims[0, 1:] == pytest.approx(library[1:] @ expected, abs=1e-6)

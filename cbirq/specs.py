@@ -1,0 +1,117 @@
+"""What a feature vector is made of and how an index is ranked: the names that the CLI,
+workers and the store share. Stdlib only, so the CLI can use them without torch or numpy.
+
+A feature spec is written `MODEL[+gem][+flip][+ms]`: `+gem` pools the last feature map with
+GeM instead of averaging it, `+flip` adds the descriptor of the mirrored image, `+ms` adds the
+descriptors of the image at smaller scales. The spec is what an index records as its model, so
+queries are described as the library was (a multi-scale query fits a one-scale library).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, replace
+
+from cbirq.errors import BackboneError
+
+POOLS = ("avg", "gem")
+FLAGS = ("gem", "flip", "ms")  # in the order a spec is written
+CHECKPOINT_MODEL = "resnet20"  # the only model that takes its weights from a checkpoint file
+CHECKPOINT_PREFIX = "ckpt-"
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    model: str
+    pool: str = "avg"
+    flip: bool = False
+    multiscale: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> FeatureSpec:
+        model, *flags = text.split("+")
+        unknown = sorted(set(flags) - set(FLAGS))
+        if unknown or not model:
+            raise BackboneError(f"bad model {text!r}: write MODEL[+gem][+flip][+ms]")
+        return cls(model, "gem" if "gem" in flags else "avg", "flip" in flags, "ms" in flags)
+
+    def __str__(self) -> str:
+        chosen = (self.pool == "gem", self.flip, self.multiscale)
+        return "+".join([self.model, *(flag for flag, on in zip(FLAGS, chosen) if on)])
+
+    def fits(self, library: FeatureSpec) -> bool:
+        """Whether queries described by this spec can be ranked against `library`: the same
+        features, whatever the scales."""
+        return replace(self, multiscale=library.multiscale) == library
+
+
+@dataclass(frozen=True)
+class RankOptions:
+    """Ranking on top of the stored features; `plain()` is cosine on them as they are."""
+
+    center: bool = False  # subtract the library's mean vector (whitening does it too)
+    whiten: bool = False  # PCA-whitening learned on the library (cbirq.whitening)
+    qe: int = 0  # alpha-QE over this many top results; 0: off
+    multiscale: bool = False  # query descriptors averaged over scales 1, 1/sqrt(2), 1/2
+
+    @classmethod
+    def plain(cls) -> RankOptions:
+        return cls()
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        parts = ["whitened" if self.whiten else "centred" if self.center else "plain"]
+        if self.qe:
+            parts.append(f"alpha-QE over the top {self.qe}")
+        if self.multiscale:
+            parts.append("multi-scale query")
+        return ", ".join(parts)
+
+
+# Each backbone's default features and ranking: an option is on only where it raised mAP on
+# the CIFAR-10 benchmark (scripts/bench_eval.py; figures in the README).
+FEATURES: dict[str, FeatureSpec] = {
+    # resnet20 (fast checkpoint): plain mAP 0.7266; mirror descriptors +0.010, centring
+    # +0.017, alpha-QE over 50 +0.027 (GeM -0.031, whitening -0.229, multi-scale -0.078).
+    "resnet20": FeatureSpec("resnet20", flip=True),
+}
+DEFAULTS: dict[str, RankOptions] = {
+    # efficientnet_lite0: plain mAP 0.3232; centring +0.024, alpha-QE over 10 +0.026, both
+    # +0.052 (whitening -0.166). QE over more neighbours gains a little more on CIFAR-10,
+    # where 1,000 images share each label; a photo library has far fewer alike.
+    "efficientnet_lite0": RankOptions(center=True, qe=10),
+    "resnet20": RankOptions(center=True, qe=50),
+}
+
+
+def query_spec(library: str, options: RankOptions) -> FeatureSpec:
+    """How to describe a query for an index of `library` features."""
+    spec = FeatureSpec.parse(library)
+    return replace(spec, multiscale=spec.multiscale or options.multiscale)
+
+
+def resolve_options(
+    model: str,
+    plain: bool = False,
+    **chosen: bool | int | None,
+) -> RankOptions:
+    """The backbone's default ranking (plain with `plain`), with the options given in
+    `chosen` (center, whiten, qe, multiscale; None: not given) on top."""
+    base = RankOptions.plain() if plain else DEFAULTS.get(FeatureSpec.parse(model).model)
+    return replace(base or RankOptions(), **{k: v for k, v in chosen.items() if v is not None})
+
+
+def checkpoint_weights(data: bytes) -> str:
+    """The weights name of a checkpoint: its content hash, so an index names the exact net."""
+    return CHECKPOINT_PREFIX + hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+def checkpoint_key(weights: str) -> str:
+    """Where the checkpoint's bytes live in the store, for workers on other hosts."""
+    return f"weights:{weights}"
+
+
+def is_checkpoint(weights: str) -> bool:
+    return weights.startswith(CHECKPOINT_PREFIX)

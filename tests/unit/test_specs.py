@@ -1,0 +1,56 @@
+import pytest
+
+from cbirq import specs
+from cbirq.errors import BackboneError
+from cbirq.specs import (
+    FeatureSpec,
+    RankOptions,
+    checkpoint_weights,
+    is_checkpoint,
+    query_spec,
+    resolve_options,
+)
+
+
+@pytest.mark.parametrize(
+    "text, spec",
+    [
+        ("resnet50", FeatureSpec("resnet50")),
+        ("resnet50+gem", FeatureSpec("resnet50", "gem")),
+        ("resnet20+ms", FeatureSpec("resnet20", multiscale=True)),
+        ("resnet20+flip", FeatureSpec("resnet20", flip=True)),
+        ("efficientnet_lite0+gem+flip+ms", FeatureSpec("efficientnet_lite0", "gem", True, True)),
+    ],
+)
+def test_spec_round_trip(text, spec):
+    assert FeatureSpec.parse(text) == spec and str(spec) == text
+
+
+@pytest.mark.parametrize("text", ["resnet50+max", "+gem", "resnet50+"])
+def test_bad_spec_is_refused(text):
+    with pytest.raises(BackboneError, match="bad model"):
+        FeatureSpec.parse(text)
+
+
+def test_multiscale_queries_fit_a_library_of_the_same_features_only():
+    library = FeatureSpec.parse("resnet50+gem")
+    assert FeatureSpec.parse("resnet50+gem+ms").fits(library)
+    assert not FeatureSpec.parse("resnet50+ms").fits(library)
+    assert str(query_spec("resnet50+gem", RankOptions(multiscale=True))) == "resnet50+gem+ms"
+    assert str(query_spec("resnet50", RankOptions())) == "resnet50"
+
+
+def test_explicit_choices_override_the_backbone_default(monkeypatch):
+    monkeypatch.setitem(specs.DEFAULTS, "resnet50", RankOptions(whiten=True, qe=5))
+    assert resolve_options("resnet50+gem") == RankOptions(whiten=True, qe=5)
+    assert resolve_options("resnet50", plain=True) == RankOptions.plain()
+    assert resolve_options("resnet50", qe=0) == RankOptions(whiten=True, qe=0)
+    assert resolve_options("resnet50", plain=True, multiscale=True) == RankOptions(multiscale=True)
+    assert resolve_options("resnet50", center=True, whiten=None).center
+    assert resolve_options("vgg16") == RankOptions.plain()
+
+
+def test_checkpoint_weights_name_the_content():
+    name = checkpoint_weights(b"abc")
+    assert is_checkpoint(name) and name == checkpoint_weights(b"abc")
+    assert name != checkpoint_weights(b"abd") and not is_checkpoint("imagenet")
