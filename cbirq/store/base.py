@@ -36,6 +36,16 @@ class IndexInfo:
             )
 
 
+# A reader replays the change log since its cursor. Entries re-pointed again and again would
+# grow the log without bound, so once it is over twice the index (and this floor) it is
+# dropped and the generation bumped: readers then reload the index once, as after a removal.
+LOG_FLOOR = 10_000
+
+
+def log_overgrown(length: int, count: int) -> bool:
+    return length > max(LOG_FLOOR, 2 * count)
+
+
 def check_index_name(name: str) -> str:
     if not INDEX_NAME.match(name):
         raise CbirqError(f"bad index name {name!r}: use up to 64 letters, digits, '_', '.' or '-'")

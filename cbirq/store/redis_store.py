@@ -26,7 +26,14 @@ from redis.retry import Retry
 
 from cbirq.errors import Unavailable, UnknownIndex, UnknownJob
 from cbirq.settings import redact
-from cbirq.store.base import Cursor, Entry, IndexInfo, check_dim, check_index_name
+from cbirq.store.base import (
+    Cursor,
+    Entry,
+    IndexInfo,
+    check_dim,
+    check_index_name,
+    log_overgrown,
+)
 
 PREFIX = "cbirq:"
 
@@ -123,6 +130,15 @@ class RedisStore:
         pipe = self.r.pipeline()
         pipe.hset(self._key(name, "paths"), mapping=dict(changed))
         pipe.rpush(self._key(name, "log"), *(json.dumps(e) for e in changed))
+        pipe.hlen(self._key(name, "paths"))
+        _, length, count = pipe.execute()
+        if log_overgrown(length, count):
+            self._drop_log(name)
+
+    def _drop_log(self, name: str) -> None:
+        pipe = self.r.pipeline()
+        pipe.delete(self._key(name, "log"))
+        pipe.incr(self._key(name, "gen"))
         pipe.execute()
 
     def remove(self, name: str, paths: Iterable[str]) -> int:

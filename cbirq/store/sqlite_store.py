@@ -9,7 +9,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from cbirq.errors import UnknownIndex, UnknownJob
-from cbirq.store.base import Cursor, Entry, IndexInfo, check_dim, check_index_name
+from cbirq.store.base import (
+    Cursor,
+    Entry,
+    IndexInfo,
+    check_dim,
+    check_index_name,
+    log_overgrown,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS indexes (
@@ -101,6 +108,20 @@ class SqliteStore:
             self.db.executemany(
                 "INSERT INTO log (idx, path, hash) VALUES (?, ?, ?)",
                 [(name, p, h) for p, h in changed],
+            )
+            if changed:
+                self._trim_log(name)
+
+    def _trim_log(self, name: str) -> None:
+        length, count = self.db.execute(
+            "SELECT (SELECT COUNT(*) FROM log WHERE idx = ?), "
+            "(SELECT COUNT(*) FROM entries WHERE idx = ?)",
+            (name, name),
+        ).fetchone()
+        if log_overgrown(length, count):
+            self.db.execute("DELETE FROM log WHERE idx = ?", (name,))
+            self.db.execute(
+                "UPDATE indexes SET generation = generation + 1 WHERE name = ?", (name,)
             )
 
     def entries_for(self, name: str, paths: Sequence[str]) -> dict[str, str]:

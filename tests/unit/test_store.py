@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from cbirq.errors import CbirqError, IndexMismatch, UnknownIndex
+from cbirq.store import base
 from cbirq.store.base import IndexInfo
 from cbirq.store.redis_store import RedisStore
 from cbirq.store.sqlite_store import SqliteStore
@@ -205,6 +206,22 @@ def test_changes_returns_only_entries_since_cursor(store):
     assert store.changes("i", third) == (third, [])
     _, changed = store.changes("i", first)
     assert [p for p, _ in changed] == ["b.jpg", "c.jpg", "d.jpg"]
+
+
+def test_a_log_of_repointed_entries_is_dropped_once_it_outgrows_the_index(store, monkeypatch):
+    monkeypatch.setattr(base, "LOG_FLOOR", 4)
+    store.open_index("i", MODEL, WEIGHTS)
+    store.add("i", [("a.jpg", "h1"), ("b.jpg", "h2")], {"h1": vec(1, 0), "h2": vec(0, 1)})
+    cursor, _ = store.changes("i", None)
+    for turn in range(2):  # a.jpg edited back and forth: 4 log entries for 2 images
+        store.add("i", [("a.jpg", "h2" if turn == 0 else "h1")], {})
+    cursor, changed = store.changes("i", cursor)
+    assert [p for p, _ in changed] == ["a.jpg", "a.jpg"], "at the floor: kept"
+    store.add("i", [("a.jpg", "h2")], {})
+    assert store.changes("i", cursor)[1] is None, "dropped: the reader reloads"
+    fresh, _ = store.changes("i", None)
+    assert store.changes("i", fresh) == (fresh, [])
+    assert store.entries("i") == {"a.jpg": "h2", "b.jpg": "h2"}
 
 
 def test_changes_are_per_index(store):
