@@ -52,7 +52,7 @@ def test_query_sheet_through_workers(workers, broker_env, tmp_path):
     options = ["--index", "sheet", "--top", "3", "--whiten", "--qe", "2"]
     out = tmp_path / "sheet.png"
     remote = cli_json(broker_env, "query", str(tmp_path / "q.png"), *options, "--sheet", str(out))
-    assert remote["options"] == {"center": False, "whiten": True, "qe": 2, "multiscale": False}
+    assert remote["options"] == {"center": True, "whiten": True, "qe": 2, "multiscale": False}
     assert remote["results"][0]["path"] == str(paths[5])
     assert Image.open(out).size == sheet_size(3)
 
