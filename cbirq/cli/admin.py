@@ -18,11 +18,14 @@ def indexes(as_json: bool) -> None:
     if as_json:
         echo_json([info.__dict__ for info in found])
         return
-    click.echo(f"{'name':<20} {'model':<22} {'weights':<9} {'dim':>5} {'images':>8}")
-    for info in found:
-        click.echo(
-            f"{info.name:<20} {info.model:<22} {info.weights:<9} {info.dim:>5} {info.count:>8}"
-        )
+    rows = [("name", "model", "weights", "dim", "images")]
+    rows += [(i.name, i.model, i.weights, str(i.dim), str(i.count)) for i in found]
+    # Columns as wide as their longest value: checkpoint weights are named by a long hash.
+    widths = [max(len(row[col]) for row in rows) for col in range(5)]
+    for row in rows:
+        text = [cell.ljust(w) for cell, w in zip(row[:3], widths)]
+        text += [cell.rjust(w) for cell, w in zip(row[3:], widths[3:])]
+        click.echo("  ".join(text))
 
 
 @click.command()

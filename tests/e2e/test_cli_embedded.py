@@ -136,3 +136,20 @@ def test_user_errors_are_one_line_with_exit_status_1(args, message):
     done = run_cli(*args)
     assert done.returncode == 1
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_indexes_table_columns_fit_long_names(isolated_home):
+    from cbirq.store.sqlite_store import SqliteStore
+
+    store = SqliteStore(isolated_home / "store.sqlite3")
+    store.open_index("a", "efficientnet_lite0", "imagenet")
+    store.open_index("checkpoint-index", "resnet20+flip", "ckpt-" + "0" * 32)
+    store.add("a", [("x.jpg", "h1")], {"h1": np.ones(4, "<f4").tobytes()})
+    lines = invoke("indexes").output.splitlines()
+    assert [line.split() for line in lines] == [
+        ["name", "model", "weights", "dim", "images"],
+        ["a", "efficientnet_lite0", "imagenet", "4", "1"],
+        ["checkpoint-index", "resnet20+flip", "ckpt-" + "0" * 32, "0", "0"],
+    ]
+    starts = {line.index(word) for line, word in zip(lines, ["weights", "imagenet", "ckpt-"])}
+    assert len(starts) == 1, "the weights column lines up"
