@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -12,7 +16,8 @@ from PIL import ImageOps
 
 from cbirq import settings
 from cbirq.celery_app import EXTRACT_TASK, make_app
-from tests.cluster import PASSWORD
+from cbirq.worker_plan import visible_devices
+from tests.cluster import PASSWORD, wait_until
 from tests.conftest import make_library, make_photo, run_cli
 
 pytestmark = pytest.mark.integration
@@ -191,3 +196,35 @@ def test_workers_without_any_worker_says_so(redis_server, tmp_path):
     done = run_cli("workers", "--timeout", "0.5", env=env)
     assert done.returncode == 1
     assert done.stderr.strip() == "Error: no worker answered within 0.5 s (start one: cbirq worker)"
+
+
+@pytest.mark.gpu
+def test_gpus_auto_starts_one_pinned_worker_per_device(redis_server, tmp_path):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device here")
+    env = {"CBIRQ_BROKER_URL": f"{redis_server.url[:-1]}7", "CBIRQ_REDIS_PASSWORD": PASSWORD}
+    with open(tmp_path / "gpu-workers.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cbirq", "worker", "--gpus", "auto", "-Q", "extract"],
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+
+        def listed() -> dict:
+            done = run_cli("workers", "--json", "--timeout", "1", env=env)
+            return json.loads(done.stdout) if done.returncode == 0 else {}
+
+        count = torch.cuda.device_count()
+        wait_until(lambda: len(listed()) == count, 120, f"{count} GPU workers")
+        found = listed()
+        expected = visible_devices(count, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        assert sorted(info["gpu"] for info in found.values()) == sorted(expected)
+        for node, info in found.items():
+            assert f"-gpu{info['gpu']}@" in node and info["processes"] == 1
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(60)
