@@ -41,14 +41,25 @@ def readable_path(path: str) -> str:
 
 
 @lru_cache(maxsize=4)
-def backbone(name: str, weights: str):
-    """Loaded once per worker process and reused by every later task (the slow part)."""
+def _backbone(name: str, weights: str, engine: str):
     import torch
 
     from cbirq.backbones import load_backbone
+    from cbirq.engines import with_engine
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return load_backbone(name, weights, device=device)
+    device = "cuda" if engine == "torch" and torch.cuda.is_available() else "cpu"
+    threads = settings().threads or torch.get_num_threads()
+    return with_engine(load_backbone(name, weights, device), engine, settings().cache_dir, threads)
+
+
+def backbone(name: str, weights: str, engine: str | None = None):
+    """Loaded once per worker process and reused by every later task (the slow part).
+    `engine`: the client's choice (`cbirq index --engine`), else this worker's CBIRQ_ENGINE."""
+    import torch
+
+    from cbirq.engines import resolve
+
+    return _backbone(name, weights, resolve(engine or settings().engine, torch.cuda.is_available()))
 
 
 def torch_threads(concurrency: int, config: settings_module.Settings) -> int:
