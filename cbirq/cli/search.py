@@ -14,7 +14,7 @@ from cbirq.celery_app import RANK_TASK
 from cbirq.cli.common import connect, echo_json, index_option, json_option, load_settings
 from cbirq.cli.indexer import IndexJob, Summary, run_index
 from cbirq.errors import CbirqError
-from cbirq.settings import DEFAULT_MODEL
+from cbirq.settings import DEFAULT_MODEL, ENGINES
 
 QUERY_BLOB_TTL = 600
 
@@ -71,6 +71,12 @@ def _print_summary(summary: Summary) -> None:
     help="'none' uses random weights (no download needed).",
 )
 @click.option(
+    "--engine",
+    type=click.Choice(ENGINES),
+    help="Inference engine: auto (ONNX Runtime on CPU, torch on GPU), torch, onnx "
+    "[default: CBIRQ_ENGINE of the process that extracts, else auto]. Features are the same.",
+)
+@click.option(
     "--shared-fs",
     is_flag=True,
     help="Send file paths instead of file bytes: workers see the same files.",
@@ -83,6 +89,7 @@ def index(
     index_name: str,
     model: str,
     weights: str,
+    engine: str | None,
     shared_fs: bool,
     prune: bool,
     as_json: bool,
@@ -105,6 +112,7 @@ def index(
         shared_fs,
         prune,
         blob_ttl=config.visibility_timeout + 3600,
+        engine=engine,
     )
     summary = run_index(store, dispatcher, job, _progress(not as_json))
     if as_json:
