@@ -50,4 +50,11 @@ def with_engine(backbone: Backbone, engine: str, cache_dir: Path, threads: int) 
     except onnx_engine.ExportRefused as exc:
         log.warning("%s; using torch", exc)
         return backbone
+    log.info(
+        "ONNX Runtime runs %s (%s), intra-op threads %d, graph %s",
+        backbone.name,
+        backbone.weights,
+        threads,
+        net.path,
+    )
     return dataclasses.replace(backbone, net=net)
