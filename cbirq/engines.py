@@ -57,4 +57,4 @@ def with_engine(backbone: Backbone, engine: str, cache_dir: Path, threads: int) 
         threads,
         net.path,
     )
-    return dataclasses.replace(backbone, net=net)
+    return dataclasses.replace(backbone, net=net, batch_size=onnx_engine.BATCH)

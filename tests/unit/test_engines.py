@@ -175,6 +175,8 @@ def test_workers_give_onnx_runtime_their_thread_budget(home, monkeypatch, fresh_
     monkeypatch.setenv("CBIRQ_ENGINE", "auto")
     backbone = runtime.backbone(*SMALL)
     assert isinstance(backbone.net, onnx_engine.OrtNet)
-    assert backbone.net.session.get_session_options().intra_op_num_threads == 1
+    options = backbone.net.session.get_session_options()
+    assert options.intra_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert runtime.backbone(*SMALL, "onnx") is backbone, "auto and onnx share one session"
     assert runtime.backbone(*SMALL, "torch").net is not backbone.net
