@@ -1,0 +1,211 @@
+"""Benchmark feature extraction per inference engine and backbone, in one run.
+
+For EfficientNet-Lite0 (ImageNet weights) and ResNet50 (--weights none), on torch and on ONNX
+Runtime, on generated 384x256 JPEG photos (scripts/bench_index.py makes them): (1) compute
+only, `Backbone.embed` on decoded images, 1 process x 2 threads; (2) `extract_chunk`
+in-process by path (decode threads + model), with the time its model loop waited for a decoded
+image; (3) `cbirq index --engine E` through Celery on a private redis-server, 2 workers x 1
+thread (the default CPU layout), --chunk 16, workers warmed up. Also the course's loop (torch,
+PIL + transforms, one image at a time) on EfficientNet-Lite0, and decoding alone.
+
+Throughputs are the best of --repeat runs. Progress goes to stderr, Markdown for the README to
+stdout. About 6 minutes on 2 idle cores:
+
+    nice -n 5 .venv/bin/python scripts/bench_engines.py [--images 160] [--repeat 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from bench_index import (
+    best,
+    busy_cores,
+    clean_env,
+    course_loop,
+    in_process,
+    index,
+    log,
+    machine,
+    make_photos,
+    start_redis,
+    start_workers,
+    timed,
+)
+
+from cbirq import indexing
+from cbirq.backbones import Backbone, load_backbone
+from cbirq.engines import with_engine
+from cbirq.images import load_array
+from cbirq.store.sqlite_store import SqliteStore
+
+BACKBONES = (("efficientnet_lite0", "imagenet"), ("resnet50", "none"))
+ENGINES = ("torch", "onnx")
+THREADS, WORKERS, CHUNK = 2, 2, 16
+
+
+@dataclass
+class Row:
+    model: str
+    engine: str
+    images: int
+    compute: float = 0.0  # images/s
+    chunk: float = 0.0
+    waited: float = 0.0  # share of extract_chunk's wall time its model loop waited on decode
+    queue: float = 0.0
+
+
+@contextmanager
+def decode_waits() -> Iterator[list[float]]:
+    """Seconds extract_chunk's model loop spends blocked on the next decoded image."""
+    real, waits = indexing._decoded, []
+
+    def timed_decoded(*args):
+        inner = real(*args)
+        while True:
+            start = time.perf_counter()
+            item = next(inner, None)
+            waits.append(time.perf_counter() - start)
+            if item is None:
+                return
+            yield item
+
+    indexing._decoded = timed_decoded
+    try:
+        yield waits
+    finally:
+        indexing._decoded = real
+
+
+def compute_rate(bb: Backbone, arrays: list, repeat: int) -> float:
+    bb.embed(arrays[: bb.batch_size])  # warm-up: the first runs are slow
+    return len(arrays) / best(repeat, lambda: timed(lambda: bb.embed(arrays)))
+
+
+def chunk_run(bb: Backbone, paths: list[Path], store: SqliteStore) -> tuple[float, float]:
+    with decode_waits() as waits:
+        wall = in_process(bb, paths, store)
+    return wall, sum(waits) / wall
+
+
+def local_row(bb: Backbone, engine: str, paths: list[Path], tmp: Path, repeat: int) -> Row:
+    log(f"{bb.name} on {engine}: compute only, extract_chunk")
+    row = Row(bb.name, engine, len(paths))
+    arrays = [load_array(p, bb.resize, bb.crop) for p in paths]
+    row.compute = compute_rate(bb, arrays, repeat)
+    store = SqliteStore(tmp / f"{bb.name}-{engine}.sqlite3")
+    in_process(bb, paths[: bb.batch_size], store)  # warm-up
+    wall, row.waited = min(chunk_run(bb, paths, store) for _ in range(repeat))
+    row.chunk = len(paths) / wall
+    return row
+
+
+def decode_ms(bb: Backbone, paths: list[Path]) -> float:
+    """Decoding and preprocessing alone, one thread, per image."""
+    return 1000 * timed(lambda: [load_array(p, bb.resize, bb.crop) for p in paths]) / len(paths)
+
+
+def queue_rates(rows: list[Row], folder: Path, env: dict, tmp: Path, repeat: int) -> None:
+    with ExitStack() as stack:
+        log(f"{WORKERS} workers x 1 thread")
+        start_workers(stack, WORKERS, 1, "extract", env, tmp)
+        for row in rows:
+            flags = ["--model", row.model, "--weights", dict(BACKBONES)[row.model]]
+            flags += ["--engine", row.engine]
+            log(f"{row.model} on {row.engine}: cbirq index via Redis")
+            # One-image chunks reach both workers: each loads the model (and the graph) now.
+            index(tmp / "warm", env, "--chunk", "1", *flags)
+            run = [folder, env, "--chunk", str(CHUNK), *flags]
+            row.queue = row.images / best(repeat, lambda run=run: index(*run))
+
+
+def course_rate(paths: list[Path], repeat: int) -> float:
+    log("course loop")
+    bb = load_backbone(*BACKBONES[0])
+    course_loop(bb, paths[:4])
+    return len(paths) / best(repeat, lambda: course_loop(bb, paths))
+
+
+def table(rows: list[Row]) -> list[str]:
+    return [
+        "| backbone | engine | compute only, 1 x 2 threads | `extract_chunk`, in-process "
+        "| model waiting for decode | `cbirq index` via Redis, 2 workers x 1 thread "
+        "| via Redis / compute |",
+        "|---|---|---:|---:|---:|---:|---:|",
+        *(
+            f"| {r.model} | {r.engine} | {r.compute:.1f} | {r.chunk:.1f} | {100 * r.waited:.1f}% "
+            f"| {r.queue:.1f} | {r.queue / r.compute:.2f} |"
+            for r in rows
+        ),
+    ]
+
+
+def run(args: argparse.Namespace, stack: ExitStack, tmp: Path) -> list[str]:
+    busy = busy_cores()
+    torch.set_num_threads(THREADS)
+    paths = make_photos(tmp / "lib", args.images, (384, 256), seed=1)
+    make_photos(tmp / "warm", 8, (384, 256), seed=2)
+    course = course_rate(paths, args.repeat)
+    rows, decode = [], {}
+    for name, weights in BACKBONES:
+        bb = load_backbone(name, weights)
+        decode[name] = decode_ms(bb, paths)
+        for engine in ENGINES:
+            run_on = with_engine(bb, engine, tmp / "home" / "cache", THREADS)
+            rows.append(local_row(run_on, engine, paths, tmp, args.repeat))
+    env = clean_env(
+        CBIRQ_BROKER_URL=start_redis(stack, tmp),
+        CBIRQ_HOME=str(tmp / "home"),
+        CBIRQ_RESULT_TIMEOUT="900",
+    )
+    queue_rates(rows, tmp / "lib", env, tmp, args.repeat)
+    kb = statistics.mean(p.stat().st_size for p in paths) / 1e3
+    return report(args, rows, course, decode, (busy, busy_cores()), kb)
+
+
+def report(args, rows: list[Row], course: float, decode: dict, busy: tuple, kb: float):
+    effnet = next(r for r in rows if r.model == BACKBONES[0][0] and r.engine == "onnx")
+    resnet = next(r for r in rows if r.model == BACKBONES[1][0] and r.engine == "onnx")
+    return [
+        f"Machine: {machine()}; cores busy with other work: {busy[0]:.1f} before the run, "
+        f"{busy[1]:.1f} after.",
+        f"{args.images} photos, 384x256 JPEG, mean {kb:.0f} KB; images/s, best of "
+        f"{args.repeat} runs.\n",
+        *table(rows),
+        "",
+        f"- Course loop (EfficientNet-Lite0, torch, PIL + transforms, one image at a time): "
+        f"{course:.1f} images/s. cbirq's default (auto = ONNX Runtime on CPU) through the queue: "
+        f"{effnet.queue:.1f} images/s = **{effnet.queue / course:.2f}x** (target >= 2.5x).",
+        f"- ResNet50 on ONNX Runtime: compute only {resnet.compute:.1f} images/s, end to end "
+        f"through the queue {resnet.queue:.1f}: end-to-end time = "
+        f"**{resnet.compute / resnet.queue:.2f}x** the compute time (target <= 1.3x).",
+        *(
+            f"- Decoding + preprocessing, one thread: {ms:.2f} ms per image for {name} "
+            f"({ms * r.compute / 10:.0f}% of its ONNX compute time per image on 2 threads)"
+            for (name, ms), r in zip(decode.items(), (effnet, resnet))
+        ),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=160)
+    parser.add_argument("--repeat", type=int, default=2, help="runs per throughput; best kept")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="cbirq-bench-") as tmp, ExitStack() as stack:
+        lines = run(args, stack, Path(tmp))
+    print("\n".join(lines))
+    print(f"\n(benchmark wall time {time.perf_counter() - start:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
