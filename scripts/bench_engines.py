@@ -2,7 +2,7 @@
 
 For EfficientNet-Lite0 (ImageNet weights) and ResNet50 (--weights none), on torch and on ONNX
 Runtime, on generated 384x256 JPEG photos (scripts/bench_index.py makes them): (1) compute
-only, `Backbone.embed` on decoded images, 1 process x 2 threads; (2) `extract_chunk`
+only, `Backbone.embed` on decoded images, 1 process x 2 threads and 2 x 1; (2) `extract_chunk`
 in-process by path (decode threads + model), with the time its model loop waited for a decoded
 image; (3) `cbirq index --engine E` through Celery on a private redis-server, 2 workers x 1
 thread (the default CPU layout), --chunk 16, workers warmed up. Also the course's loop (torch,
@@ -17,8 +17,8 @@ stdout. About 6 minutes on 2 idle cores:
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -36,6 +36,7 @@ from bench_index import (
     log,
     machine,
     make_photos,
+    print_run,
     start_redis,
     start_workers,
     timed,
@@ -57,7 +58,8 @@ class Row:
     model: str
     engine: str
     images: int
-    compute: float = 0.0  # images/s
+    compute: float = 0.0  # images/s, decoded images, 1 process x 2 threads
+    parallel: float = 0.0  # the same, 2 processes x 1 thread (the workers' layout)
     chunk: float = 0.0
     waited: float = 0.0  # share of extract_chunk's wall time its model loop waited on decode
     queue: float = 0.0
@@ -90,6 +92,37 @@ def compute_rate(bb: Backbone, arrays: list, repeat: int) -> float:
     return len(arrays) / best(repeat, lambda: timed(lambda: bb.embed(arrays)))
 
 
+def _compute_share(model, weights, engine, cache, paths, barrier, repeat, out) -> None:
+    """One of WORKERS single-threaded processes: its share of the photos, compute only."""
+    torch.set_num_threads(1)
+    bb = with_engine(load_backbone(model, weights), engine, cache, 1)
+    arrays = [load_array(p, bb.resize, bb.crop) for p in paths]
+    bb.embed(arrays[: bb.batch_size])
+    walls = []
+    for _ in range(repeat):
+        barrier.wait()
+        walls.append(timed(lambda: bb.embed(arrays)))
+    out.put(walls)
+
+
+def parallel_rate(bb: Backbone, engine: str, cache: Path, paths: list[Path], repeat: int):
+    """Images/s of WORKERS processes x 1 thread embedding decoded photos at once: the queue's
+    layout without decoding, Redis or the CLI."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier, out = ctx.Barrier(WORKERS), ctx.Queue()
+    args = (bb.name, bb.weights, engine, cache)
+    procs = [
+        ctx.Process(target=_compute_share, args=(*args, paths[i::WORKERS], barrier, repeat, out))
+        for i in range(WORKERS)
+    ]
+    for proc in procs:
+        proc.start()
+    walls = [out.get() for _ in procs]
+    for proc in procs:
+        proc.join()
+    return len(paths) / min(max(run) for run in zip(*walls))
+
+
 def chunk_run(bb: Backbone, paths: list[Path], store: SqliteStore) -> tuple[float, float]:
     with decode_waits() as waits:
         wall = in_process(bb, paths, store)
@@ -101,6 +134,7 @@ def local_row(bb: Backbone, engine: str, paths: list[Path], tmp: Path, repeat: i
     row = Row(bb.name, engine, len(paths))
     arrays = [load_array(p, bb.resize, bb.crop) for p in paths]
     row.compute = compute_rate(bb, arrays, repeat)
+    row.parallel = parallel_rate(bb, engine, tmp / "home" / "cache", paths, repeat)
     store = SqliteStore(tmp / f"{bb.name}-{engine}.sqlite3")
     in_process(bb, paths[: bb.batch_size], store)  # warm-up
     wall, row.waited = min(chunk_run(bb, paths, store) for _ in range(repeat))
@@ -134,15 +168,20 @@ def course_rate(paths: list[Path], repeat: int) -> float:
     return len(paths) / best(repeat, lambda: course_loop(bb, paths))
 
 
+def pure(row: Row) -> float:
+    """Compute-only images/s in the better of the two layouts."""
+    return max(row.compute, row.parallel)
+
+
 def table(rows: list[Row]) -> list[str]:
     return [
-        "| backbone | engine | compute only, 1 x 2 threads | `extract_chunk`, in-process "
-        "| model waiting for decode | `cbirq index` via Redis, 2 workers x 1 thread "
-        "| via Redis / compute |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| backbone | engine | compute only, 1 process x 2 threads | compute only, 2 x 1 "
+        "| `extract_chunk`, in-process | model waiting for decode | `cbirq index` via Redis, "
+        "2 workers x 1 thread | via Redis / best compute |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
         *(
-            f"| {r.model} | {r.engine} | {r.compute:.1f} | {r.chunk:.1f} | {100 * r.waited:.1f}% "
-            f"| {r.queue:.1f} | {r.queue / r.compute:.2f} |"
+            f"| {r.model} | {r.engine} | {r.compute:.1f} | {r.parallel:.1f} | {r.chunk:.1f} "
+            f"| {100 * r.waited:.1f}% | {r.queue:.1f} | {r.queue / pure(r):.2f} |"
             for r in rows
         ),
     ]
@@ -184,12 +223,12 @@ def report(args, rows: list[Row], course: float, decode: dict, busy: tuple, kb: 
         f"- Course loop (EfficientNet-Lite0, torch, PIL + transforms, one image at a time): "
         f"{course:.1f} images/s. cbirq's default (auto = ONNX Runtime on CPU) through the queue: "
         f"{effnet.queue:.1f} images/s = **{effnet.queue / course:.2f}x** (target >= 2.5x).",
-        f"- ResNet50 on ONNX Runtime: compute only {resnet.compute:.1f} images/s, end to end "
-        f"through the queue {resnet.queue:.1f}: end-to-end time = "
-        f"**{resnet.compute / resnet.queue:.2f}x** the compute time (target <= 1.3x).",
+        f"- ResNet50 on ONNX Runtime: compute only {pure(resnet):.1f} images/s (the better "
+        f"layout), end to end through the queue {resnet.queue:.1f}: end-to-end time = "
+        f"**{pure(resnet) / resnet.queue:.2f}x** the compute time (target <= 1.3x).",
         *(
             f"- Decoding + preprocessing, one thread: {ms:.2f} ms per image for {name} "
-            f"({ms * r.compute / 10:.0f}% of its ONNX compute time per image on 2 threads)"
+            f"({ms * pure(r) / 10:.0f}% of its ONNX compute time per image on 2 cores)"
             for (name, ms), r in zip(decode.items(), (effnet, resnet))
         ),
     ]
@@ -199,12 +238,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=160)
     parser.add_argument("--repeat", type=int, default=2, help="runs per throughput; best kept")
-    args = parser.parse_args()
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="cbirq-bench-") as tmp, ExitStack() as stack:
-        lines = run(args, stack, Path(tmp))
-    print("\n".join(lines))
-    print(f"\n(benchmark wall time {time.perf_counter() - start:.0f} s)")
+    print_run(run, parser.parse_args())
 
 
 if __name__ == "__main__":
