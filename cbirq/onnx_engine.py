@@ -138,7 +138,7 @@ def _export_checked(backbone: Backbone, path: Path, threads: int) -> OrtNet:
             _export(backbone, partial)
             net = OrtNet(_session(partial, threads), path)
         except Exception as exc:  # any exporter failure: the model stays on torch
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            reason = (str(exc).strip().splitlines() or [""])[0]
             raise ExportRefused(
                 f"cannot export {backbone.name} to ONNX ({type(exc).__name__}: {reason})"
             ) from None
@@ -154,5 +154,8 @@ def session_net(backbone: Backbone, cache_dir: Path, threads: int) -> OrtNet:
     from the cache, or exported and checked now."""
     path = cache_path(backbone, cache_dir)
     if path.exists():
-        return OrtNet(_session(path, threads), path)
+        try:
+            return OrtNet(_session(path, threads), path)
+        except Exception as exc:  # onnxruntime's errors share no base class but Exception
+            log.warning("cached ONNX graph %s does not load (%s); exporting it again", path, exc)
     return _export_checked(backbone, path, threads)

@@ -150,6 +150,19 @@ def test_the_cached_graph_is_reused(small, home, monkeypatch):
     assert onnx_files(home / "cache") == [graph] and graph.stat().st_mtime_ns == before
 
 
+def test_a_damaged_cached_graph_is_exported_again(small, home, tmp_path, caplog):
+    [graph] = onnx_files(home / "cache")
+    damaged = onnx_engine.cache_path(small, tmp_path)
+    damaged.parent.mkdir()
+    damaged.write_bytes(graph.read_bytes()[:1000])
+    net = onnx_engine.session_net(small, tmp_path, threads=1)
+    assert "does not load" in caplog.text
+    assert damaged.read_bytes() != graph.read_bytes()[:1000]
+    x = torch.rand(2, 3, 224, 224)
+    with torch.inference_mode():
+        assert torch.allclose(net(x), small.net(x), atol=1e-4)
+
+
 def test_other_weights_get_another_graph(small, home):
     changed = copy.deepcopy(small)
     with torch.no_grad():
