@@ -10,6 +10,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 DEFAULT_MODEL = "efficientnet_lite0"
 DEFAULT_INDEX = "default"
+# Inference engines for feature extraction; auto: ONNX Runtime on CPU, torch on GPU.
+ENGINES = ("auto", "torch", "onnx")
 
 
 def _default_home(env: Mapping[str, str]) -> Path:
@@ -51,6 +53,7 @@ class Settings:
     result_timeout: float
     connect_timeout: float
     threads: int | None
+    engine: str
     lease_ttl: int
     shared_roots: tuple[Path, ...]
 
@@ -75,6 +78,13 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ValueError(f"{name} must be an integer, not {raw!r}") from None
+
+
+def _engine(env: Mapping[str, str]) -> str:
+    raw = env.get("CBIRQ_ENGINE") or "auto"
+    if raw not in ENGINES:
+        raise ValueError(f"CBIRQ_ENGINE must be one of {', '.join(ENGINES)}, not {raw!r}")
+    return raw
 
 
 def _paths(raw: str) -> tuple[Path, ...]:
@@ -103,6 +113,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         result_timeout=float(_int(env, "CBIRQ_RESULT_TIMEOUT", 600)),
         connect_timeout=float(_int(env, "CBIRQ_CONNECT_TIMEOUT", 3)),
         threads=threads or None,
+        engine=_engine(env),
         # A training job's lease lapses this long after its worker's last heartbeat.
         lease_ttl=max(1, _int(env, "CBIRQ_LEASE_TTL", 60)),
         shared_roots=_paths(env.get("CBIRQ_SHARED_ROOTS", "")),

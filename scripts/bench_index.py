@@ -375,7 +375,11 @@ def main() -> None:
     parser.add_argument("--big", type=int, default=10_000, help="vectors in the query index")
     parser.add_argument("--queries", type=int, default=5)
     parser.add_argument("--memory-images", type=int, default=2000)
-    args = parser.parse_args()
+    print_run(run, parser.parse_args())
+
+
+def print_run(run: Callable[[argparse.Namespace, ExitStack, Path], list[str]], args) -> None:
+    """`run` in a temporary folder; its Markdown lines and the wall time go to stdout."""
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="cbirq-bench-") as tmp, ExitStack() as stack:
         lines = run(args, stack, Path(tmp))

@@ -17,8 +17,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path, monkeypatch):
-    """Every test gets its own store and no broker unless it asks for one."""
+    """Every test gets its own store and no broker unless it asks for one.
+
+    Extraction runs in torch unless a test asks for an engine: with `auto`, every test's fresh
+    CBIRQ_HOME would export the ONNX graph again (tests/unit/test_engines.py covers ONNX)."""
     monkeypatch.setenv("CBIRQ_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CBIRQ_ENGINE", "torch")
     monkeypatch.delenv("CBIRQ_BROKER_URL", raising=False)
     monkeypatch.delenv("CBIRQ_STORE_URL", raising=False)
     monkeypatch.delenv("CBIRQ_REDIS_PASSWORD", raising=False)

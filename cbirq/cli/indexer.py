@@ -34,6 +34,7 @@ class IndexJob:
     shared_fs: bool = False
     prune: bool = False
     blob_ttl: int = 4 * 3600
+    engine: str | None = None  # None: each worker's own CBIRQ_ENGINE
 
 
 @dataclass
@@ -130,6 +131,8 @@ class ChunkSender:
             model=self.job.model,
             weights=self.job.weights,
             items=chunk,
+            # Sent only when chosen, so workers of an older release still take the task.
+            **({"engine": self.job.engine} if self.job.engine else {}),
         )
         self.pending.append((chunk, pending))
 

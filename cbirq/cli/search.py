@@ -20,6 +20,7 @@ from cbirq.cli.common import (
 from cbirq.cli.indexer import IndexJob, Summary, run_index
 from cbirq.cli.options import feature_model, model_options, ranking_options
 from cbirq.errors import CbirqError
+from cbirq.settings import ENGINES
 from cbirq.specs import resolve_options
 
 QUERY_BLOB_TTL = 600
@@ -40,6 +41,12 @@ def _print_summary(summary: Summary) -> None:
 @index_option
 @model_options
 @click.option(
+    "--engine",
+    type=click.Choice(ENGINES),
+    help="Inference engine: auto (ONNX Runtime on CPU, torch on GPU), torch, onnx "
+    "[default: CBIRQ_ENGINE of the process that extracts, else auto]. Features are the same.",
+)
+@click.option(
     "--shared-fs",
     is_flag=True,
     help="Send file paths instead of file bytes: workers see the same files.",
@@ -54,6 +61,7 @@ def index(
     pool: str | None,
     flip: bool | None,
     chunk: int,
+    engine: str | None,
     shared_fs: bool,
     prune: bool,
     as_json: bool,
@@ -77,6 +85,7 @@ def index(
         shared_fs,
         prune,
         blob_ttl=config.visibility_timeout + 3600,
+        engine=engine,
     )
     summary = run_index(store, dispatcher, job, progress_bars(not as_json))
     if as_json:

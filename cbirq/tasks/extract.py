@@ -31,13 +31,16 @@ def _reader(store):
     retry_backoff_max=30,
     max_retries=5,
 )
-def extract_batch(self, index: str, model: str, weights: str, items: list[dict]) -> dict:
+def extract_batch(
+    self, index: str, model: str, weights: str, items: list[dict], engine: str | None = None
+) -> dict:
     """Idempotent: features are keyed by content hash and entries by path, so a redelivered
-    chunk rewrites the same keys (and skips images whose features an earlier run stored)."""
+    chunk rewrites the same keys (and skips images whose features an earlier run stored).
+    `engine` (torch, onnx, auto; default the worker's CBIRQ_ENGINE) does not change them."""
     store = runtime.store()
     try:
         summary = extract_chunk(
-            store, runtime.backbone(model, weights), index, items, _reader(store)
+            store, runtime.backbone(model, weights, engine), index, items, _reader(store)
         )
     except SoftTimeLimitExceeded:
         raise CbirqError(

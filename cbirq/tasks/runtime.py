@@ -41,17 +41,29 @@ def readable_path(path: str) -> str:
 
 
 @lru_cache(maxsize=4)
-def backbone(name: str, weights: str):
-    """Loaded once per worker process and reused by every later task (the slow part)."""
+def _backbone(name: str, weights: str, engine: str):
     import torch
 
     from cbirq.backbones import load_backbone
+    from cbirq.engines import with_engine
     from cbirq.specs import checkpoint_key, is_checkpoint
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = "cuda" if engine == "torch" and torch.cuda.is_available() else "cpu"
     # A trained checkpoint travels through the store, so workers on any host can load it.
     checkpoint = store().get_artifact(checkpoint_key(weights)) if is_checkpoint(weights) else None
-    return load_backbone(name, weights, device=device, checkpoint=checkpoint)
+    net = load_backbone(name, weights, device=device, checkpoint=checkpoint)
+    threads = settings().threads or torch.get_num_threads()
+    return with_engine(net, engine, settings().cache_dir, threads)
+
+
+def backbone(name: str, weights: str, engine: str | None = None):
+    """Loaded once per worker process and reused by every later task (the slow part).
+    `engine`: the client's choice (`cbirq index --engine`), else this worker's CBIRQ_ENGINE."""
+    import torch
+
+    from cbirq.engines import resolve
+
+    return _backbone(name, weights, resolve(engine or settings().engine, torch.cuda.is_available()))
 
 
 def torch_threads(concurrency: int, config: settings_module.Settings) -> int:

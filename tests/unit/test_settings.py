@@ -142,3 +142,11 @@ def test_bad_integer_names_the_variable(name, raw):
     with pytest.raises(ValueError, match=name) as exc_info:
         load({name: raw})
     assert raw in str(exc_info.value)
+
+
+def test_engine_setting():
+    assert load({}).engine == "auto"
+    assert load({"CBIRQ_ENGINE": ""}).engine == "auto"
+    assert load({"CBIRQ_ENGINE": "onnx"}).engine == "onnx"
+    with pytest.raises(ValueError, match="CBIRQ_ENGINE must be one of auto, torch, onnx"):
+        load({"CBIRQ_ENGINE": "tensorrt"})

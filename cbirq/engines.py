@@ -1,0 +1,60 @@
+"""Which inference engine runs a backbone's network: torch, or ONNX Runtime on the CPU.
+
+Both give the same features (checked when the ONNX graph is exported), so an index records
+the model and weights but not the engine, and workers with different engines can fill one
+index. ONNX Runtime is an optional extra (`cbirq[onnx]`): this module imports none of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import logging
+from pathlib import Path
+
+from cbirq.backbones import Backbone
+from cbirq.errors import BackboneError
+from cbirq.settings import ENGINES
+
+log = logging.getLogger(__name__)
+
+
+def onnx_installed() -> bool:
+    """ONNX Runtime runs the graph; the `onnx` package is what torch's exporter writes with."""
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
+
+
+def resolve(requested: str, cuda: bool) -> str:
+    """The engine to use: `auto` is ONNX Runtime on a CPU where it is installed, else torch."""
+    if requested not in ENGINES:
+        raise BackboneError(f"unknown engine '{requested}': use one of {', '.join(ENGINES)}")
+    if requested == "auto":
+        return "onnx" if not cuda and onnx_installed() else "torch"
+    if requested == "onnx" and not onnx_installed():
+        raise BackboneError(
+            "--engine onnx needs ONNX Runtime: pip install 'cbirq[onnx]' (or use --engine torch)"
+        )
+    return requested
+
+
+def with_engine(backbone: Backbone, engine: str, cache_dir: Path, threads: int) -> Backbone:
+    """`backbone` with its network run by `engine`; the same preprocessing and normalisation
+    either way. An ONNX graph that cannot be made or disagrees with torch is refused: the
+    backbone stays on torch and the reason is logged."""
+    if engine == "torch":
+        return backbone
+    from cbirq import onnx_engine  # imports onnxruntime: only where it is used
+
+    try:
+        net = onnx_engine.session_net(backbone, cache_dir, threads)
+    except onnx_engine.ExportRefused as exc:
+        log.warning("%s; using torch", exc)
+        return backbone
+    log.info(
+        "ONNX Runtime runs %s (%s), intra-op threads %d, graph %s",
+        backbone.name,
+        backbone.weights,
+        threads,
+        net.path,
+    )
+    return dataclasses.replace(backbone, net=net, batch_size=onnx_engine.BATCH)

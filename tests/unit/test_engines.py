@@ -1,0 +1,195 @@
+"""The inference engines: choice, the ONNX export (checked, cached) and its features."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from cbirq import engines, onnx_engine
+from cbirq.backbones import load_backbone
+from cbirq.errors import BackboneError
+from cbirq.images import load_array
+from cbirq.tasks import runtime
+
+REPO = Path(__file__).resolve().parents[2]
+PHOTOS = sorted(REPO.glob("examples/library/*.jpg"))[::3] + [REPO / "tests/data/chelsea.jpg"]
+SMALL = ("mobilenet_v3_small", "none")  # where the point is not the model
+
+
+@pytest.fixture(scope="session")
+def small():
+    return load_backbone(*SMALL)
+
+
+@pytest.fixture(scope="session")
+def home(tmp_path_factory, small):
+    """A CBIRQ_HOME whose cache holds the small model's graph, exported once per session."""
+    home = tmp_path_factory.mktemp("engine-home")
+    onnx_engine.session_net(small, home / "cache", threads=1)
+    return home
+
+
+def onnx_files(cache: Path) -> list[Path]:
+    return sorted((cache / "onnx").glob("*"))
+
+
+def worst_cosine_gap(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(1.0 - np.sum(a * b, axis=1)))
+
+
+def test_auto_is_onnx_on_cpu_and_torch_on_gpu():
+    assert engines.resolve("auto", cuda=False) == "onnx"
+    assert engines.resolve("auto", cuda=True) == "torch"
+    assert engines.resolve("torch", cuda=False) == "torch"
+    assert engines.resolve("onnx", cuda=True) == "onnx"
+
+
+def test_without_onnxruntime_auto_is_torch_and_onnx_says_what_to_install(monkeypatch):
+    real = engines.importlib.util.find_spec
+    monkeypatch.setattr(
+        engines.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "onnxruntime" else real(name, *a),
+    )
+    assert engines.resolve("auto", cuda=False) == "torch"
+    with pytest.raises(BackboneError, match=r"pip install 'cbirq\[onnx\]'"):
+        engines.resolve("onnx", cuda=False)
+
+
+def test_unknown_engine():
+    with pytest.raises(BackboneError, match="unknown engine 'tpu'"):
+        engines.resolve("tpu", cuda=False)
+
+
+@pytest.fixture(scope="session")
+def effnet_pair(tmp_path_factory):
+    """The default backbone with real weights, on torch and on ONNX Runtime."""
+    backbone = load_backbone("efficientnet_lite0", "imagenet")
+    cache = tmp_path_factory.mktemp("effnet-cache")
+    return backbone, engines.with_engine(backbone, "onnx", cache, threads=2)
+
+
+def test_onnx_and_torch_features_agree_on_real_photos(effnet_pair):
+    on_torch, on_onnx = effnet_pair
+    assert isinstance(on_onnx.net, onnx_engine.OrtNet)
+    images = [load_array(p, on_torch.resize, on_torch.crop) for p in PHOTOS]
+    expected, got = on_torch.embed(images), on_onnx.embed(images)
+    assert got.dtype == np.float32 and got.shape == expected.shape == (len(PHOTOS), 1280)
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    # Ten times stricter than the check that refuses a graph.
+    assert worst_cosine_gap(expected, got) < onnx_engine.TOLERANCE / 10
+    nearest = [int(np.argmax(f[:-1] @ f[-1])) for f in (expected, got)]  # to the cat photo
+    assert nearest[0] == nearest[1]
+
+
+def test_the_graph_takes_any_batch_and_image_size(small, home):
+    net = onnx_engine.session_net(small, home / "cache", threads=1)
+    x = torch.rand(3, 3, 160, 192)
+    with torch.inference_mode():
+        assert torch.allclose(net(x), small.net(x), atol=1e-4)
+
+
+def corrupting_export(real):
+    """The real exporter, then the biggest weight tensor shuffled: a wrong graph."""
+
+    def export(backbone, path):
+        real(backbone, path)
+        model = onnx.load(str(path))
+        tensor = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+        values = numpy_helper.to_array(tensor)
+        shuffled = np.random.default_rng(0).permutation(values.ravel()).reshape(values.shape)
+        tensor.CopyFrom(numpy_helper.from_array(shuffled, tensor.name))
+        onnx.save(model, str(path))
+
+    return export
+
+
+def test_a_mismatching_export_is_refused_and_torch_used(small, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(onnx_engine, "_export", corrupting_export(onnx_engine._export))
+    with caplog.at_level(logging.WARNING, logger="cbirq.engines"):
+        backbone = engines.with_engine(small, "onnx", tmp_path, threads=1)
+    assert backbone.net is small.net
+    [record] = caplog.records
+    message = record.getMessage()
+    assert "\n" not in message
+    assert message.startswith("the ONNX graph of mobilenet_v3_small (none) disagrees with torch")
+    assert message.endswith("> 0.001; using torch")
+    assert onnx_files(tmp_path) == [], "a refused graph is never cached"
+
+
+def test_an_unexportable_model_stays_on_torch(small, tmp_path, monkeypatch, caplog):
+    def fail(backbone, path):
+        raise RuntimeError("Unsupported: ONNX export of operator foo\nmore detail")
+
+    monkeypatch.setattr(onnx_engine, "_export", fail)
+    backbone = engines.with_engine(small, "onnx", tmp_path, threads=1)
+    assert backbone.net is small.net
+    assert caplog.messages == [
+        "cannot export mobilenet_v3_small to ONNX (RuntimeError: Unsupported: ONNX export of "
+        "operator foo); using torch"
+    ]
+
+
+def test_the_cached_graph_is_reused(small, home, monkeypatch):
+    [graph] = onnx_files(home / "cache")
+    before = graph.stat().st_mtime_ns
+
+    def no_export(backbone, path):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(onnx_engine, "_export", no_export)
+    backbone = engines.with_engine(small, "onnx", home / "cache", threads=1)
+    assert backbone.net.path == graph
+    assert onnx_files(home / "cache") == [graph] and graph.stat().st_mtime_ns == before
+
+
+def test_a_damaged_cached_graph_is_exported_again(small, home, tmp_path, caplog):
+    [graph] = onnx_files(home / "cache")
+    damaged = onnx_engine.cache_path(small, tmp_path)
+    damaged.parent.mkdir()
+    damaged.write_bytes(graph.read_bytes()[:1000])
+    net = onnx_engine.session_net(small, tmp_path, threads=1)
+    assert "does not load" in caplog.text
+    assert damaged.read_bytes() != graph.read_bytes()[:1000]
+    x = torch.rand(2, 3, 224, 224)
+    with torch.inference_mode():
+        assert torch.allclose(net(x), small.net(x), atol=1e-4)
+
+
+def test_other_weights_get_another_graph(small, home):
+    changed = copy.deepcopy(small)
+    with torch.no_grad():
+        next(changed.net.parameters()).mul_(1.01)
+    assert onnx_engine.cache_path(changed, home / "cache") != onnx_engine.cache_path(
+        small, home / "cache"
+    )
+    assert onnx_engine.cache_path(copy.deepcopy(small), home / "cache") == (
+        onnx_engine.cache_path(small, home / "cache")
+    )
+
+
+@pytest.fixture
+def fresh_runtime():
+    runtime._backbone.cache_clear()
+    yield
+    runtime._backbone.cache_clear()
+
+
+def test_workers_give_onnx_runtime_their_thread_budget(home, monkeypatch, fresh_runtime):
+    monkeypatch.setenv("CBIRQ_HOME", str(home))
+    monkeypatch.setenv("CBIRQ_THREADS", "1")
+    monkeypatch.setenv("CBIRQ_ENGINE", "auto")
+    backbone = runtime.backbone(*SMALL)
+    assert isinstance(backbone.net, onnx_engine.OrtNet)
+    options = backbone.net.session.get_session_options()
+    assert options.intra_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert runtime.backbone(*SMALL, "onnx") is backbone, "auto and onnx share one session"
+    assert runtime.backbone(*SMALL, "torch").net is not backbone.net
