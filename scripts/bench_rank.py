@@ -5,7 +5,7 @@ float32 scan, per engine:
 - numpy float32: `matrix @ query` and argpartition, the plain way (4 bytes per dimension);
 - cbirq scan: float16 rows and rescoring of the candidates (cbirq/scan.py, 2 bytes);
 - faiss IndexFlatIP (float32, 4 bytes) and IndexScalarQuantizer fp16 (2 bytes), if faiss-cpu
-  is installed (`pip install faiss-cpu`; an optional comparison, not a dependency).
+  is installed (`pip install -e '.[bench]'`; an optional comparison, not a dependency).
 
 Queries are library rows with noise added, so that each has a true nearest neighbour and nine
 others that are close calls: the hard case for a compact format.
