@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -62,8 +63,14 @@ class _EpochBar:
             self.bar = None
 
 
-def follow(store: Store, job_id: str, pending: Pending | None = None) -> dict:
-    """Print each finished epoch until the job ends; returns the final record."""
+def follow(
+    store: Store,
+    job_id: str,
+    pending: Pending | None = None,
+    revive: Callable[[dict], Pending | None] | None = None,
+) -> dict:
+    """Print each finished epoch until the job ends; returns the final record. `revive` may
+    start the job here when nothing runs it."""
     shown, bar = 0, _EpochBar()
     while True:
         job = store.get_job(job_id)
@@ -85,6 +92,8 @@ def follow(store: Store, job_id: str, pending: Pending | None = None) -> dict:
                 store.put_job(job)
             pending = None
             continue
+        if pending is None and revive is not None:
+            pending = revive(job)
         time.sleep(POLL_SECONDS)
 
 
@@ -217,11 +226,15 @@ def wait(job_id: str, out: Path | None) -> None:
     workers, Redis delivers it again to another worker.
     """
     store, dispatcher = connect(load_settings())
-    job, pending = store.get_job(job_id), None
-    if dispatcher.embedded and _orphaned(store, job):
+
+    def revive(job: dict) -> Pending | None:
+        # In-process, nothing else would ever finish it: its lease lapsing means it is ours.
+        if not _orphaned(store, job):
+            return None
         click.echo(f"job {job_id}: its process is gone; resuming at epoch {job['epoch']}", err=True)
-        pending = dispatcher.start(TRAIN_TASK, job_id=job_id)
-    _finish(store, follow(store, job_id, pending), out)
+        return dispatcher.start(TRAIN_TASK, job_id=job_id)
+
+    _finish(store, follow(store, job_id, revive=revive if dispatcher.embedded else None), out)
 
 
 @click.command()

@@ -16,7 +16,7 @@ import torch
 from tests.cluster import wait_until
 from tests.conftest import REPO, cifar_arrays, run_cli, write_cifar_tree
 
-ENV = {"OMP_NUM_THREADS": "1", "CBIRQ_LEASE_TTL": "1"}
+ENV = {"OMP_NUM_THREADS": "1", "CBIRQ_LEASE_TTL": "3"}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,8 @@ def test_wait_resumes_a_job_whose_process_was_killed(tree, tmp_path):
     before = job(job_id)
     assert before["state"] == "running", "nobody could record the death"
     out = tmp_path / "final.pth"
-    waited = run_cli("wait", job_id, "-o", str(out), env=ENV, timeout=180)
+    # Started while the dead process's lease may still hold: `wait` notices when it lapses.
+    waited = run_cli("wait", job_id, "-o", str(out), env=ENV, timeout=300)
     assert waited.returncode == 0, waited.stderr
     assert f"job {job_id}: its process is gone; resuming at epoch {before['epoch']}" in (
         waited.stderr
