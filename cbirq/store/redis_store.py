@@ -26,14 +26,7 @@ from redis.retry import Retry
 
 from cbirq.errors import Unavailable, UnknownIndex, UnknownJob
 from cbirq.settings import redact
-from cbirq.store.base import (
-    Cursor,
-    Entry,
-    IndexInfo,
-    check_dim,
-    check_index_name,
-    log_overgrown,
-)
+from cbirq.store.base import Cursor, Entry, IndexInfo, check_dim, check_index_name, log_overgrown
 
 PREFIX = "cbirq:"
 

@@ -9,14 +9,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from cbirq.errors import UnknownIndex, UnknownJob
-from cbirq.store.base import (
-    Cursor,
-    Entry,
-    IndexInfo,
-    check_dim,
-    check_index_name,
-    log_overgrown,
-)
+from cbirq.store.base import Cursor, Entry, IndexInfo, check_dim, check_index_name, log_overgrown
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS indexes (
