@@ -22,7 +22,7 @@ from cbirq import features, topk, whitening
 from cbirq.backbones import Backbone
 from cbirq.images import load_array
 from cbirq.index_cache import IndexCache, IndexMatrix
-from cbirq.scan import CompactRows, Z, candidates
+from cbirq.scan import CompactRows, candidates
 from cbirq.specs import FeatureSpec, RankOptions
 from cbirq.store import Store
 
@@ -63,8 +63,8 @@ class View:
     transform learned on the library (centring, whitening)."""
 
     transform: whitening.Whitening | None = None
-    norms: np.ndarray | None = None  # |P'(x - m)| of each int8 row
-    gain: float = 1.0  # the most P stretches a vector: how far a row's int8 rounding can move
+    inverse: np.ndarray | None = None  # 1 / |P'(x - m)| of each int8 row
+    fixed: np.ndarray | None = None  # the part of each row's error bound no query changes
 
     def transformed(self, vectors: np.ndarray) -> np.ndarray:
         return vectors if self.transform is None else self.transform.apply(vectors)
@@ -76,19 +76,24 @@ class View:
         """Every row's score from its int8 codes, and a bound on its error (cbirq.scan)."""
         t = self.transform
         direction = query if t is None or t.projection is None else t.projection @ query
-        dots, rounding = rows.coarse(direction)
-        scale = rows.scale()
+        dots, error = rows.dots(direction)
         if t is None:
-            return dots, Z * scale * float(np.linalg.norm(direction)) + rounding
-        norms = np.maximum(self.norms, 1e-30)
+            return dots, error + rows.slack[: len(rows)] * np.linalg.norm(direction)
+        scores = (dots - t.mean @ direction) * self.inverse
+        return scores, error * self.inverse + self.fixed
+
+    @classmethod
+    def of(cls, rows: CompactRows, transform: whitening.Whitening, gain: float) -> View:
+        """The view for `transform`, which stretches vectors by at most `gain` (|P|)."""
+        norms = np.maximum(_norms(rows, transform), 1e-30)
         # The int8 rounding e of a row moves its transformed cosine by e . g / |P'(x - m)|,
-        # |g| <= gain, plus at most 2 (|P'e| / |P'(x - m)|)^2 (second order), where
-        # |e| <= scale sqrt(d) / 2. A row the rounding could move by half its length is
+        # |g| <= gain (first order, in the row's slack), plus at most 2 (|P'e| / |P'(x - m)|)^2,
+        # where |e| <= scale sqrt(d) / 2. A row the rounding could move by half its length is
         # always rescored.
-        reach = self.gain * scale * np.sqrt(rows.dim) / 2 / norms
-        bounds = (Z * scale * self.gain + rounding) / norms + 2 * reach**2
-        bounds[reach > 0.5] = np.inf
-        return (dots - float(t.mean @ direction)) / norms, bounds
+        reach = rows.scale() * (gain * np.sqrt(rows.dim) / 2) / norms
+        fixed = rows.slack[: len(rows)] * gain / norms + 2 * reach**2
+        fixed[reach > 0.5] = np.inf
+        return cls(transform, 1 / norms, fixed)
 
 
 def _norms(rows: CompactRows, transform: whitening.Whitening) -> np.ndarray:
@@ -117,15 +122,15 @@ def view(
         return features.read_index(store, name)[1]
 
     def make() -> View:
-        if options.whiten:
-            # Learned on the whole index (this may be a shard of it), once per state.
-            state = whitening.state(index.cursor, store.info(name).count)
-            transform = whitening.for_index(store, name, whole, state)
-            gain = float(np.linalg.norm(transform.projection, axis=0).max())
-        else:
-            transform = whitening.Whitening(index.mean() if mean is None else mean, None)
-            gain = 1.0
-        return View(transform, _norms(index.rows, transform), gain)
+        if not options.whiten:
+            centre = index.mean() if mean is None else mean
+            return View.of(index.rows, whitening.Whitening(centre, None), 1.0)
+        # Learned on the whole index (this may be a shard of it), once per state.
+        state = whitening.state(index.cursor, store.info(name).count)
+        transform = whitening.for_index(store, name, whole, state)
+        return View.of(
+            index.rows, transform, float(np.linalg.norm(transform.projection, axis=0).max())
+        )
 
     key = ("whiten",) if options.whiten else ("center", None if mean is None else mean.tobytes())
     return index.derived(key, make)
@@ -167,6 +172,19 @@ def embed_query(
     return backbone.embed([load_array(source, backbone.resize, backbone.crop)])[0]
 
 
+def rank(
+    store: Store, index: IndexMatrix, name: str, raw: np.ndarray, top: int, options: RankOptions
+) -> list[topk.Hit]:
+    """The `top` best rows of `index` for the query features `raw`, exactly."""
+    ranking = view(index, store, name, options)
+    query = ranking.query(raw)
+
+    def scan(neighbours: topk.Neighbours, k: int) -> list[topk.Hit]:
+        return scan_shard(index, ranking, store, name, query, neighbours, k)
+
+    return topk.rounds(scan, top, options.qe)
+
+
 def search(
     store: Store,
     cache: IndexCache,
@@ -183,10 +201,4 @@ def search(
     index = cache.get(store, name)
     topk.require_rows(name, len(index.paths))
     raw = embed_query(store, backbone, name, source)
-    ranking = view(index, store, name, options)
-    query = ranking.query(raw)
-
-    def scan(neighbours: topk.Neighbours, k: int) -> list[topk.Hit]:
-        return scan_shard(index, ranking, store, name, query, neighbours, k)
-
-    return topk.results(topk.rounds(scan, top, options.qe), metric)
+    return topk.results(rank(store, index, name, raw, top, options), metric)

@@ -7,7 +7,7 @@ import pytest
 
 from cbirq import topk, whitening
 from cbirq.index_cache import IndexCache, Shard
-from cbirq.ranking import expand, scan_shard, similarities, view
+from cbirq.ranking import expand, rank, scan_shard, similarities, view
 from cbirq.specs import RankOptions
 from cbirq.store.sqlite_store import SqliteStore
 
@@ -38,12 +38,14 @@ def library(tmp_path, rows):
 
 
 def worker_ranking(store, options, raw, top, shards=1, cache=None):
-    """What the query workers answer: one scan per round over each shard, merged, with the
-    library mean from the shards' sums (as `cbirq query --shards` does)."""
+    """What the query workers answer: one worker, or shards ranked apart and merged, with
+    the library mean from the shards' sums (as `cbirq query --shards` does)."""
     cache = cache or IndexCache()
+    if shards == 1:
+        return rank(store, cache.get(store, "i"), "i", raw, top, options)
     parts = [cache.get(store, "i", Shard(s, shards)) for s in range(shards)]
     mean = None
-    if shards > 1 and options.center:
+    if options.center:
         sums = [p.total.tolist() if p.total is not None else None for p in parts]
         mean = np.asarray(topk.mean(sums, [len(p.paths) for p in parts]), np.float32)
     views = [view(part, store, "i", options, mean) for part in parts]
@@ -97,6 +99,20 @@ def test_compact_ranking_is_the_float32_ranking(tmp_path, options):
         assert [s for *_, s in got] == pytest.approx([s for *_, s in expected], abs=1e-6)
 
 
+@pytest.mark.parametrize("options", OPTIONS[:2] + OPTIONS[4:5], ids=lambda o: o.describe())
+def test_coarse_scores_stay_within_their_error_bounds(tmp_path, options):
+    rows = features(4000, 256, 10)
+    store, _ = library(tmp_path, rows)
+    index = IndexCache().get(store, "i")
+    ranked = view(index, store, "i", options)
+    for seed in range(3):
+        query = ranked.query(features(1, 256, 20 + seed)[0])
+        scores, bounds = ranked.coarse(index.rows, query)
+        exact = ranked.transformed(rows) @ query
+        assert (np.abs(scores - exact) <= bounds).all()
+        assert np.median(bounds) < 0.05  # and they are not vacuous
+
+
 @pytest.mark.parametrize("options", OPTIONS, ids=lambda o: o.describe())
 def test_shards_merged_give_the_single_workers_answer(tmp_path, options):
     rows = features(2000, 64, 3)
@@ -148,7 +164,7 @@ def test_views_are_made_once_per_state_of_the_index(tmp_path):
     store.add("i", [("new", "h0")], {})
     index = cache.get(store, "i")
     again = view(index, store, "i", RankOptions(center=True))
-    assert again is not first and len(again.norms) == 101
+    assert again is not first and len(again.inverse) == 101
     assert np.allclose(again.transform.mean, (rows.sum(axis=0) + rows[0]) / 101, atol=1e-7)
 
 
