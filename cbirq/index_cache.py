@@ -26,7 +26,8 @@ class Shard:
     count: int = 1
 
     def holds(self, path: str) -> bool:
-        return self.count == 1 or zlib.crc32(path.encode()) % self.count == self.number
+        digest = zlib.crc32(path.encode("utf-8", "surrogatepass"))  # undecodable names too
+        return self.count == 1 or digest % self.count == self.number
 
 
 @dataclass

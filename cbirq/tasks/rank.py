@@ -90,6 +90,8 @@ def rank_shard(
     `neighbours` ([hash, score] of the library's best) when given."""
     store = runtime.store()
     rows = _cache.get(store, index, Shard(shard, shards))
+    if not rows.paths:  # a small index leaves some shards empty
+        return {"hits": [], "count": 0}
     centre = None if mean is None else np.asarray(mean, np.float32)
     ranking = view(rows, store, index, RankOptions(**options), centre)
     query = ranking.query(np.asarray(vector, np.float32))

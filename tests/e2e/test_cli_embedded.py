@@ -88,6 +88,13 @@ def test_sharded_query_in_process_gives_the_same_answer(tmp_path):
         assert [h["path"] for h in got] == [h["path"] for h in one["results"]]
         scores = [h["score"] for h in one["results"]]
         assert [h["score"] for h in got] == pytest.approx(scores, abs=2e-6)
+    make_library(tmp_path / "one", 1)
+    assert invoke("index", str(tmp_path / "one"), "--index", "one").exit_code == 0
+    alone = invoke("query", str(tmp_path / "q.png"), "--index", "one", "--shards", "4", "--json")
+    assert alone.exit_code == 0, alone.output  # three of the four shards are empty
+    assert [h["path"] for h in json.loads(alone.output)["results"]] == [
+        str((tmp_path / "one" / "set0" / "img000.png").resolve())
+    ]
 
 
 def test_reindexing_is_incremental_and_prune_drops_missing_files(tmp_path):
