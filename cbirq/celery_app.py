@@ -13,13 +13,25 @@ from cbirq import settings as settings_module
 EXTRACT_TASK = "cbirq.extract_batch"
 RANK_TASK = "cbirq.rank_query"
 TRAIN_TASK = "cbirq.train_cifar"
+# Sharded ranking: the query's features, then each shard's row sum and its top k.
+EMBED_TASK = "cbirq.embed_query"
+SHARD_STATS_TASK = "cbirq.shard_stats"
+SHARD_RANK_TASK = "cbirq.rank_shard"
 
 QUEUES = ("extract", "query", "train")
 ROUTES = {
     EXTRACT_TASK: {"queue": "extract"},
     RANK_TASK: {"queue": "query"},
     TRAIN_TASK: {"queue": "train"},
+    EMBED_TASK: {"queue": "query"},
 }
+QUERY_TASKS = (RANK_TASK, EMBED_TASK, SHARD_STATS_TASK, SHARD_RANK_TASK)
+
+
+def shard_queue(number: int, count: int) -> str:
+    """Where shard `number` of `count` is ranked: only workers started with `--shard
+    NUMBER/COUNT` consume it, so each shard's rows stay in their memory and nowhere else."""
+    return f"query.shard{number}of{count}"
 
 
 def _transport_options(settings: settings_module.Settings) -> dict:
@@ -63,7 +75,7 @@ def make_app(settings: settings_module.Settings | None = None) -> Celery:
         # under the default visibility timeout, so a healthy task is never delivered twice.
         task_annotations={
             EXTRACT_TASK: {"soft_time_limit": 300, "time_limit": 330},
-            RANK_TASK: {"soft_time_limit": 120, "time_limit": 150},
+            **{task: {"soft_time_limit": 120, "time_limit": 150} for task in QUERY_TASKS},
         },
         # Results are read within seconds (chunks, queries) or kept in the job record (training).
         result_expires=24 * 3600,

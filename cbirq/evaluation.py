@@ -9,9 +9,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cbirq import features, whitening
 from cbirq.errors import CbirqError
 from cbirq.metrics import ranking_metrics, summarise
-from cbirq.ranking import IndexCache, IndexMatrix, similarities
+from cbirq.ranking import similarities
 from cbirq.specs import RankOptions
 from cbirq.store import Store
 
@@ -78,14 +79,23 @@ class Selection:
     labels: Sequence[str]
 
 
-def _pick(found: IndexMatrix, matrix: np.ndarray, selection: Selection) -> Labelled:
+def _pick(paths: list[str], matrix: np.ndarray, selection: Selection) -> Labelled:
     """The rows of `selection` that the index holds (a file that failed to decode has none)."""
-    held = [
-        (found.row_of[p], p, x)
-        for p, x in zip(selection.paths, selection.labels)
-        if p in found.row_of
-    ]
+    row_of = {p: i for i, p in enumerate(paths)}
+    held = [(row_of[p], p, x) for p, x in zip(selection.paths, selection.labels) if p in row_of]
     return Labelled(matrix[[r for r, _, _ in held]], [p for _, p, _ in held], [x for *_, x in held])
+
+
+def _transform(
+    store: Store, name: str, options: RankOptions
+) -> tuple[list[str], np.ndarray, whitening.Whitening | None]:
+    """The index's paths and float32 rows, and the transform `options` ask for (or None)."""
+    cursor, _ = store.changes(name, None)
+    paths, matrix = features.read_index(store, name)
+    if options.whiten:
+        state = whitening.state(cursor, len(paths))
+        return paths, matrix, whitening.for_index(store, name, lambda: matrix, state)
+    return paths, matrix, whitening.centring(matrix) if options.center else None
 
 
 def load(
@@ -93,10 +103,13 @@ def load(
 ) -> tuple[Labelled, Labelled]:
     """Library and query vectors ready to rank: with `options.whiten`, both go through the
     whitening learned on the library index."""
-    lib_found = IndexCache().get(store, library.index)
-    lib_matrix, transform = lib_found.prepared(store, library.index, options)
+    lib_paths, lib_matrix, transform = _transform(store, library.index, options)
+
+    def ready(matrix: np.ndarray) -> np.ndarray:
+        return matrix if transform is None else transform.apply(matrix)
+
+    lib_matrix = ready(lib_matrix)
     if queries.index == library.index:
-        return _pick(lib_found, lib_matrix, library), _pick(lib_found, lib_matrix, queries)
-    found = IndexCache().get(store, queries.index)
-    matrix = found.matrix if transform is None else transform.apply(found.matrix)
-    return _pick(lib_found, lib_matrix, library), _pick(found, matrix, queries)
+        return _pick(lib_paths, lib_matrix, library), _pick(lib_paths, lib_matrix, queries)
+    paths, matrix = features.read_index(store, queries.index)
+    return _pick(lib_paths, lib_matrix, library), _pick(paths, ready(matrix), queries)

@@ -1,49 +1,32 @@
-"""Similarity and top-k over an index, with the index matrix cached between queries, and the
-ranking options on top of plain cosine: whitening and alpha query expansion."""
+"""Ranking a query against an index: cosine similarity and the options on top of it (centring,
+whitening, alpha query expansion), in two forms.
+
+- Many queries at once against float32 matrices (`similarities`): `cbirq eval`.
+- One query against a worker's compact rows (`search`, `scan_shard`): int8 coarse scores with an
+  error bound each (cbirq.scan) pick the rows that may be in the top k; those are scored again
+  exactly, from the store's float32 features. The result is what the float32 ranking gives.
+
+Centring and whitening need no second matrix: with mean m and projection P, the transformed
+cosine of row x and the (transformed, unit) query q is ((x - m) . Pq) / |P'(x - m)|: one scan
+with the vector Pq, an offset m . Pq, and one norm per row, computed when the index changes.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from cbirq import whitening
+from cbirq import features, topk, whitening
 from cbirq.backbones import Backbone
-from cbirq.errors import CbirqError
 from cbirq.images import load_array
+from cbirq.index_cache import IndexCache, IndexMatrix
+from cbirq.scan import CompactRows, candidates
 from cbirq.specs import FeatureSpec, RankOptions
-from cbirq.store import Cursor, Entry, Store
+from cbirq.store import Store
 
-METRICS = ("cosine", "euclidean")
 QE_ALPHA = 3.0  # alpha-QE weights each neighbour by its similarity cubed (Radenovic et al.)
-
-
-def top_k(matrix: np.ndarray, query: np.ndarray, k: int, metric: str) -> list[tuple[int, float]]:
-    """Rows of `matrix` closest to `query` (all unit vectors), best first."""
-    return best_of(matrix @ query, k, metric)
-
-
-def best_of(sims: np.ndarray, k: int, metric: str) -> list[tuple[int, float]]:
-    """The k best of one query's cosine similarities, with scores in `metric`.
-
-    For unit vectors |a - b|^2 = 2 - 2 cos(a, b): both metrics give the same order, and the
-    Euclidean distance comes from the same dot products.
-    """
-    if metric not in METRICS:
-        raise CbirqError(f"unknown metric '{metric}': use one of {', '.join(METRICS)}")
-    k = min(k, len(sims))
-    if k <= 0:
-        return []
-    best = np.argpartition(-sims, k - 1)[:k]
-    # argpartition picks and orders tied rows arbitrarily: take every row that scores at least
-    # the k-th best, in row order, so the stable sort keeps ties (copies) in index order.
-    best = np.flatnonzero(sims >= sims[best].min())
-    best = best[np.argsort(-sims[best], kind="stable")][:k]
-    if metric == "cosine":
-        return [(int(i), float(sims[i])) for i in best]
-    dists = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * sims[best]))
-    return [(int(i), float(d)) for i, d in zip(best, dists)]
 
 
 def expand(library: np.ndarray, queries: np.ndarray, sims: np.ndarray, n: int) -> np.ndarray:
@@ -75,80 +58,131 @@ def similarities(
 
 
 @dataclass
-class IndexMatrix:
-    """One index's vectors in memory: rows addressed by path, grown in place."""
+class View:
+    """How one ranking scores rows: plain cosine on the stored vectors, or cosine after a
+    transform learned on the library (centring, whitening)."""
 
-    paths: list[str] = field(default_factory=list)
-    row_of: dict[str, int] = field(default_factory=dict)
-    data: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
-    cursor: Cursor | None = None
-    # (key, transform, transformed matrix) for the index state and option they were made for
-    transformed: tuple[str, whitening.Whitening, np.ndarray] | None = None
+    transform: whitening.Whitening | None = None
+    inverse: np.ndarray | None = None  # 1 / |P'(x - m)| of each int8 row
+    fixed: np.ndarray | None = None  # the part of each row's error bound no query changes
 
-    @property
-    def matrix(self) -> np.ndarray:
-        return self.data[: len(self.paths)]
+    def transformed(self, vectors: np.ndarray) -> np.ndarray:
+        return vectors if self.transform is None else self.transform.apply(vectors)
 
-    def prepared(
-        self, store: Store, name: str, options: RankOptions
-    ) -> tuple[np.ndarray, whitening.Whitening | None]:
-        """The matrix to rank against, and the transform that queries need first (or None):
-        whitening, or centring alone."""
-        if not (options.whiten or options.center):
-            return self.matrix, None
-        stamp = f"{self.cursor}:{len(self.paths)}"
-        key = f"{stamp}:{'whiten' if options.whiten else 'center'}"
-        if self.transformed is None or self.transformed[0] != key:
-            if options.whiten:
-                transform = whitening.for_index(store, name, self.matrix, stamp)
-            else:
-                transform = whitening.centring(self.matrix)
-            self.transformed = (key, transform, transform.apply(self.matrix))
-        return self.transformed[2], self.transformed[1]
+    def query(self, raw: np.ndarray) -> np.ndarray:
+        return self.transformed(raw[None])[0]
 
-    def apply(self, store: Store, name: str, entries: list[Entry]) -> None:
-        if not entries:
-            return
-        vectors = store.features(name, [h for _, h in entries])
-        for (path, _), raw in zip(entries, vectors):
-            if raw is None:
-                continue  # stores write features before entries; never expected
-            vector = np.frombuffer(raw, dtype="<f4")
-            row = self.row_of.get(path)
-            if row is None:
-                row = self._append_row(path, vector.shape[0])
-            self.data[row] = vector
+    def coarse(self, rows: CompactRows, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every row's score from its int8 codes, and a bound on its error (cbirq.scan)."""
+        t = self.transform
+        direction = query if t is None or t.projection is None else t.projection @ query
+        dots, error = rows.dots(direction)
+        if t is None:
+            return dots, error + rows.slack[: len(rows)] * np.linalg.norm(direction)
+        scores = (dots - t.mean @ direction) * self.inverse
+        return scores, error * self.inverse + self.fixed
 
-    def _append_row(self, path: str, dim: int) -> int:
-        if self.data.shape[1] != dim:
-            self.data = np.zeros((0, dim), np.float32)
-        if len(self.paths) == len(self.data):
-            grown = np.zeros((max(1024, 2 * len(self.data)), dim), np.float32)
-            grown[: len(self.data)] = self.data
-            self.data = grown
-        self.row_of[path] = len(self.paths)
-        self.paths.append(path)
-        return len(self.paths) - 1
+    @classmethod
+    def of(cls, rows: CompactRows, transform: whitening.Whitening, gain: float) -> View:
+        """The view for `transform`, which stretches vectors by at most `gain` (|P|)."""
+        norms = np.maximum(_norms(rows, transform), 1e-30)
+        # The int8 rounding e of a row moves its transformed cosine by e . g / |P'(x - m)|,
+        # |g| <= gain (first order, in the row's slack), plus at most 2 (|P'e| / |P'(x - m)|)^2,
+        # where |e| <= scale sqrt(d) / 2. A row the rounding could move by half its length is
+        # always rescored.
+        reach = rows.scale() * (gain * np.sqrt(rows.dim) / 2) / norms
+        fixed = rows.slack[: len(rows)] * gain / norms + 2 * reach**2
+        fixed[reach > 0.5] = np.inf
+        return cls(transform, 1 / norms, fixed)
 
 
-class IndexCache:
-    """Index matrices kept between queries; a refresh reads only the entries added since."""
+def _norms(rows: CompactRows, transform: whitening.Whitening) -> np.ndarray:
+    out = np.empty(len(rows), np.float32)
+    for start, block in rows.blocks():
+        moved = block - transform.mean
+        if transform.projection is not None:
+            moved = moved @ transform.projection
+        out[start : start + len(block)] = np.linalg.norm(moved, axis=1)
+    return out
 
-    def __init__(self) -> None:
-        self._by_key: dict[tuple[int, str], IndexMatrix] = {}
 
-    def get(self, store: Store, name: str) -> IndexMatrix:
-        key = (id(store), name)
-        cached = self._by_key.get(key)
-        cursor, changed = store.changes(name, cached.cursor if cached else None)
-        if cached is None or changed is None:
-            cached = IndexMatrix()
-            cached.apply(store, name, sorted(store.entries(name).items()))
-        else:
-            cached.apply(store, name, changed)
-        cached.cursor = cursor
-        self._by_key[key] = cached
-        return cached
+def view(
+    index: IndexMatrix,
+    store: Store,
+    name: str,
+    options: RankOptions,
+    mean: np.ndarray | None = None,
+) -> View:
+    """The view for `options`, made once per state of the index. Centring uses `mean` when
+    given (a shard's caller knows the whole library's), else this index's own."""
+    if not (options.whiten or options.center):
+        return View()
+
+    def whole() -> np.ndarray:
+        return features.read_index(store, name)[1]
+
+    def make() -> View:
+        if not options.whiten:
+            centre = index.mean() if mean is None else mean
+            return View.of(index.rows, whitening.Whitening(centre, None), 1.0)
+        # Learned on the whole index (this may be a shard of it), once per state.
+        state = whitening.state(index.cursor, store.info(name).count)
+        transform = whitening.for_index(store, name, whole, state)
+        return View.of(
+            index.rows, transform, float(np.linalg.norm(transform.projection, axis=0).max())
+        )
+
+    key = ("whiten",) if options.whiten else ("center", None if mean is None else mean.tobytes())
+    return index.derived(key, make)
+
+
+def scan_shard(
+    index: IndexMatrix,
+    ranking: View,
+    store: Store,
+    name: str,
+    query: np.ndarray,
+    neighbours: topk.Neighbours,
+    k: int,
+) -> list[topk.Hit]:
+    """The k best rows for `query` (in the view's space), exactly: after alpha-QE with
+    `neighbours` when there are any."""
+    if neighbours:
+        vectors = ranking.transformed(features.read(store, name, [h for h, _ in neighbours]))
+        sims = np.array([[score for _, score in neighbours]], np.float32)
+        query = expand(vectors, query[None], sims, len(neighbours))[0]
+    if not index.paths:
+        return []
+    scores, bounds = ranking.coarse(index.rows, query)
+    rows = candidates(scores, bounds, k)
+    hashes = [index.hashes[row] for row in rows]
+    exact = ranking.transformed(features.read(store, name, hashes)) @ query
+    return topk.best(((index.paths[r], h, float(s)) for r, h, s in zip(rows, hashes, exact)), k)
+
+
+def embed_query(
+    store: Store, backbone: Backbone, name: str, source: bytes | str | Path
+) -> np.ndarray:
+    """The query image's features, checked against the index's model. The backbone may be the
+    multi-scale variant of the index's model."""
+    info = store.info(name)
+    # A multi-scale query fits a library of the same features at one scale.
+    fits = FeatureSpec.parse(backbone.name).fits(FeatureSpec.parse(info.model))
+    info.check_model(info.model if fits else backbone.name, backbone.weights)
+    return backbone.embed([load_array(source, backbone.resize, backbone.crop)])[0]
+
+
+def rank(
+    store: Store, index: IndexMatrix, name: str, raw: np.ndarray, top: int, options: RankOptions
+) -> list[topk.Hit]:
+    """The `top` best rows of `index` for the query features `raw`, exactly."""
+    ranking = view(index, store, name, options)
+    query = ranking.query(raw)
+
+    def scan(neighbours: topk.Neighbours, k: int) -> list[topk.Hit]:
+        return scan_shard(index, ranking, store, name, query, neighbours, k)
+
+    return topk.rounds(scan, top, options.qe)
 
 
 def search(
@@ -161,22 +195,10 @@ def search(
     metric: str,
     options: RankOptions | None = None,
 ) -> list[dict]:
-    """The `top` library images closest to the query image, as {rank, path, score}. The
-    backbone may be the multi-scale variant of the index's model."""
+    """The `top` library images closest to the query image, as {rank, path, score}."""
     options = options or RankOptions.plain()
-    info = store.info(name)
-    # A multi-scale query fits a library of the same features at one scale.
-    fits = FeatureSpec.parse(backbone.name).fits(FeatureSpec.parse(info.model))
-    info.check_model(info.model if fits else backbone.name, backbone.weights)
+    topk.check_metric(metric)
     index = cache.get(store, name)
-    if not index.paths:
-        raise CbirqError(f"index '{name}' is empty: run `cbirq index DIR --index {name}` first")
-    library, transform = index.prepared(store, name, options)
-    query = backbone.embed([load_array(source, backbone.resize, backbone.crop)])
-    if transform is not None:
-        query = transform.apply(query)
-    ranked = best_of(similarities(library, query, options.qe)[0], top, metric)
-    return [
-        {"rank": rank, "path": index.paths[row], "score": round(score, 6)}
-        for rank, (row, score) in enumerate(ranked, start=1)
-    ]
+    topk.require_rows(name, len(index.paths))
+    raw = embed_query(store, backbone, name, source)
+    return topk.results(rank(store, index, name, raw, top, options), metric)

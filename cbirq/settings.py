@@ -56,6 +56,7 @@ class Settings:
     engine: str
     lease_ttl: int
     shared_roots: tuple[Path, ...]
+    rank_shards: int
 
     @property
     def embedded(self) -> bool:
@@ -117,4 +118,6 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         # A training job's lease lapses this long after its worker's last heartbeat.
         lease_ttl=max(1, _int(env, "CBIRQ_LEASE_TTL", 60)),
         shared_roots=_paths(env.get("CBIRQ_SHARED_ROOTS", "")),
+        # `cbirq query` ranks in this many shards, on workers started with --shard I/N.
+        rank_shards=max(1, _int(env, "CBIRQ_RANK_SHARDS", 1)),
     )

@@ -11,6 +11,7 @@ only the first query after a change pays for learning it.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,16 +68,21 @@ def centring(matrix: np.ndarray) -> Whitening:
     return Whitening(matrix.mean(axis=0, dtype=np.float64).astype(np.float32), None)
 
 
+def state(cursor: object, count: int) -> str:
+    """The stamp of an index state: its change cursor and its size."""
+    return f"{cursor}:{count}"
+
+
 def artifact_key(index: str) -> str:
     return f"whitening:{index}"
 
 
-def for_index(store: Store, index: str, matrix: np.ndarray, stamp: str) -> Whitening:
+def for_index(store: Store, index: str, matrix: Callable[[], np.ndarray], stamp: str) -> Whitening:
     """The index's stored whitening if it was learned on this state (`stamp`), else learn it
-    on `matrix` and store it."""
+    on the float32 rows `matrix()` gives and store it."""
     raw = store.get_artifact(artifact_key(index))
     found = Whitening.from_bytes(raw, stamp) if raw else None
     if found is None:
-        found = learn(matrix)
+        found = learn(matrix())
         store.put_artifact(artifact_key(index), found.to_bytes(stamp))
     return found

@@ -1,14 +1,21 @@
-"""Ranking one query against 10k, 100k and 1M synthetic 1280-d unit vectors (EfficientNet-Lite0's
-feature size): latency for the top 10, memory per dimension, and recall@10 against an exact
-float32 scan, per engine:
+"""Ranking one query against 10k, 100k and 1M synthetic 1280-d vectors (EfficientNet-Lite0's
+feature size) the way a query worker does it, and the alternatives: latency for the top 10,
+memory per dimension, recall@10 against an exact float32 ranking, per engine:
 
 - numpy float32: `matrix @ query` and argpartition, the plain way (4 bytes per dimension);
-- cbirq scan: float16 rows and rescoring of the candidates (cbirq/scan.py, 2 bytes);
-- faiss IndexFlatIP (float32, 4 bytes) and IndexScalarQuantizer fp16 (2 bytes), if faiss-cpu
-  is installed (`pip install -e '.[bench]'`; an optional comparison, not a dependency).
+- torch float16: the top 10 of torch's half-precision matrix-vector product (2 bytes);
+- cbirq: what `cbirq.rank_query` runs once it has the query's features (cbirq.ranking.rank):
+  int8 rows (1 byte) scanned with torch's int8 kernel, then the rows that may be in the top 10
+  rescored from the store's float32 features. Plain cosine, and EfficientNet-Lite0's default
+  ranking (centred, alpha-QE over the top 10: two scans). The store here is an in-memory
+  stand-in that serves the float32 rows as bytes: with Redis, one round trip for the rescored
+  rows (column `rescored`, 5 KB each) comes on top;
+- faiss IndexFlatIP (float32) and IndexScalarQuantizer fp16 and 8-bit, if faiss-cpu is
+  installed (`pip install -e '.[bench]'`; an optional comparison, not a dependency).
 
-Queries are library rows with noise added, so that each has a true nearest neighbour and nine
-others that are close calls: the hard case for a compact format.
+Library rows look like CNN features (non-negative, with a large part shared by all, unit
+length); each query is a library row with noise added, so that it has a true nearest neighbour
+and close calls after it.
 
     .venv/bin/python scripts/bench_rank.py [--sizes 10000,100000,1000000] [--queries 20]
 """
@@ -19,17 +26,34 @@ import argparse
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
 from bench_index import busy_cores, machine  # scripts/ is on sys.path when run as a script
 
-from cbirq.scan import compact, top_rows
+from cbirq.index_cache import IndexCache
+from cbirq.ranking import rank, similarities
+from cbirq.specs import DEFAULTS, RankOptions
+from cbirq.store import IndexInfo
+from cbirq.whitening import centring
 
 DIM = 1280
 K = 10
+NAME = "bench"
+DEFAULT = DEFAULTS["efficientnet_lite0"]  # centred, alpha-QE over the top 10
 Search = Callable[[np.ndarray], np.ndarray]  # query -> the top K rows, best first
+COLUMNS = ("bytes/dim", "matrix MB", "ms per query", "recall@10", "rescored")
+
+
+@dataclass
+class Engine:
+    name: str
+    options: RankOptions  # the ranking it gives, for the exact reference
+    width: float  # bytes held per dimension
+    search: Search
 
 
 def library(n: int, seed: int = 0) -> np.ndarray:
@@ -37,6 +61,7 @@ def library(n: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     for start in range(0, n, 100_000):  # in slices: no float64 temporary of the whole thing
         block = rng.standard_normal((min(100_000, n - start), DIM), dtype=np.float32)
+        block = np.maximum(block + 0.5, 0) ** 2
         rows[start : start + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
     return rows
 
@@ -44,50 +69,117 @@ def library(n: int, seed: int = 0) -> np.ndarray:
 def queries(rows: np.ndarray, count: int) -> np.ndarray:
     rng = np.random.default_rng(1)
     picked = rows[rng.choice(len(rows), count, replace=False)]
-    noisy = picked + 0.05 * rng.standard_normal(picked.shape, dtype=np.float32)
+    noisy = picked + 0.2 * library(count, seed=2)
     return noisy / np.linalg.norm(noisy, axis=1, keepdims=True)
 
 
-def numpy_search(rows: np.ndarray) -> Search:
-    def search(query: np.ndarray) -> np.ndarray:
-        sims = rows @ query
-        best = np.argpartition(-sims, K - 1)[:K]
-        return best[np.argsort(-sims[best])]
+def truth(rows: np.ndarray, asked: np.ndarray, options: RankOptions) -> list[np.ndarray]:
+    """The exact float32 top K of every query, as `cbirq eval` ranks."""
+    if options.center:
+        transform = centring(rows)
+        centred = np.empty_like(rows)
+        for start in range(0, len(rows), 100_000):  # a block at a time: one copy, not three
+            centred[start : start + 100_000] = transform.apply(rows[start : start + 100_000])
+        rows, asked = centred, transform.apply(asked)
+    sims = similarities(rows, asked, options.qe)
+    return [np.argsort(-s, kind="stable")[:K] for s in sims]
 
-    return search
+
+class RowStore:
+    """What a query worker reads from the store, served from an in-memory float32 matrix;
+    counts the vectors read for rescoring."""
+
+    def __init__(self, rows: np.ndarray) -> None:
+        self.rows, self.read = rows, 0
+
+    def info(self, name: str) -> IndexInfo:
+        return IndexInfo(name, "bench", "none", DIM, len(self.rows))
+
+    def entries(self, name: str) -> dict[str, str]:
+        return {f"p{i:07d}": f"h{i}" for i in range(len(self.rows))}
+
+    def changes(self, name: str, since: object) -> tuple[tuple[int, int], None]:
+        return (0, 0), None
+
+    def features(self, name: str, hashes: list[str]) -> list[bytes]:
+        self.read += len(hashes)
+        return [self.rows[int(h[1:])].tobytes() for h in hashes]
 
 
-def engines(rows: np.ndarray) -> list[tuple[str, int, Search]]:
-    """(name, bytes held per dimension, search) for every engine available here."""
-    matrix16 = compact(rows)
+def cbirq_engines(rows: np.ndarray) -> tuple[list[Engine], RowStore, str]:
+    store = RowStore(rows)
+    started = time.perf_counter()
+    index = IndexCache().get(store, NAME)
+    loaded = time.perf_counter() - started
+    rows_held = index.rows
+    per_row = sum(a[:1].nbytes for a in (rows_held.scales, rows_held.slack, rows_held.norms))
+    width = (DIM + per_row) / DIM  # int8 codes, and a scale, slack and norm per row
+
+    def engine(options: RankOptions) -> Search:
+        def search(query: np.ndarray) -> np.ndarray:
+            hits = rank(store, index, NAME, query, K, options)
+            return np.array([int(digest[1:]) for _, digest, _ in hits])
+
+        return search
+
+    started = time.perf_counter()
+    engine(DEFAULT)(rows[0])  # makes the centred view: one norm per row
+    note = (
+        f"{len(rows):,} rows: loaded into a worker in {loaded:.1f} s (the first query after "
+        f"a change also takes {time.perf_counter() - started:.1f} s for the centred norms)"
+    )
     found = [
-        ("numpy float32", 4, numpy_search(rows)),
-        ("cbirq scan float16", 2, lambda q: top_rows(matrix16, q, K)[0]),
+        Engine("cbirq int8 + exact rescoring", RankOptions(), width, engine(RankOptions())),
+        Engine("cbirq int8 + exact rescoring", DEFAULT, width, engine(DEFAULT)),
     ]
+    return found, store, note
+
+
+def baselines(rows: np.ndarray) -> Iterator[Engine]:
+    def numpy_search(query: np.ndarray) -> np.ndarray:
+        return best_of(rows @ query)
+
+    yield Engine("numpy float32", RankOptions(), 4, numpy_search)
+    half = torch.from_numpy(rows.astype(np.float16))
+
+    def half_search(query: np.ndarray) -> np.ndarray:
+        return best_of((half @ torch.from_numpy(query.astype(np.float16))).numpy())
+
+    yield Engine("torch float16", RankOptions(), 2, half_search)
+
+
+def best_of(sims: np.ndarray) -> np.ndarray:
+    best = np.argpartition(-sims, K - 1)[:K]
+    return best[np.argsort(-sims[best])]
+
+
+def faiss_engines(rows: np.ndarray) -> Iterator[Engine]:
+    """Built one at a time, so that only one copy of the rows is held besides `rows`."""
     try:
         import faiss
     except ImportError:
-        return found
-    flat = faiss.IndexFlatIP(DIM)
-    flat.add(rows)
-    half = faiss.IndexScalarQuantizer(
-        DIM, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
-    )
-    half.add(rows)
-    return found + [
-        ("faiss IndexFlatIP", flat.code_size // DIM, lambda q: flat.search(q[None], K)[1][0]),
-        ("faiss SQ fp16", half.code_size // DIM, lambda q: half.search(q[None], K)[1][0]),
-    ]
+        return
+    for name, kind in (("SQ fp16", "QT_fp16"), ("SQ 8-bit", "QT_8bit"), ("IndexFlatIP", None)):
+        if kind is None:
+            index = faiss.IndexFlatIP(DIM)
+        else:
+            quantizer = getattr(faiss.ScalarQuantizer, kind)
+            index = faiss.IndexScalarQuantizer(DIM, quantizer, faiss.METRIC_INNER_PRODUCT)
+            index.train(rows[:100_000])
+        index.add(rows)
+        search = partial(lambda i, q: i.search(q[None], K)[1][0], index)
+        yield Engine(f"faiss {name}", RankOptions(), index.code_size / DIM, search)
+        del index, search
 
 
-def measure(search: Search, asked: np.ndarray, truth: list[np.ndarray]) -> tuple[float, float]:
+def measure(search: Search, asked: np.ndarray, expected: list[np.ndarray]) -> tuple[float, float]:
     search(asked[0])  # warm-up: page in the matrix, start the thread pools
     seconds, hits = [], 0
-    for query, expected in zip(asked, truth):
+    for query, best in zip(asked, expected):
         started = time.perf_counter()
         got = search(query)
         seconds.append(time.perf_counter() - started)
-        hits += len(set(got.tolist()) & set(expected.tolist()))
+        hits += len(set(got.tolist()) & set(best.tolist()))
     return statistics.median(seconds), hits / (K * len(asked))
 
 
@@ -96,27 +188,35 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--queries", type=int, default=20)
     args = parser.parse_args()
-    threads = os.cpu_count() or 1
-    torch.set_num_threads(threads)
+    torch.set_num_threads(os.cpu_count() or 1)
     print(
         f"Machine: {machine()}, numpy {np.__version__}; {busy_cores():.1f} cores busy with "
         f"other work before the run. {DIM}-d unit vectors, top {K}, median of {args.queries} "
         "queries, every engine with all cores."
     )
-    print("\n| vectors | engine | bytes/dim | matrix MB | ms per query | recall@10 |")
-    print("|---:|---|---:|---:|---:|---:|")
+    print(f"\n| vectors | engine | ranking | {' | '.join(COLUMNS)} |")
+    print("|---:|---|---|" + "---:|" * len(COLUMNS))
+    notes = []
     for n in map(int, args.sizes.split(",")):
         rows = library(n)
         asked = queries(rows, args.queries)
-        exact = (rows @ asked.T).T
-        truth = [np.argsort(-sims, kind="stable")[:K] for sims in exact]
-        for name, width, search in engines(rows):
-            latency, recall = measure(search, asked, truth)
-            print(
-                f"| {n:,} | {name} | {width} | {n * DIM * width / 1e6:,.0f} | "
-                f"{latency * 1000:.1f} | {recall:.3f} |"
-            )
-        del rows
+        expected = {o: truth(rows, asked, o) for o in (RankOptions(), DEFAULT)}
+        ours, store, note = cbirq_engines(rows)
+        notes.append(note)
+        for group in (partial(iter, ours), partial(baselines, rows), partial(faiss_engines, rows)):
+            for engine in group():
+                store.read = 0
+                latency, recall = measure(engine.search, asked, expected[engine.options])
+                rescored = f"{store.read / (args.queries + 1):.0f}" if store.read else ""
+                print(
+                    f"| {n:,} | {engine.name} | {engine.options.describe()} | {engine.width:.2f} "
+                    f"| {n * DIM * engine.width / 1e6:,.0f} | {latency * 1000:.1f} "
+                    f"| {recall:.3f} | {rescored} |",
+                    flush=True,
+                )
+                del engine  # one engine's copy of the rows in memory at a time
+        del rows, store, ours
+    print("\n" + "\n".join(f"- {note}" for note in notes))
 
 
 if __name__ == "__main__":

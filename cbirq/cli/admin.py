@@ -36,17 +36,15 @@ def export(index_name: str, out: Path) -> None:
     the image paths, one per line in the same order, to OUT with a .txt suffix."""
     import numpy as np
 
+    from cbirq.features import read_index
+
     store, _ = connect(load_settings())
     info = store.info(index_name)
-    entries = sorted(store.entries(index_name).items())
-    vectors = store.features(index_name, [h for _, h in entries])
-    rows = [(p, v) for (p, _), v in zip(entries, vectors) if v is not None]
-    matrix = np.zeros((len(rows), info.dim), np.float32)
-    for i, (_, raw) in enumerate(rows):
-        matrix[i] = np.frombuffer(raw, dtype="<f4")
+    paths, matrix = read_index(store, index_name)
+    matrix = matrix.reshape(len(paths), info.dim)  # an empty index too
     out = out if out.suffix == ".npy" else out.with_name(out.name + ".npy")
     np.save(out, matrix, allow_pickle=False)
-    out.with_suffix(".txt").write_text("".join(f"{p}\n" for p, _ in rows), encoding="utf-8")
+    out.with_suffix(".txt").write_text("".join(f"{p}\n" for p in paths), encoding="utf-8")
     click.echo(
         f"wrote {matrix.shape[0]} x {matrix.shape[1]} features to {out} "
         f"and their paths to {out.with_suffix('.txt')}"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from cbirq.celery_app import QUEUES
+from cbirq.celery_app import QUEUES, shard_queue
 from cbirq.cli.common import connect, echo_json, json_option, load_settings
 from cbirq.errors import CbirqError
 from cbirq.worker_plan import WorkerSpec, plan_workers, visible_devices
@@ -23,6 +23,16 @@ def _queues(value: str) -> str:
     if unknown or not names:
         raise click.BadParameter(f"choose from {', '.join(QUEUES)} (comma-separated)")
     return ",".join(names)
+
+
+def _shard_queues(values: tuple[str, ...]) -> list[str]:
+    queues = []
+    for value in values:
+        number, _, count = value.partition("/")
+        if not (number.isdigit() and count.isdigit() and int(number) < int(count)):
+            raise click.BadParameter(f"{value!r}: write I/N with 0 <= I < N, such as 0/2")
+        queues.append(shard_queue(int(number), int(count)))
+    return queues
 
 
 def _need_broker(command: str) -> None:
@@ -101,6 +111,15 @@ def _supervise(commands: list[tuple[list[str], dict[str, str]]]) -> int:
     help="A folder whose files tasks may name (`cbirq index --shared-fs`); repeatable. "
     "Without it the worker reads no local files.",
 )
+@click.option(
+    "--shard",
+    "shards",
+    multiple=True,
+    metavar="I/N",
+    callback=lambda _c, _p, v: _shard_queues(v),
+    help="Also rank shard I of N for `cbirq query --shards N` (shards are numbered from 0): "
+    "the worker holds only that shard's rows in memory. Repeatable.",
+)
 @click.option("--name", "-n", default=None, help="Worker node name (default cbirq-PID@host).")
 @click.option("--loglevel", "-l", default="info", show_default=True)
 def worker(
@@ -108,6 +127,7 @@ def worker(
     gpus: str,
     concurrency: int | None,
     shared_roots: tuple[Path, ...],
+    shards: list[str],
     name: str | None,
     loglevel: str,
 ) -> None:
@@ -118,6 +138,7 @@ def worker(
     a core (measured in scripts/bench_index.py).
     """
     _need_broker("worker")
+    queues = ",".join([queues, *shards])
     specs = plan_workers(
         gpus,
         _gpu_devices(gpus),

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cbirq.errors import Unavailable
 from cbirq.settings import Settings
+
+
+@dataclass(frozen=True)
+class Call:
+    """One task to send: by name, with JSON arguments, to its routed queue or to `queue`."""
+
+    task: str
+    kwargs: dict = field(default_factory=dict)
+    queue: str | None = None
 
 
 class Pending(Protocol):
@@ -23,6 +33,9 @@ class Dispatcher(Protocol):
 
     def start(self, task: str, **kwargs: Any) -> Pending:
         """Queue a long task (embedded: run it in a thread, so the caller can follow it)."""
+
+    def gather(self, calls: list[Call]) -> list[dict]:
+        """Send the calls together (a Celery group) and wait for every result, in order."""
 
 
 class _Done:
@@ -69,6 +82,17 @@ class LocalDispatcher:
     def start(self, task: str, **kwargs: Any) -> Pending:
         return _Thread(lambda: self.submit(task, **kwargs))
 
+    def gather(self, calls: list[Call]) -> list[dict]:
+        return [self.submit(call.task, **call.kwargs).get() for call in calls]
+
+
+def _no_answer(timeout: float, queues: list[str]) -> Unavailable:
+    names = ", ".join(f"'{q}'" for q in sorted(set(queues)))
+    return Unavailable(
+        f"no answer from a worker within {timeout:.0f} s: is `cbirq worker` running for the "
+        f"{names} queue{'s' if len(set(queues)) > 1 else ''}?"
+    )
+
 
 class _Remote:
     def __init__(self, result, timeout: float, queue: str) -> None:
@@ -83,10 +107,7 @@ class _Remote:
         try:
             return self.result.get(timeout=self.timeout)
         except CeleryTimeout:
-            raise Unavailable(
-                f"no answer from a worker within {self.timeout:.0f} s: is `cbirq worker` "
-                f"running for the '{self.queue}' queue?"
-            ) from None
+            raise _no_answer(self.timeout, [self.queue]) from None
 
 
 class CeleryDispatcher:
@@ -102,6 +123,21 @@ class CeleryDispatcher:
         return _Remote(result, self.timeout, self.routes[task]["queue"])
 
     start = submit
+
+    def gather(self, calls: list[Call]) -> list[dict]:
+        from celery import group
+        from celery.exceptions import TimeoutError as CeleryTimeout
+
+        queues = [call.queue or self.routes[call.task]["queue"] for call in calls]
+        sent = group(
+            self.app.signature(call.task, kwargs=call.kwargs, queue=queue)
+            for call, queue in zip(calls, queues)
+        ).apply_async()
+        try:
+            return sent.get(timeout=self.timeout)
+        except CeleryTimeout:
+            late = [q for q, part in zip(queues, sent.results) if not part.ready()]
+            raise _no_answer(self.timeout, late or queues) from None
 
 
 def dispatcher_for(settings: Settings) -> Dispatcher:

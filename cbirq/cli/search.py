@@ -19,6 +19,7 @@ from cbirq.cli.common import (
 )
 from cbirq.cli.indexer import IndexJob, Summary, run_index
 from cbirq.cli.options import feature_model, model_options, ranking_options
+from cbirq.cli.sharded import ranked
 from cbirq.errors import CbirqError
 from cbirq.settings import ENGINES
 from cbirq.specs import resolve_options
@@ -123,6 +124,12 @@ def _read_query(file: Path) -> bytes:
 )
 @ranking_options
 @click.option(
+    "--shards",
+    type=click.IntRange(1, 256),
+    help="Rank the index in this many shards, on workers started with `--shard I/N`, and "
+    "merge their top k [default: CBIRQ_RANK_SHARDS, else 1: one worker ranks it all].",
+)
+@click.option(
     "--sheet",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also draw the query and its results with rank and score into this PNG.",
@@ -133,6 +140,7 @@ def query(
     index_name: str,
     top: int,
     metric: str,
+    shards: int | None,
     sheet: Path | None,
     as_json: bool,
     **ranking: object,
@@ -149,14 +157,18 @@ def query(
         key = f"query:{uuid.uuid4().hex}"
         store.put_blobs({key: data}, QUERY_BLOB_TTL)
         source = {"blob": key}
-    answer = dispatcher.submit(
-        RANK_TASK,
-        index=index_name,
-        query=source,
-        top=top,
-        metric=metric,
-        options=options.as_dict(),
-    ).get()
+    shards = shards or config.rank_shards
+    if shards > 1:
+        answer = ranked(dispatcher, index_name, source, top, metric, options, shards)
+    else:
+        answer = dispatcher.submit(
+            RANK_TASK,
+            index=index_name,
+            query=source,
+            top=top,
+            metric=metric,
+            options=options.as_dict(),
+        ).get()
     answer = {"query": os.path.abspath(file), **answer, "ranking": options.describe()}
     if sheet is not None:
         from cbirq.sheet import query_sheet, save

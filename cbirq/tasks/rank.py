@@ -1,40 +1,55 @@
-"""`cbirq.rank_query`: a query image -> the top-k library images with scores."""
+"""Query tasks. `cbirq.rank_query`: a query image -> the top-k library images with scores, on
+one worker. Sharded ranking (`cbirq query --shards N`, driven by the client, which merges):
+`cbirq.embed_query` gives the query's features, `cbirq.shard_stats` a shard's row sum and
+count (for the library mean), `cbirq.rank_shard` a shard's top k."""
 
 from __future__ import annotations
 
-from cbirq.celery_app import RANK_TASK, app
+import numpy as np
+
+from cbirq.celery_app import EMBED_TASK, RANK_TASK, SHARD_RANK_TASK, SHARD_STATS_TASK, app
 from cbirq.errors import ImageError
-from cbirq.ranking import IndexCache, search
+from cbirq.index_cache import IndexCache, Shard
+from cbirq.ranking import embed_query, scan_shard, search, view
 from cbirq.specs import RankOptions, query_spec
 from cbirq.tasks import runtime
 
 _cache = IndexCache()  # per worker process: index matrices kept between queries
 
+# Someone is waiting: a few quick retries, no more.
+_QUICK = {
+    "acks_late": True,
+    "autoretry_for": runtime.TRANSIENT,
+    "retry_backoff": 1,
+    "retry_backoff_max": 4,
+    "max_retries": 3,
+}
 
-@app.task(
-    name=RANK_TASK,
-    acks_late=True,
-    # Someone is waiting: a few quick retries, no more.
-    autoretry_for=runtime.TRANSIENT,
-    retry_backoff=1,
-    retry_backoff_max=4,
-    max_retries=3,
-)
+
+def _source(query: dict) -> bytes | str:
+    """The query image: bytes the client put in the store (taken once), or a shared path."""
+    if "path" in query:
+        return runtime.readable_path(query["path"])
+    store = runtime.store()
+    source = store.get_blob(query["blob"])
+    store.delete_blobs([query["blob"]])
+    if source is None:
+        raise ImageError("the query image expired before a worker took it; try again")
+    return source
+
+
+def _backbone(index: str, ranking: RankOptions):
+    info = runtime.store().info(index)
+    return info, runtime.backbone(str(query_spec(info.model, ranking)), info.weights)
+
+
+@app.task(name=RANK_TASK, **_QUICK)
 def rank_query(
     index: str, query: dict, top: int = 5, metric: str = "cosine", options: dict | None = None
 ) -> dict:
-    store = runtime.store()
-    if "blob" in query:
-        source = store.get_blob(query["blob"])
-        store.delete_blobs([query["blob"]])
-        if source is None:
-            raise ImageError("the query image expired before a worker took it; try again")
-    else:
-        source = runtime.readable_path(query["path"])
-    info = store.info(index)
     ranking = RankOptions(**(options or {}))
-    backbone = runtime.backbone(str(query_spec(info.model, ranking)), info.weights)
-    found = search(store, _cache, backbone, index, source, top, metric, ranking)
+    info, backbone = _backbone(index, ranking)
+    found = search(runtime.store(), _cache, backbone, index, _source(query), top, metric, ranking)
     return {
         "index": index,
         "model": info.model,
@@ -43,3 +58,43 @@ def rank_query(
         "options": ranking.as_dict(),
         "results": found,
     }
+
+
+@app.task(name=EMBED_TASK, **_QUICK)
+def embed(index: str, query: dict, options: dict | None = None) -> dict:
+    info, backbone = _backbone(index, RankOptions(**(options or {})))
+    vector = embed_query(runtime.store(), backbone, index, _source(query))
+    return {"model": info.model, "weights": info.weights, "vector": vector.tolist()}
+
+
+@app.task(name=SHARD_STATS_TASK, **_QUICK)
+def shard_stats(index: str, shard: int, shards: int) -> dict:
+    rows = _cache.get(runtime.store(), index, Shard(shard, shards))
+    total = None if rows.total is None else rows.total.tolist()
+    return {"sum": total, "count": len(rows.paths)}
+
+
+@app.task(name=SHARD_RANK_TASK, **_QUICK)
+def rank_shard(
+    index: str,
+    shard: int,
+    shards: int,
+    vector: list[float],
+    top: int,
+    options: dict,
+    mean: list[float] | None = None,
+    neighbours: list | None = None,
+) -> dict:
+    """The shard's `top` best [path, hash, score] for the query `vector` (its raw features),
+    ranked with `options` around the whole library's `mean`, after alpha-QE with
+    `neighbours` ([hash, score] of the library's best) when given."""
+    store = runtime.store()
+    rows = _cache.get(store, index, Shard(shard, shards))
+    if not rows.paths:  # a small index leaves some shards empty
+        return {"hits": [], "count": 0}
+    centre = None if mean is None else np.asarray(mean, np.float32)
+    ranking = view(rows, store, index, RankOptions(**options), centre)
+    query = ranking.query(np.asarray(vector, np.float32))
+    found = [(h, float(s)) for h, s in neighbours or []]
+    hits = scan_shard(rows, ranking, store, index, query, found, top)
+    return {"hits": [list(hit) for hit in hits], "count": len(rows.paths)}

@@ -32,11 +32,14 @@ def test_cli_import_pulls_in_neither_torch_nor_numpy():
     "command, words",
     [
         ("index", ["--chunk", "--index", "--model", "--shared-fs", "--prune", "--json"]),
-        ("query", ["--index", "--top", "--metric", "--json", "--sheet", "--qe", "--whiten"]),
+        (
+            "query",
+            ["--index", "--top", "--metric", "--json", "--sheet", "--qe", "--whiten", "--shards"],
+        ),
         ("eval", ["--queries", "--labels", "--k", "--plain", "--sheet", "--pool", "--flip"]),
         ("indexes", ["--json"]),
         ("export", ["--index", ".txt"]),
-        ("worker", ["--queues", "--concurrency"]),
+        ("worker", ["--queues", "--concurrency", "--shard"]),
     ],
 )
 def test_every_command_explains_itself(command, words):
@@ -71,6 +74,27 @@ def test_index_and_query_as_a_user_runs_them(tmp_path):
     table = run_cli("query", str(tmp_path / "q.png"), "--top", "3")
     lines = table.stdout.strip().splitlines()
     assert len(lines) == 5 and lines[2].split()[0] == "1" and "img004.png" in lines[2]
+
+
+def test_sharded_query_in_process_gives_the_same_answer(tmp_path):
+    make_library(tmp_path / "lib", 14)
+    Image.fromarray(np.asarray(make_photo(6))[:, ::-1]).save(tmp_path / "q.png")
+    assert invoke("index", str(tmp_path / "lib")).exit_code == 0
+    for extra in ([], ["--whiten", "--qe", "2"]):
+        one = json.loads(invoke("query", str(tmp_path / "q.png"), "--json", *extra).output)
+        three = invoke("query", str(tmp_path / "q.png"), "--json", "--shards", "3", *extra)
+        assert three.exit_code == 0, three.output
+        got = json.loads(three.output)["results"]
+        assert [h["path"] for h in got] == [h["path"] for h in one["results"]]
+        scores = [h["score"] for h in one["results"]]
+        assert [h["score"] for h in got] == pytest.approx(scores, abs=2e-6)
+    make_library(tmp_path / "one", 1)
+    assert invoke("index", str(tmp_path / "one"), "--index", "one").exit_code == 0
+    alone = invoke("query", str(tmp_path / "q.png"), "--index", "one", "--shards", "4", "--json")
+    assert alone.exit_code == 0, alone.output  # three of the four shards are empty
+    assert [h["path"] for h in json.loads(alone.output)["results"]] == [
+        str((tmp_path / "one" / "set0" / "img000.png").resolve())
+    ]
 
 
 def test_reindexing_is_incremental_and_prune_drops_missing_files(tmp_path):

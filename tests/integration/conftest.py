@@ -30,11 +30,18 @@ def broker_env(redis_server):
 
 @pytest.fixture(scope="session")
 def workers(broker_env, tmp_path_factory):
-    """Two workers on the extract and query queues, as `docker compose --scale worker=2`."""
+    """Two workers on the extract and query queues, as `docker compose --scale worker=2`,
+    each also ranking one of two shards (`cbirq query --shards 2`)."""
     logs = tmp_path_factory.mktemp("workers")
     shared = str(tmp_path_factory.getbasetemp())  # where the tests' `--shared-fs` files live
     pool = [
-        Worker(f"w{i}", "extract,query", broker_env, logs / f"w{i}.log", "--shared-root", shared)
+        Worker(
+            f"w{i}",
+            "extract,query",
+            broker_env,
+            logs / f"w{i}.log",
+            *("--shared-root", shared, "--shard", f"{i - 1}/2"),
+        )
         for i in (1, 2)
     ]
     for worker in pool:

@@ -181,14 +181,15 @@ def test_workers_lists_each_worker_with_its_queues(workers, broker_env):
     assert shown.returncode == 0, shown.stderr
     found = json.loads(shown.stdout)
     assert sorted(node.split("@")[0] for node in found) == ["w1", "w2"]
-    for info in found.values():
-        assert info["queues"] == ["extract", "query"]
+    for node, info in found.items():
+        shard = int(node[1]) - 1
+        assert info["queues"] == ["extract", "query", f"query.shard{shard}of2"]
         assert (info["gpu"], info["processes"], info["threads"]) == (None, 1, 1)
         assert info["active"] == []
     table = run_cli("workers", env=broker_env).stdout.splitlines()
     assert table[0].split()[:3] == ["worker", "queues", "gpu"]
     assert sorted(line.split()[0].split("@")[0] for line in table[1:]) == ["w1", "w2"]
-    assert all(line.split()[1:3] == ["extract,query", "-"] for line in table[1:])
+    assert all(line.split()[1].startswith("extract,query,query.shard") for line in table[1:])
 
 
 def test_workers_without_any_worker_says_so(redis_server, tmp_path):
@@ -228,3 +229,31 @@ def test_gpus_auto_starts_one_pinned_worker_per_device(redis_server, tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(60)
+
+
+def test_sharded_ranking_gives_the_single_workers_answer(workers, broker_env, tmp_path):
+    """Each worker ranks one of two shards (conftest: --shard 0/2 and 1/2); the client merges."""
+    make_library(tmp_path / "lib", 40)
+    index_json(tmp_path / "lib", broker_env, "--index", "sharded", "--chunk", "8")
+    query = query_view(tmp_path, 11)
+    for extra in ([], ["--plain"], ["--top", "12", "--metric", "euclidean", "--qe", "3"]):
+        one = query_json(query, broker_env, "--index", "sharded", *extra)
+        two = query_json(query, broker_env, "--index", "sharded", "--shards", "2", *extra)
+        assert [h["path"] for h in two["results"]] == [h["path"] for h in one["results"]]
+        scores = [h["score"] for h in one["results"]]
+        assert [h["score"] for h in two["results"]] == pytest.approx(scores, abs=2e-6)
+        assert {k: v for k, v in two.items() if k != "results"} == {
+            k: v for k, v in one.items() if k != "results"
+        }
+    assert one["options"]["qe"] == 3 and len(one["results"]) == 12
+    for worker in workers:  # each ranked its own shard
+        assert "cbirq.rank_shard" in worker.log.read_text()
+
+
+def test_shards_without_a_worker_are_named(workers, broker_env, tmp_path):
+    make_library(tmp_path / "lib", 3)
+    index_json(tmp_path / "lib", broker_env, "--index", "unserved")
+    env = {**broker_env, "CBIRQ_RESULT_TIMEOUT": "3", "CBIRQ_RANK_SHARDS": "3"}
+    done = run_cli("query", str(query_view(tmp_path, 1)), "--index", "unserved", env=env)
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "'query.shard0of3', 'query.shard1of3', 'query.shard2of3' queues?" in done.stderr

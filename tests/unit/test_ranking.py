@@ -1,10 +1,14 @@
+"""Ranking one query against a worker's compact rows gives what float32 ranking gives."""
+
 import math
 
 import numpy as np
 import pytest
 
-from cbirq.errors import CbirqError
-from cbirq.ranking import IndexCache, expand, similarities, top_k
+from cbirq import topk, whitening
+from cbirq.index_cache import IndexCache, Shard
+from cbirq.ranking import expand, rank, scan_shard, similarities, view
+from cbirq.specs import RankOptions
 from cbirq.store.sqlite_store import SqliteStore
 
 
@@ -14,198 +18,154 @@ def unit_at(angle_degrees):
     return np.array([math.cos(rad), math.sin(rad)], np.float32)
 
 
-ANGLES = [50, 10, 170, 0, 90, 30]
-MATRIX = np.stack([unit_at(a) for a in ANGLES])
-QUERY = unit_at(0)
-BY_CLOSENESS = [3, 1, 5, 0, 4, 2]
+def features(n, d, seed):
+    """As CNN features: non-negative, with a large part shared by all, unit length."""
+    rows = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    rows = np.maximum(rows + 0.5, 0) ** 2
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
-def test_cosine_order_and_scores():
-    ranked = top_k(MATRIX, QUERY, 4, "cosine")
-    assert [row for row, _ in ranked] == BY_CLOSENESS[:4]
-    expected = [math.cos(math.radians(ANGLES[row])) for row in BY_CLOSENESS[:4]]
-    assert [score for _, score in ranked] == pytest.approx(expected, abs=1e-6)
-    assert all(isinstance(row, int) and isinstance(score, float) for row, score in ranked)
-
-
-def test_euclidean_order_and_distances():
-    ranked = top_k(MATRIX, QUERY, 6, "euclidean")
-    assert [row for row, _ in ranked] == BY_CLOSENESS
-    expected = [float(np.linalg.norm(MATRIX[row] - QUERY)) for row in BY_CLOSENESS]
-    assert [d for _, d in ranked] == pytest.approx(expected, abs=1e-5)
-    cosines = [math.cos(math.radians(ANGLES[row])) for row in BY_CLOSENESS]
-    assert [d for _, d in ranked] == pytest.approx(
-        [math.sqrt(2 - 2 * c) for c in cosines], abs=1e-5
-    )
-
-
-def test_euclidean_of_identical_vector_is_zero_not_nan():
-    v = np.array([0.6, 0.8], np.float32)  # float32 rounding can make 2 - 2cos slightly negative
-    ranked = top_k(np.stack([v, v]), v, 2, "euclidean")
-    assert all(d == pytest.approx(0.0, abs=1e-3) and not math.isnan(d) for _, d in ranked)
-
-
-@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
-def test_k_larger_than_n_returns_all(metric):
-    ranked = top_k(MATRIX, QUERY, 100, metric)
-    assert [row for row, _ in ranked] == BY_CLOSENESS
-
-
-@pytest.mark.parametrize("k", [0, -1])
-def test_k_not_positive_returns_nothing(k):
-    assert top_k(MATRIX, QUERY, k, "cosine") == []
-
-
-def test_empty_matrix_returns_nothing():
-    assert top_k(np.zeros((0, 2), np.float32), QUERY, 5, "cosine") == []
-
-
-@pytest.mark.parametrize("n", [6, 100, 5000])
-@pytest.mark.parametrize("k", [1, 3, 50])
-def test_ties_keep_row_order(n, k):
-    # Identical vectors (copies of one photo) must come out in index order, every time.
-    rng = np.random.default_rng(n)
-    matrix = rng.normal(size=(n, 8)).astype(np.float32)
-    matrix[:, 0] = -np.abs(matrix[:, 0]) - 1  # every other row is far from the query
-    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
-    query = np.eye(8, dtype=np.float32)[0]
-    tied = sorted(rng.choice(n, size=min(n, 60), replace=False).tolist())
-    matrix[tied] = query
-    ranked = top_k(matrix, query, k, "cosine")
-    assert [row for row, _ in ranked] == tied[: min(k, len(tied))]
-
-
-def test_all_equal_rows_keep_row_order():
-    matrix = np.tile(QUERY, (3000, 1))
-    assert [row for row, _ in top_k(matrix, QUERY, 5, "euclidean")] == [0, 1, 2, 3, 4]
-
-
-def test_unknown_metric_raises():
-    with pytest.raises(CbirqError, match="manhattan"):
-        top_k(MATRIX, QUERY, 3, "manhattan")
-
-
-def raw(*values):
-    v = np.asarray(values, dtype=np.float32)
-    return (v / np.linalg.norm(v)).astype("<f4").tobytes()
-
-
-@pytest.fixture
-def store(tmp_path):
+def library(tmp_path, rows):
     store = SqliteStore(tmp_path / "s.db")
     store.open_index("i", "m", "w")
-    yield store
-    store.db.close()
-
-
-@pytest.fixture
-def entries_calls(store, monkeypatch):
-    calls = []
-    original = store.entries
-
-    def spy(name):
-        calls.append(name)
-        return original(name)
-
-    monkeypatch.setattr(store, "entries", spy)
-    return calls
-
-
-def rows_by_path(index):
-    return {path: index.matrix[row].tolist() for path, row in index.row_of.items()}
-
-
-def test_first_get_loads_everything(store, entries_calls):
-    store.add("i", [("b.jpg", "h2"), ("a.jpg", "h1")], {"h1": raw(1, 0), "h2": raw(0, 1)})
-    index = IndexCache().get(store, "i")
-    assert entries_calls == ["i"]
-    assert sorted(index.paths) == ["a.jpg", "b.jpg"]
-    assert index.matrix.shape == (2, 2)
-    assert rows_by_path(index) == {"a.jpg": [1.0, 0.0], "b.jpg": [0.0, 1.0]}
-
-
-def test_second_get_applies_only_changes(store, entries_calls, monkeypatch):
-    cache = IndexCache()
-    store.add("i", [("a.jpg", "h1")], {"h1": raw(1, 0)})
-    first = cache.get(store, "i")
-    store.add("i", [("b.jpg", "h2"), ("c.jpg", "h1")], {"h2": raw(0, 1)})
-    requested = []
-    original = store.features
-
-    def features_spy(name, hashes):
-        requested.append(list(hashes))
-        return original(name, hashes)
-
-    monkeypatch.setattr(store, "features", features_spy)
-    second = cache.get(store, "i")
-    assert entries_calls == ["i"]
-    assert requested == [["h2", "h1"]]
-    assert second is first
-    assert second.paths == ["a.jpg", "b.jpg", "c.jpg"]
-    assert second.matrix.shape == (3, 2)
-    assert rows_by_path(second)["c.jpg"] == [1.0, 0.0]
-
-
-def test_get_without_changes_reads_nothing(store, entries_calls, monkeypatch):
-    cache = IndexCache()
-    store.add("i", [("a.jpg", "h1")], {"h1": raw(1, 0)})
-    cache.get(store, "i")
-    monkeypatch.setattr(store, "features", lambda *a: pytest.fail("features read again"))
-    assert cache.get(store, "i").paths == ["a.jpg"]
-    assert entries_calls == ["i"]
-
-
-def test_matrix_grows_past_its_allocation(store):
-    cache = IndexCache()
-    store.add("i", [("p0", "h0")], {"h0": raw(1, 0)})
-    cache.get(store, "i")
-    n = 1500
+    paths = [f"p{i:05d}" for i in range(len(rows))]
     store.add(
         "i",
-        [(f"p{i}", f"h{i}") for i in range(1, n)],
-        {f"h{i}": raw(1, i) for i in range(1, n)},
+        [(p, f"h{i}") for i, p in enumerate(paths)],
+        {f"h{i}": v.astype("<f4").tobytes() for i, v in enumerate(rows)},
     )
-    index = cache.get(store, "i")
-    assert index.matrix.shape == (n, 2)
-    assert index.paths == [f"p{i}" for i in range(n)]
-    assert np.allclose(index.matrix[1234], np.frombuffer(raw(1, 1234), "<f4"))
+    return store, paths
 
 
-def test_remove_reloads_everything(store, entries_calls):
+def worker_ranking(store, options, raw, top, shards=1, cache=None):
+    """What the query workers answer: one worker, or shards ranked apart and merged, with
+    the library mean from the shards' sums (as `cbirq query --shards` does)."""
+    cache = cache or IndexCache()
+    if shards == 1:
+        return rank(store, cache.get(store, "i"), "i", raw, top, options)
+    parts = [cache.get(store, "i", Shard(s, shards)) for s in range(shards)]
+    mean = None
+    if options.center:
+        sums = [p.total.tolist() if p.total is not None else None for p in parts]
+        mean = np.asarray(topk.mean(sums, [len(p.paths) for p in parts]), np.float32)
+    views = [view(part, store, "i", options, mean) for part in parts]
+
+    def scan(neighbours, k):
+        found = [
+            scan_shard(part, ranked, store, "i", ranked.query(raw), neighbours, k)
+            for part, ranked in zip(parts, views)
+        ]
+        return topk.merge(found, k)
+
+    return topk.rounds(scan, top, options.qe)
+
+
+def float32_ranking(store, rows, paths, options, raw, top):
+    """The float32 reference: every row transformed, one matrix product."""
+    state = whitening.state(store.changes("i", None)[0], len(rows))
+    transform = (
+        whitening.for_index(store, "i", lambda: rows, state)
+        if options.whiten
+        else whitening.centring(rows)
+        if options.center
+        else None
+    )
+    ready = (lambda m: m) if transform is None else transform.apply
+    sims = similarities(ready(rows), ready(raw[None]), options.qe)[0]
+    return topk.best(((p, f"h{i}", float(s)) for i, (p, s) in enumerate(zip(paths, sims))), top)
+
+
+OPTIONS = [
+    RankOptions(),
+    RankOptions(center=True),
+    RankOptions(center=True, qe=10),
+    RankOptions(qe=5),
+    RankOptions(whiten=True),
+    RankOptions(whiten=True, qe=3),
+]
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: o.describe())
+def test_compact_ranking_is_the_float32_ranking(tmp_path, options):
+    rows = features(3000, 96, 0)
+    store, paths = library(tmp_path, rows)
     cache = IndexCache()
-    store.add("i", [("a.jpg", "h1"), ("b.jpg", "h2")], {"h1": raw(1, 0), "h2": raw(0, 1)})
-    cache.get(store, "i")
-    store.remove("i", ["a.jpg"])
-    index = cache.get(store, "i")
-    assert entries_calls == ["i", "i"]
-    assert index.paths == ["b.jpg"]
-    assert index.matrix.shape == (1, 2)
-    assert rows_by_path(index) == {"b.jpg": [0.0, 1.0]}
+    for seed in range(5):
+        raw = rows[seed * 11] + 0.3 * features(1, 96, seed + 1)[0]
+        raw /= np.linalg.norm(raw)
+        got = worker_ranking(store, options, raw, 10, cache=cache)
+        expected = float32_ranking(store, rows, paths, options, raw, 10)
+        assert [p for p, _, _ in got] == [p for p, _, _ in expected]
+        assert [s for *_, s in got] == pytest.approx([s for *_, s in expected], abs=1e-6)
 
 
-def test_repointed_path_overwrites_its_row(store):
+@pytest.mark.parametrize("options", OPTIONS[:2] + OPTIONS[4:5], ids=lambda o: o.describe())
+def test_coarse_scores_stay_within_their_error_bounds(tmp_path, options):
+    rows = features(4000, 256, 10)
+    store, _ = library(tmp_path, rows)
+    index = IndexCache().get(store, "i")
+    ranked = view(index, store, "i", options)
+    for seed in range(3):
+        query = ranked.query(features(1, 256, 20 + seed)[0])
+        scores, bounds = ranked.coarse(index.rows, query)
+        exact = ranked.transformed(rows) @ query
+        assert (np.abs(scores - exact) <= bounds).all()
+        assert np.median(bounds) < 0.05  # and they are not vacuous
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: o.describe())
+def test_shards_merged_give_the_single_workers_answer(tmp_path, options):
+    rows = features(2000, 64, 3)
+    store, _ = library(tmp_path, rows)
+    raw = rows[17] + 0.2 * features(1, 64, 4)[0]
+    raw /= np.linalg.norm(raw)
+    single = worker_ranking(store, options, raw, 12)
+    sharded = worker_ranking(store, options, raw, 12, shards=3)
+    assert [p for p, _, _ in sharded] == [p for p, _, _ in single]
+    assert [s for *_, s in sharded] == pytest.approx([s for *_, s in single], abs=1e-6)
+
+
+def test_near_ties_below_int8_resolution_come_out_exactly(tmp_path):
+    rows = features(2000, 128, 5)
+    # 300 near-copies of row 500: they differ by far less than an int8 step
+    rows[:300] = rows[500] + 1e-4 * features(300, 128, 6)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    store, paths = library(tmp_path, rows)
+    for options in (RankOptions(), RankOptions(center=True)):
+        got = worker_ranking(store, options, rows[500], 20)
+        assert got == float32_ranking(store, rows, paths, options, rows[500], 20)
+
+
+def test_copies_come_in_path_order(tmp_path):
+    rows = features(50, 16, 7)
+    rows[[40, 3, 22]] = rows[9]
+    store, paths = library(tmp_path, rows)
+    got = worker_ranking(store, RankOptions(), rows[9], 4)
+    assert [p for p, _, _ in got] == [paths[i] for i in (3, 9, 22, 40)]
+    assert len({s for *_, s in got}) == 1
+
+
+def test_more_asked_than_held(tmp_path):
+    rows = features(3, 8, 8)
+    store, paths = library(tmp_path, rows)
+    assert (
+        sorted(p for p, _, _ in worker_ranking(store, RankOptions(center=True), rows[0], 9))
+        == paths
+    )
+
+
+def test_views_are_made_once_per_state_of_the_index(tmp_path):
+    rows = features(100, 8, 9)
+    store, _ = library(tmp_path, rows)
     cache = IndexCache()
-    store.add("i", [("a.jpg", "h1"), ("b.jpg", "h2")], {"h1": raw(1, 0), "h2": raw(0, 1)})
-    cache.get(store, "i")
-    store.add("i", [("a.jpg", "h3")], {"h3": raw(1, 1)})
     index = cache.get(store, "i")
-    assert index.paths == ["a.jpg", "b.jpg"]
-    assert index.matrix.shape == (2, 2)
-    assert np.allclose(index.matrix[index.row_of["a.jpg"]], [math.sqrt(0.5)] * 2)
-
-
-def test_cache_is_per_index_and_per_store(tmp_path, store):
-    other = SqliteStore(tmp_path / "other.db")
-    other.open_index("i", "m", "w")
-    store.open_index("j", "m", "w")
-    store.add("i", [("a.jpg", "h1")], {"h1": raw(1, 0)})
-    store.add("j", [("b.jpg", "h2")], {"h2": raw(0, 1)})
-    other.add("i", [("c.jpg", "h3")], {"h3": raw(1, 1)})
-    cache = IndexCache()
-    assert cache.get(store, "i").paths == ["a.jpg"]
-    assert cache.get(store, "j").paths == ["b.jpg"]
-    assert cache.get(other, "i").paths == ["c.jpg"]
-    other.db.close()
+    first = view(index, store, "i", RankOptions(center=True))
+    assert view(index, store, "i", RankOptions(center=True)) is first
+    store.add("i", [("new", "h0")], {})
+    index = cache.get(store, "i")
+    again = view(index, store, "i", RankOptions(center=True))
+    assert again is not first and len(again.inverse) == 101
+    assert np.allclose(again.transform.mean, (rows.sum(axis=0) + rows[0]) / 101, atol=1e-7)
 
 
 def test_alpha_qe_adds_the_top_neighbours_weighted_by_similarity_cubed():

@@ -1,54 +1,85 @@
 import numpy as np
 import pytest
 
-from cbirq.scan import MARGIN, coarse_scores, compact, top_rows
+from cbirq.scan import CompactRows, Z, candidates
 
 
-def unit_rows(n: int, d: int, seed: int) -> np.ndarray:
+def unit_rows(n: int, d: int, seed: int, relu: bool = False) -> np.ndarray:
     rows = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    if relu:  # as CNN features: non-negative, with a large part shared by all
+        rows = np.maximum(rows + 0.5, 0) ** 2
     return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
-def exact_top(matrix16: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
-    scores = matrix16.astype(np.float64) @ query.astype(np.float64)
-    return np.argsort(-scores, kind="stable")[:k]
+def compact(rows: np.ndarray) -> CompactRows:
+    packed = CompactRows(rows.shape[1])
+    packed.put(np.arange(len(rows)), rows)
+    return packed
 
 
-def test_compact_rows_take_two_bytes_per_dimension():
-    matrix = compact(unit_rows(10, 64, 0))
-    assert matrix.dtype == np.float16 and matrix.nbytes == 10 * 64 * 2
+def dequantised(packed: CompactRows) -> np.ndarray:
+    return np.concatenate([block for _, block in packed.blocks()])
 
 
-@pytest.mark.parametrize("d", [64, 1280])
-def test_coarse_scores_are_within_the_margin(d):
-    matrix, query = compact(unit_rows(3000, d, 1)), unit_rows(1, d, 2)[0]
-    error = np.abs(coarse_scores(matrix, query) - matrix.astype(np.float64) @ query)
-    assert error.max() < MARGIN / 2
+def kernel_error(packed: CompactRows, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How far the kernel's dot products are from exact ones of the dequantised rows, and
+    the bound on that: what `dots` says, and the rows' slack without its int8 part."""
+    dots, error = packed.dots(query)
+    exact = dequantised(packed).astype(np.float64) @ query
+    arithmetic = packed.slack[: len(packed)] - Z * packed.scale()
+    return np.abs(dots - exact), error + arithmetic * np.linalg.norm(query) + 1e-9
 
 
-def test_top_rows_match_an_exact_scan_even_among_near_ties():
-    base = unit_rows(2000, 128, 3)
-    # 300 near-copies of one row: their scores differ by less than float16 can tell apart
-    base[:300] = base[500] + 1e-3 * unit_rows(300, 128, 4)
-    base /= np.linalg.norm(base, axis=1, keepdims=True)
-    matrix = compact(base)
-    query = base[500] + 0.01 * unit_rows(1, 128, 5)[0]
-    query /= np.linalg.norm(query)
-    rows, scores = top_rows(matrix, query, 10)
-    assert rows.tolist() == exact_top(matrix, query, 10).tolist()
-    assert scores == pytest.approx(matrix[rows].astype(np.float64) @ query, abs=1e-6)
-    assert scores.dtype == np.float32 and list(scores) == sorted(scores, reverse=True)
+def test_rows_take_one_byte_per_dimension_and_round_by_half_a_scale_at_most():
+    rows = unit_rows(50, 1280, 0, relu=True)
+    packed = compact(rows)
+    assert packed.codes.dtype.itemsize == 1 and packed.codes[: len(packed)].numel() == 50 * 1280
+    error = np.abs(dequantised(packed) - rows)
+    assert (error <= packed.scale()[:, None] / 2 + 1e-9).all()
+    assert np.allclose(packed.norms[:50], 1, atol=1e-6)
+    assert np.allclose(packed.slack[:50], Z * packed.scale() + 2.0**-12, atol=1e-9)
 
 
-def test_exact_ties_come_in_row_order():
-    row = unit_rows(1, 32, 6)
-    matrix = compact(np.vstack([unit_rows(5, 32, 7), row, row, unit_rows(5, 32, 8), row]))
-    rows, _ = top_rows(matrix, row[0], 3)
-    assert rows.tolist() == [5, 6, 12]
+@pytest.mark.parametrize("d", [1, 2, 3, 7, 64, 100, 1280, 2048])
+def test_any_row_length_is_padded_for_the_kernel(d):
+    # the int8 kernel crashes the process on rows that are not a multiple of 16 long
+    rows = unit_rows(9, d, 1)
+    packed = compact(rows)
+    error, bound = kernel_error(packed, unit_rows(1, d, 2)[0])
+    assert error.shape == (9,) and (error <= bound).all()
 
 
-def test_k_beyond_the_rows_and_empty_matrices():
-    matrix = compact(unit_rows(3, 16, 9))
-    assert len(top_rows(matrix, matrix[0].astype(np.float32), 10)[0]) == 3
-    rows, scores = top_rows(compact(np.zeros((0, 16))), np.ones(16, np.float32), 5)
-    assert rows.size == scores.size == 0
+@pytest.mark.parametrize("relu", [False, True])
+def test_the_kernels_rounding_stays_within_its_bound(relu):
+    packed = compact(unit_rows(5000, 1280, 3, relu))
+    error, bound = kernel_error(packed, unit_rows(1, 1280, 4, relu)[0])
+    assert (error <= bound).all()
+    assert np.median(bound) < 5e-3  # and the bound is not vacuous
+
+
+def test_rows_grow_in_batches_and_can_be_rewritten():
+    rows = unit_rows(3000, 16, 5)
+    packed = CompactRows(16)
+    for start in range(0, 3000, 700):
+        packed.put(np.arange(start, min(start + 700, 3000)), rows[start : start + 700])
+    assert len(packed) == 3000 and len(packed.codes) >= 3000
+    packed.put(np.array([5, 2999]), rows[[0, 1]])
+    again = dequantised(packed)
+    assert np.allclose(again[[5, 2999]], again[[0, 1]])
+    assert np.allclose(again[6:2999], rows[6:2999], atol=0.02)
+
+
+def test_zero_rows_stay_zero():
+    packed = compact(np.zeros((2, 8), np.float32))
+    assert (dequantised(packed) == 0).all() and (packed.dots(np.ones(8))[0] == 0).all()
+
+
+def test_candidates_keep_every_row_whose_range_reaches_the_kth_worst_case():
+    scores = np.array([0.9, 0.5, 0.8, 0.79, 0.1, 0.7])
+    bounds = np.array([0.01, 0.01, 0.01, 0.02, 0.5, 0.05])
+    # the 2nd best worst case is 0.79 (row 2): row 3 (up to 0.81) reaches it, 4 and 5 do not
+    assert candidates(scores, bounds, 2).tolist() == [0, 2, 3]
+    assert candidates(scores, np.zeros(6), 1).tolist() == [0]
+    assert candidates(scores, bounds, 10).tolist() == list(range(6))
+    assert candidates(scores, bounds, 0).tolist() == []
+    assert candidates(np.zeros(0), np.zeros(0), 3).tolist() == []

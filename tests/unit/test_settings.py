@@ -115,6 +115,8 @@ def test_integer_settings():
     assert config.threads == 3
     assert config.result_timeout == 7.0
     assert load({}).threads is None
+    assert (load({}).rank_shards, load({"CBIRQ_RANK_SHARDS": "4"}).rank_shards) == (1, 4)
+    assert load({"CBIRQ_RANK_SHARDS": "0"}).rank_shards == 1
 
 
 def test_shared_roots_are_resolved_and_split_like_path(tmp_path, monkeypatch):
@@ -135,6 +137,7 @@ def test_shared_roots_are_resolved_and_split_like_path(tmp_path, monkeypatch):
         "CBIRQ_RESULT_TIMEOUT",
         "CBIRQ_CONNECT_TIMEOUT",
         "CBIRQ_LEASE_TTL",
+        "CBIRQ_RANK_SHARDS",
     ],
 )
 @pytest.mark.parametrize("raw", ["four", "1.5", "12s"])

@@ -45,12 +45,12 @@ def test_bytes_round_trip_only_for_the_same_stamp():
 def test_for_index_learns_once_per_state_and_stores_it(tmp_path, monkeypatch):
     store = SqliteStore(tmp_path / "s.sqlite3")
     data = correlated()
-    first = for_index(store, "lib", data, "a")
+    first = for_index(store, "lib", lambda: data, "a")
     assert store.get_artifact(artifact_key("lib")) is not None
     monkeypatch.setattr("cbirq.whitening.learn", lambda *_: pytest.fail("learned again"))
-    assert np.array_equal(for_index(store, "lib", data, "a").projection, first.projection)
+    assert np.array_equal(for_index(store, "lib", lambda: data, "a").projection, first.projection)
     monkeypatch.undo()
-    changed = for_index(store, "lib", data[:100], "b")
+    changed = for_index(store, "lib", lambda: data[:100], "b")
     assert not np.allclose(changed.projection, first.projection)
 
 

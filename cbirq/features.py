@@ -1,0 +1,30 @@
+"""Feature vectors from the store as float32 numpy rows (the store itself keeps raw bytes)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from cbirq.store import Store
+
+BATCH = 4096  # vectors per store read when loading an index: a few MB at a time
+
+
+def read(store: Store, name: str, hashes: Sequence[str]) -> np.ndarray:
+    """The float32 features of `hashes`, one row each, in order (each distinct hash read once).
+    Stores write features before the entries that point at them, so every hash an entry names
+    has its vector."""
+    unique = list(dict.fromkeys(hashes))
+    if not unique:
+        return np.zeros((0, 0), np.float32)
+    raw = store.features(name, unique)
+    found = np.stack([np.frombuffer(vector, dtype="<f4") for vector in raw])
+    row_of = {h: i for i, h in enumerate(unique)}
+    return found[[row_of[h] for h in hashes]].astype(np.float32, copy=False)
+
+
+def read_index(store: Store, name: str) -> tuple[list[str], np.ndarray]:
+    """Every image path of the index, sorted, and its float32 features."""
+    entries = sorted(store.entries(name).items())
+    return [p for p, _ in entries], read(store, name, [h for _, h in entries])
