@@ -118,13 +118,16 @@ def train_epoch(
         len(order) // config.batch_size
     )  # drop the ragged last batch: BatchNorm dislikes tiny ones
     smoothing = 0.1 if config.fast else 0.0
+    # Ten epochs leave ResNet20 underfitting: the fast recipe shifts crops by up to 2 pixels,
+    # not 4 (+0.9 points on 5,000 held-out training images; README, "Training").
+    pad = 2 if config.fast else 4
     total_loss = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     for step in range(steps):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(config, epoch, step, steps)
         idx = order[step * config.batch_size : (step + 1) * config.batch_size]
-        x, y = normalize(augment(data.train_x[idx], generator)), data.train_y[idx]
+        x, y = normalize(augment(data.train_x[idx], generator, pad)), data.train_y[idx]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(x)
             loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
@@ -139,17 +142,36 @@ def train_epoch(
     return total_loss.item() / max(1, steps), correct.item() / seen
 
 
+View = tuple[int, int, bool]  # (rows down, columns right, mirrored): a test-time view
+PLAIN: tuple[View, ...] = ((0, 0, False),)
+# The fast recipe averages the logits of six views: the image, shifted one pixel diagonally
+# either way, each also mirrored: on 5,000 held-out training images, +1.3 to +1.4 points over
+# the plain view and +0.3 to +0.5 over plain and mirrored, in two runs (README, "Training").
+SIX_VIEWS: tuple[View, ...] = tuple((d, d, m) for d in (0, 1, -1) for m in (False, True))
+
+
+def view(x: torch.Tensor, shift: View) -> torch.Tensor:
+    """A uint8 batch shifted (zero fill, as training's crops pad) and optionally mirrored."""
+    down, right, mirrored = shift
+    padded = F.pad(x, (1, 1, 1, 1))
+    h, w = x.shape[-2:]
+    out = padded[..., 1 - down : 1 - down + h, 1 - right : 1 - right + w]
+    return out.flip(3) if mirrored else out
+
+
 @torch.no_grad()
-def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, flip: bool) -> tuple[float, float]:
-    """Loss and accuracy; with `flip`, logits averaged with the mirrored image's."""
+def evaluate(
+    net: nn.Module, x: torch.Tensor, y: torch.Tensor, views: tuple[View, ...] = PLAIN
+) -> tuple[float, float]:
+    """Loss and accuracy of the logits averaged over `views` of each image."""
     net.eval()
     loss, correct = 0.0, 0
     for i in range(0, len(x), 1000):
-        batch = normalize(x[i : i + 1000])
+        logits = 0
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
-            logits = net(batch).float()
-            if flip:
-                logits = (logits + net(batch.flip(3)).float()) / 2
+            for shift in views:
+                logits = logits + net(normalize(view(x[i : i + 1000], shift))).float()
+        logits = logits / len(views)
         loss += F.cross_entropy(logits, y[i : i + 1000], reduction="sum").item()
         correct += (logits.argmax(1) == y[i : i + 1000]).sum().item()
     return loss / len(x), correct / len(x)
@@ -182,7 +204,9 @@ def train(
         began = time.perf_counter()
         train_loss, train_acc = train_epoch(model, optimizer, data, config, epoch, progress)
         seconds = time.perf_counter() - began
-        test_loss, test_acc = evaluate(net, data.test_x, data.test_y, flip=config.fast)
+        test_loss, test_acc = evaluate(
+            net, data.test_x, data.test_y, SIX_VIEWS if config.fast else PLAIN
+        )
         history.append(
             {
                 "epoch": epoch + 1,

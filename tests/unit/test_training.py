@@ -19,13 +19,16 @@ from cbirq.plot import COLORS, SIZE, accuracy_plot
 from cbirq.train_config import TrainConfig
 from cbirq.training import (
     COMPILE_MIN_STEPS,
+    SIX_VIEWS,
     checkpoint_bytes,
+    evaluate,
     for_training,
     lr_at,
     make_optimizer,
     read_checkpoint,
     restore,
     train,
+    view,
 )
 from tests.conftest import cifar_arrays
 
@@ -445,6 +448,30 @@ def test_fast_schedule_trains_with_flip_evaluation():
     assert history[0]["lr"] == pytest.approx(0.04)  # the schedule at the start of epoch 1
     assert history[1]["lr"] == pytest.approx(0.4 * 0.5 / 0.8)
     assert run.final["config"]["schedule"] == "fast"
+
+
+def test_view_shifts_with_zero_fill_and_mirrors():
+    x = torch.arange(1, 10, dtype=torch.uint8).view(1, 1, 3, 3)
+    assert view(x, (0, 0, False)).equal(x)
+    assert view(x, (1, 1, False))[0, 0].tolist() == [[0, 0, 0], [0, 1, 2], [0, 4, 5]]
+    assert view(x, (-1, -1, True))[0, 0].tolist() == [[0, 6, 5], [0, 9, 8], [0, 0, 0]]
+
+
+def test_six_views_are_the_image_and_its_diagonal_shifts_each_mirrored():
+    assert sorted(SIX_VIEWS) == sorted((d, d, m) for d in (-1, 0, 1) for m in (False, True))
+
+
+def test_evaluate_averages_the_logits_of_the_views():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 10))
+    x = torch.randint(0, 256, (50, 3, 4, 4), dtype=torch.uint8)
+    y = torch.randint(0, 10, (50,))
+    with torch.no_grad():
+        logits = sum(net(normalize(view(x, v))) for v in SIX_VIEWS) / len(SIX_VIEWS)
+    loss, acc = evaluate(net, x, y, SIX_VIEWS)
+    assert loss == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
+    assert acc == (logits.argmax(1) == y).sum().item() / len(y)
+    assert evaluate(net, x, y) != (loss, acc)  # one plain view is another answer
 
 
 # The accuracy plot
