@@ -16,6 +16,10 @@ pytestmark = pytest.mark.integration
 
 EPOCH = re.compile(r"^epoch +(\d+)/(\d+)  lr ", re.MULTILINE)
 
+# Enough epochs for a job to be cancelled while it runs: 800 steps (2 an epoch) stay below
+# cbirq.training.COMPILE_MIN_STEPS, so the job starts at once rather than after compiling.
+LONG_RUN = ["--epochs", "400", "--batch-size", "16"]
+
 
 @pytest.fixture(scope="module")
 def trainer(broker_env, tmp_path_factory):
@@ -133,7 +137,7 @@ def test_a_bad_checkpoint_fails_the_job_on_the_worker(trainer, broker_env, tree,
 
 
 def test_cancel_stops_a_running_job_and_keeps_its_checkpoint(trainer, broker_env, tree, tmp_path):
-    job_id = submit(broker_env, "--data", str(tree), "--epochs", "500", "--batch-size", "16")
+    job_id = submit(broker_env, "--data", str(tree), *LONG_RUN)
     wait_until(lambda: status(broker_env, job_id)["epoch"] >= 1, 120, "the first epoch")
     cancelled = run_cli("cancel", job_id, env=broker_env)
     assert cancelled.returncode == 0, cancelled.stderr
@@ -141,8 +145,8 @@ def test_cancel_stops_a_running_job_and_keeps_its_checkpoint(trainer, broker_env
     waited = run_cli("wait", job_id, env=broker_env, timeout=60)
     assert waited.returncode == 1
     job = status(broker_env, job_id)
-    assert job["state"] == "cancelled" and 1 <= job["epoch"] < 500
-    assert waited.stderr.strip() == f"Error: job {job_id} was cancelled at epoch {job['epoch']}/500"
+    assert job["state"] == "cancelled" and 1 <= job["epoch"] < 400
+    assert waited.stderr.strip() == f"Error: job {job_id} was cancelled at epoch {job['epoch']}/400"
     latest = tmp_path / "latest.pth"
     assert run_cli("fetch", job_id, "--latest", "-o", str(latest), env=broker_env).returncode == 0
     assert torch.load(latest, weights_only=True)["epoch"] == job["epoch"]
@@ -151,7 +155,7 @@ def test_cancel_stops_a_running_job_and_keeps_its_checkpoint(trainer, broker_env
 
 
 def test_a_cancelled_queued_job_never_runs(trainer, broker_env, tree):
-    blocker = submit(broker_env, "--data", str(tree), "--epochs", "500", "--batch-size", "16")
+    blocker = submit(broker_env, "--data", str(tree), *LONG_RUN)
     queued = submit(broker_env, "--data", str(tree), "--epochs", "1")
     assert run_cli("cancel", queued, env=broker_env).stdout.strip() == f"cancelled job {queued}"
     assert run_cli("cancel", blocker, env=broker_env).returncode == 0
