@@ -20,9 +20,10 @@ from cbirq.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 
-# torch.compile fuses BatchNorm, ReLU and the residual adds around the convolutions: a step takes
-# 1.5x less time on a 2-core CPU (scripts/bench_train.py). Compiling takes about half a minute,
-# which only a run of many steps wins back, so short runs stay eager.
+# torch.compile fuses BatchNorm, ReLU and the residual adds around the convolutions. On a 2-core
+# CPU a step took 0.65-0.71x the eager time while other work loaded the cores, but 1.1x on the
+# idle machine (scripts/bench_train.py; README, "Training"). Compiling takes up to half a minute,
+# which only a run of many steps could win back, so short runs stay eager.
 COMPILE_MIN_STEPS = 1000
 
 
