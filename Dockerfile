@@ -4,9 +4,6 @@ FROM python:3.11-slim
 ARG TORCH_INDEX=""
 ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 CBIRQ_HOME=/data/cbirq TORCH_HOME=/models/torch
 WORKDIR /app
-# g++: torch.compile builds its fused CPU kernels for training with it (cbirq/training.py).
-RUN apt-get update && apt-get install -y --no-install-recommends g++ \
-    && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md ./
 COPY cbirq ./cbirq
 RUN pip install ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} ".[onnx]" \

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import logging
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -17,14 +15,6 @@ from cbirq.cifar import Cifar, augment, normalize
 from cbirq.errors import CbirqError
 from cbirq.models import resnet20
 from cbirq.train_config import TrainConfig
-
-log = logging.getLogger(__name__)
-
-# torch.compile fuses BatchNorm, ReLU and the residual adds around the convolutions. On a 2-core
-# CPU a step took 0.65-0.71x the eager time while other work loaded the cores, but 1.1x on the
-# idle machine (scripts/bench_train.py; README, "Training"). Compiling takes up to half a minute,
-# which only a run of many steps could win back, so short runs stay eager.
-COMPILE_MIN_STEPS = 1000
 
 
 def lr_at(config: TrainConfig, epoch: int, step: int = 0, steps: int = 1) -> float:
@@ -84,20 +74,6 @@ def restore(net: nn.Module, optimizer: torch.optim.Optimizer, checkpoint: dict) 
         except (ValueError, KeyError, TypeError) as exc:
             raise CbirqError(f"the checkpoint's optimizer state does not fit: {exc}") from None
     return int(checkpoint.get("epoch", 0)), list(checkpoint.get("history", []))
-
-
-def for_training(net: nn.Module, steps: int) -> nn.Module:
-    """`net` compiled for a run of `steps` steps where that pays off; parameters are shared."""
-    from torch._dynamo import config as dynamo_config
-    from torch._inductor import config as inductor_config
-
-    if steps < COMPILE_MIN_STEPS:
-        return net
-    if not any(cxx and shutil.which(cxx) for cxx in inductor_config.cpp.cxx):
-        log.warning("no C++ compiler for torch.compile; training uncompiled")
-        return net
-    dynamo_config.suppress_errors = True  # a graph it cannot compile runs eagerly, not fails
-    return torch.compile(net)
 
 
 Progress = Callable[[int, int, int], None]  # (epoch, step, steps)
@@ -198,12 +174,10 @@ def train(
     if start >= config.epochs:
         raise CbirqError(f"the checkpoint is at epoch {start}; ask for more than {start} --epochs")
     data = data.to(device)
-    steps = (config.epochs - start) * (len(data.train_x) // config.batch_size)
-    model = for_training(net, steps)
     checkpoint: dict = {}
     for epoch in range(start, config.epochs):
         began = time.perf_counter()
-        train_loss, train_acc = train_epoch(model, optimizer, data, config, epoch, progress)
+        train_loss, train_acc = train_epoch(net, optimizer, data, config, epoch, progress)
         seconds = time.perf_counter() - began
         test_loss, test_acc = evaluate(
             net, data.test_x, data.test_y, SIX_VIEWS if config.fast else PLAIN

@@ -2,9 +2,8 @@
 
 The course's loop: torchvision ImageFolder + per-image PIL RandomCrop(32, padding=4),
 RandomHorizontalFlip, ToTensor, Normalize in a DataLoader with 2 workers, batch 128, SGD.
-cbirq's: the whole training set as a uint8 tensor, crop and flip on whole batches, channels_last,
-eager and compiled (as a 10-epoch run trains: `cbirq.training.for_training`). All train the same
-ResNet20 for the same number of batches; times are per full epoch
+cbirq's: the whole training set as a uint8 tensor, crop and flip on whole batches, channels_last.
+Both train the same ResNet20 for the same number of batches; times are per full epoch
 (extrapolated from `--batches`).
 
     python scripts/bench_train.py --data data/cifar10 [--batches 100]
@@ -26,7 +25,7 @@ from torchvision import datasets, transforms
 from cbirq.cifar import MEAN, STD, augment, load_cifar, normalize
 from cbirq.models import resnet20
 from cbirq.train_config import TrainConfig
-from cbirq.training import for_training, make_optimizer
+from cbirq.training import make_optimizer
 
 BATCH = 128
 EPOCH_BATCHES = 50_000 // BATCH
@@ -61,26 +60,24 @@ def course_loop(data: Path, batches: int) -> float:
     return time.perf_counter() - began
 
 
-def cbirq_loop(data: Path, batches: int, cache: Path, compiled: bool) -> tuple[float, float]:
-    """Seconds for the first step (which compiles) and for the `batches` steps after it."""
+def cbirq_loop(data: Path, batches: int, cache: Path) -> float:
+    """Seconds for `batches` steps of cbirq's loop (after one warm-up step)."""
     cifar = load_cifar(data, cache)
     net = resnet20().to(memory_format=torch.channels_last)
     opt = make_optimizer(net, TrainConfig())
-    model = for_training(net, 10 * EPOCH_BATCHES) if compiled else net
     generator = torch.Generator().manual_seed(0)
     order = torch.randperm(len(cifar.train_x), generator=generator)
-    model.train()
-    began = time.perf_counter()
+    net.train()
     for step in range(batches + 1):
         if step == 1:
-            first, began = time.perf_counter() - began, time.perf_counter()
+            began = time.perf_counter()
         idx = order[step * BATCH : (step + 1) * BATCH]
         x, y = normalize(augment(cifar.train_x[idx], generator)), cifar.train_y[idx]
-        loss = F.cross_entropy(model(x), y)
+        loss = F.cross_entropy(net(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return first, time.perf_counter() - began
+    return time.perf_counter() - began
 
 
 def main() -> None:
@@ -97,17 +94,12 @@ def main() -> None:
     print(f"machine: {cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}")
     load_cifar(args.data, args.cache)  # decode once, outside the timing
     per_epoch = EPOCH_BATCHES / args.batches
-    _, eager = cbirq_loop(args.data, args.batches, args.cache, compiled=False)
-    compiling, compiled = cbirq_loop(args.data, args.batches, args.cache, compiled=True)
+    cbirq = cbirq_loop(args.data, args.batches, args.cache) * per_epoch
     course = course_loop(args.data, args.batches) * per_epoch
     print("| loop | seconds per epoch (50,000 images, batch 128) | speed-up |")
     print("| --- | ---: | ---: |")
     print(f"| course: PIL transforms, DataLoader(2 workers) | {course:.1f} | 1.00 x |")
-    for name, seconds in (("eager", eager), ("compiled", compiled)):
-        epoch = seconds * per_epoch
-        speedup = course / epoch
-        print(f"| cbirq: uint8 tensor, batched crop/flip, {name} | {epoch:.1f} | {speedup:.2f} x |")
-    print(f"compiling took {compiling:.0f} s once, in the first step")
+    print(f"| cbirq: uint8 tensor, batched crop/flip | {cbirq:.1f} | {course / cbirq:.2f} x |")
 
 
 if __name__ == "__main__":

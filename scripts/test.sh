@@ -4,16 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# redis-server: the integration tests start their own on a free port. g++: torch.compile
-# builds training's fused CPU kernels with it.
-missing=""
-command -v redis-server >/dev/null || missing="$missing redis-server"
-command -v g++ >/dev/null || missing="$missing g++"
-if [ -n "$missing" ]; then
-  echo "installing$missing"
+# redis-server: the integration tests start their own on a free port.
+if ! command -v redis-server >/dev/null; then
+  echo "installing redis-server"
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  $sudo apt-get install -y -qq $missing >/dev/null
+  $sudo apt-get install -y -qq redis-server >/dev/null
 fi
 scripts/setup.sh
 .venv/bin/ruff check cbirq tests scripts

@@ -69,8 +69,7 @@ def test_wait_resumes_a_job_whose_process_was_killed(tree, tmp_path):
 
 
 def test_wait_does_not_start_a_job_that_is_running_elsewhere(tree):
-    # Long enough to be cancelled while running; 900 steps (6 an epoch) stay below
-    # COMPILE_MIN_STEPS, so the run starts at once rather than after compiling.
+    # Long enough to be cancelled while running.
     proc, job_id = start_training(tree, epochs=150)
     wait_until(lambda: job(job_id)["epoch"] >= 1, 120, "the first epoch")
     cancelled = run_cli("cancel", job_id, env=ENV)

@@ -16,8 +16,7 @@ pytestmark = pytest.mark.integration
 
 EPOCH = re.compile(r"^epoch +(\d+)/(\d+)  lr ", re.MULTILINE)
 
-# Enough epochs for a job to be cancelled while it runs: 800 steps (2 an epoch) stay below
-# cbirq.training.COMPILE_MIN_STEPS, so the job starts at once rather than after compiling.
+# Enough epochs for a job to be cancelled while it runs.
 LONG_RUN = ["--epochs", "400", "--batch-size", "16"]
 
 

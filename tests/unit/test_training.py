@@ -18,11 +18,9 @@ from cbirq.models import ResNet, resnet20
 from cbirq.plot import COLORS, SIZE, accuracy_plot
 from cbirq.train_config import TrainConfig
 from cbirq.training import (
-    COMPILE_MIN_STEPS,
     SIX_VIEWS,
     checkpoint_bytes,
     evaluate,
-    for_training,
     lr_at,
     make_optimizer,
     read_checkpoint,
@@ -74,40 +72,6 @@ def test_resnet20_accepts_channels_last_input_and_gives_the_same_answer():
         net = net.to(memory_format=torch.channels_last)
         fast = net(x.contiguous(memory_format=torch.channels_last))
     assert torch.allclose(plain, fast, atol=1e-4)
-
-
-def test_short_runs_train_the_net_itself():
-    net = resnet20()
-    assert for_training(net, COMPILE_MIN_STEPS - 1) is net
-
-
-def test_long_runs_train_a_compiled_net_that_computes_what_the_net_does():
-    torch.manual_seed(0)
-    net = resnet20().to(memory_format=torch.channels_last).train()
-    x = torch.randn(8, 3, 32, 32).contiguous(memory_format=torch.channels_last)
-    y = torch.arange(8) % 10
-    model = for_training(net, COMPILE_MIN_STEPS)
-    assert model is not net
-
-    def loss_and_grads(module):
-        net.zero_grad()
-        loss = torch.nn.functional.cross_entropy(module(x), y)
-        loss.backward()
-        return loss.item(), torch.cat([p.grad.flatten() for p in net.parameters()])
-
-    eager_loss, eager_grads = loss_and_grads(net)
-    compiled_loss, compiled_grads = loss_and_grads(model)
-    assert compiled_loss == pytest.approx(eager_loss, rel=1e-4)
-    # fused kernels sum in another order; the gradient may differ by rounding alone
-    assert torch.nn.functional.cosine_similarity(eager_grads, compiled_grads, dim=0) > 0.9999
-
-
-def test_without_a_cxx_compiler_training_stays_eager(monkeypatch):
-    from torch._inductor import config
-
-    monkeypatch.setattr(config.cpp, "cxx", (None, "/nonexistent/g++"))
-    net = resnet20()
-    assert for_training(net, COMPILE_MIN_STEPS) is net
 
 
 # Learning-rate schedules
