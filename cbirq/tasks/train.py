@@ -86,13 +86,12 @@ def train_cifar(self, job_id: str) -> dict:
     if record.job["state"] in TERMINAL:
         return {"id": job_id, "state": record.job["state"]}
     worker = self.request.hostname  # None in-process
-    cancel = artifact_key(job_id, "cancel")
     beat = Heartbeat(
         store,
         lease_key(job_id),
         f"{worker or socket.gethostname()}:{os.getpid()}",
         settings.lease_ttl,
-        lambda: store.get_artifact(cancel) is not None,
+        lambda: _cancelled(store, job_id),
     )
     if not beat.acquire():
         # Another delivery is training it. Check back once its lease could have lapsed, well
@@ -100,22 +99,32 @@ def train_cifar(self, job_id: str) -> dict:
         countdown = min(settings.lease_ttl, settings.visibility_timeout / 2)
         raise self.retry(countdown=countdown, max_retries=None)
     with beat:
-        if store.get_artifact(cancel) is not None:
+        return {"id": job_id, "state": _train_leased(store, record, beat, worker)}
+
+
+def _cancelled(store: Store, job_id: str) -> bool:
+    return store.get_artifact(artifact_key(job_id, "cancel")) is not None
+
+
+def _train_leased(store: Store, record: JobRecord, beat: Heartbeat, worker: str | None) -> str:
+    """Train the job while holding its lease, recording how it ends; returns its state."""
+    job_id = record.job["id"]
+    if _cancelled(store, job_id):
+        record.update(state="cancelled")
+        return "cancelled"
+    record.update(state="running", worker=worker, error=None)
+    try:
+        final = _run(store, record, beat)
+    except Stopped as stop:
+        if stop.reason == "cancelled":
             record.update(state="cancelled")
-            return {"id": job_id, "state": "cancelled"}
-        record.update(state="running", worker=worker, error=None)
-        try:
-            final = _run(store, record, beat)
-        except Stopped as stop:
-            if stop.reason == "cancelled":
-                record.update(state="cancelled")
-            return {"id": job_id, "state": stop.reason}
-        except runtime.TRANSIENT:
-            raise  # retried from the last checkpoint
-        except Exception as exc:  # recorded, or `cbirq wait` would follow a dead job for ever
-            error = str(exc) if isinstance(exc, CbirqError) else f"{type(exc).__name__}: {exc}"
-            record.update(state="failed", error=error)
-            raise
-        store.put_artifact(artifact_key(job_id, "final"), checkpoint_bytes(final))
-        record.update(state="done", epoch=final["epoch"])
-    return {"id": job_id, "state": "done"}
+        return stop.reason
+    except runtime.TRANSIENT:
+        raise  # retried from the last checkpoint
+    except Exception as exc:  # recorded, or `cbirq wait` would follow a dead job for ever
+        error = str(exc) if isinstance(exc, CbirqError) else f"{type(exc).__name__}: {exc}"
+        record.update(state="failed", error=error)
+        raise
+    store.put_artifact(artifact_key(job_id, "final"), checkpoint_bytes(final))
+    record.update(state="done", epoch=final["epoch"])
+    return "done"
