@@ -34,6 +34,15 @@ class Cifar:
             *(t.to(device) for t in (self.train_x, self.train_y, self.test_x, self.test_y))
         )
 
+    def held_out(self, size: int, seed: int = 1234) -> Cifar:
+        """Training images split in two, `size` of them in place of the test split: choosing a
+        recipe on those leaves the test images unconsulted."""
+        if not 0 < size < len(self.train_x):
+            raise CbirqError(f"cannot hold out {size} of {len(self.train_x)} training images")
+        order = torch.randperm(len(self.train_x), generator=torch.Generator().manual_seed(seed))
+        train, val = order[size:], order[:size]
+        return Cifar(self.train_x[train], self.train_y[train], self.train_x[val], self.train_y[val])
+
 
 class _ArraysOnly(pickle.Unpickler):
     """CIFAR's batches are pickles by the dataset's own design, holding dicts, lists, strings

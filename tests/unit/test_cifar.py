@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from cbirq import cifar
-from cbirq.cifar import CLASSES, load_cifar
+from cbirq.cifar import CLASSES, Cifar, load_cifar
 from cbirq.errors import CbirqError
 from tests.conftest import CIFAR_CLASSES, cifar_arrays, write_cifar_batches, write_cifar_tree
 
@@ -220,3 +220,26 @@ def test_a_batch_that_would_run_code_is_refused(tmp_path, cifar_batches):
     with pytest.raises(CbirqError, match="posix.mkdir has no place in a CIFAR batch"):
         load_cifar(cifar_batches, tmp_path / "cache")
     assert not marker.exists()
+
+
+def test_held_out_images_come_from_the_training_split_and_leave_the_test_split_alone():
+    data = Cifar(
+        torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1),
+        torch.arange(10),
+        torch.full((3, 1, 1, 1), 99, dtype=torch.uint8),
+        torch.zeros(3, dtype=torch.long),
+    )
+    split = data.held_out(4)
+    assert (len(split.train_x), len(split.test_x)) == (6, 4)
+    train, val = split.train_y.tolist(), split.test_y.tolist()
+    assert sorted(train + val) == list(range(10))  # disjoint, and nothing from the test split
+    assert split.train_x.flatten().tolist() == train  # images stay with their labels
+    assert data.held_out(4).test_y.tolist() == val  # the same split every time
+    assert data.held_out(4, seed=1).test_y.tolist() != val
+
+
+@pytest.mark.parametrize("size", [0, 10])
+def test_holding_out_none_or_all_is_refused(size):
+    data = Cifar(*(torch.zeros(10, dtype=torch.uint8) for _ in range(4)))
+    with pytest.raises(CbirqError, match=f"cannot hold out {size} of 10"):
+        data.held_out(size)
