@@ -127,7 +127,7 @@ def _finish(store: Store, job: dict, out: Path | None) -> None:
     default="recommended",
     show_default=True,
     help="recommended: the course's 5 epochs at lr 0.1 then 5 at 0.01; "
-    "fast: one-cycle with Nesterov, label smoothing and flip at test time.",
+    "fast: one-cycle with Nesterov, label smoothing and six views at test time.",
 )
 @click.option(
     "--lr",
