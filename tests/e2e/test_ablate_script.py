@@ -12,15 +12,21 @@ from tests.conftest import cifar_arrays, write_cifar_tree
 SCRIPT = Path(__file__).parents[2] / "scripts" / "ablate_train.py"
 
 
-def test_the_ablation_trains_on_part_of_the_training_split_and_scores_the_rest(tmp_path):
-    tree = write_cifar_tree(tmp_path / "cifar", cifar_arrays(train_per_class=4))
-    done = subprocess.run(
-        [sys.executable, SCRIPT, "--data", tree, "--cache", tmp_path / "cache"]
-        + ["--hold-out", "10", "--epochs", "2", "--batch-size", "10", "--lr", "0.05"],
+def run_script(*args: object) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, SCRIPT, *args],
         capture_output=True,
         text=True,
         timeout=300,
         env={"OMP_NUM_THREADS": "1", "PATH": ""},
+    )
+
+
+def test_the_ablation_trains_on_part_of_the_training_split_and_scores_the_rest(tmp_path):
+    tree = write_cifar_tree(tmp_path / "cifar", cifar_arrays(train_per_class=4))
+    done = run_script(
+        *("--data", tree, "--cache", tmp_path / "cache", "--hold-out", "10", "--epochs", "2"),
+        *("--batch-size", "10", "--lr", "0.05"),
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
@@ -29,3 +35,9 @@ def test_the_ablation_trains_on_part_of_the_training_split_and_scores_the_rest(t
     result = json.loads(lines[-1])
     assert result["config"] | {"batch_size": 10, "lr": 0.05, "schedule": "fast"} == result["config"]
     assert 0 <= result["held_out_acc"] <= 1
+
+
+def test_missing_data_is_a_one_line_error(tmp_path):
+    done = run_script("--data", tmp_path / "nowhere", "--cache", tmp_path / "cache")
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1
