@@ -18,7 +18,7 @@ class TrainConfig:
     batch_size: int = 128
     seed: int = 0
     momentum: float = 0.9
-    weight_decay: float = 5e-4
+    weight_decay: float | None = None  # None: the schedule's own (5e-4 recommended, 2.5e-4 fast)
     device: str = "auto"  # auto: the worker's GPU if it has one
 
     def __post_init__(self) -> None:
@@ -41,3 +41,11 @@ class TrainConfig:
     @property
     def base_lr(self) -> float:
         return self.lr or (0.4 if self.fast else 0.1)
+
+    @property
+    def base_weight_decay(self) -> float:
+        # Ten epochs leave ResNet20 underfitting, so the fast recipe regularises less: halving
+        # the decay led on 5,000 held-out training images in two seeds (README, "Training").
+        return (
+            self.weight_decay if self.weight_decay is not None else (2.5e-4 if self.fast else 5e-4)
+        )

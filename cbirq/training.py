@@ -35,7 +35,7 @@ def make_optimizer(net: nn.Module, config: TrainConfig) -> torch.optim.SGD:
     decay = [p for p in net.parameters() if p.ndim > 1]
     rest = [p for p in net.parameters() if p.ndim <= 1]
     groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": decay, "weight_decay": config.base_weight_decay},
         {"params": rest, "weight_decay": 0.0},
     ]
     return torch.optim.SGD(

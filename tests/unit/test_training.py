@@ -125,6 +125,15 @@ def test_optimizer_decays_weights_but_not_batchnorm_or_biases():
     assert make_optimizer(net, TrainConfig(schedule="fast")).param_groups[0]["nesterov"]
 
 
+def test_fast_schedule_halves_weight_decay_unless_asked():
+    def decay_of(config: TrainConfig) -> float:
+        return make_optimizer(resnet20(), config).param_groups[0]["weight_decay"]
+
+    assert decay_of(TrainConfig(schedule="fast")) == 2.5e-4
+    assert decay_of(TrainConfig(schedule="fast", weight_decay=1e-3)) == 1e-3
+    assert decay_of(TrainConfig(weight_decay=0.0)) == 0.0
+
+
 # Augmentation and normalisation
 
 
