@@ -2,8 +2,9 @@
 
 Trains exactly as `cbirq submit-train` does (`cbirq.training.train`), on 45,000 of the 50,000
 training images, and evaluates each epoch on the other 5,000 (a fixed split), with the recipe's
-own test-time views. It covers what `submit-train` can change (schedule, lr, batch size, seed);
-the README's ablation tables came from a standalone runner with the same split and loop.
+own test-time views. It covers what `submit-train` can change (schedule, lr, batch size, seed)
+and the weight decay; the README's ablation tables came from a standalone runner with the same
+split and loop.
 
     python scripts/ablate_train.py --data data/cifar10 --schedule fast --batch-size 64 --lr 0.2
 """
@@ -39,6 +40,7 @@ def ablate() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--weight-decay", type=float)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     asked = {
@@ -46,6 +48,7 @@ def ablate() -> None:
         "schedule": args.schedule,
         "lr": args.lr,
         "batch_size": args.batch_size,
+        "weight_decay": args.weight_decay,
         "seed": args.seed,
     }
     config = TrainConfig(**{name: value for name, value in asked.items() if value is not None})

@@ -26,14 +26,15 @@ def test_the_ablation_trains_on_part_of_the_training_split_and_scores_the_rest(t
     tree = write_cifar_tree(tmp_path / "cifar", cifar_arrays(train_per_class=4))
     done = run_script(
         *("--data", tree, "--cache", tmp_path / "cache", "--hold-out", "10", "--epochs", "2"),
-        *("--batch-size", "10", "--lr", "0.05"),
+        *("--batch-size", "10", "--lr", "0.05", "--weight-decay", "0.001"),
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("30 training images, 10 held out;")
     assert [line.split()[:2] for line in lines[1:3]] == [["epoch", "1"], ["epoch", "2"]]
     result = json.loads(lines[-1])
-    assert result["config"] | {"batch_size": 10, "lr": 0.05, "schedule": "fast"} == result["config"]
+    asked = {"batch_size": 10, "lr": 0.05, "weight_decay": 0.001, "schedule": "fast"}
+    assert result["config"] | asked == result["config"]
     assert 0 <= result["held_out_acc"] <= 1
 
 
