@@ -28,6 +28,14 @@ class TrainConfig:
             raise CbirqError(f"unknown device '{self.device}': use {', '.join(DEVICES)}")
         if self.epochs < 1:
             raise CbirqError("--epochs must be at least 1")
+        if self.batch_size < 1:
+            raise CbirqError("--batch-size must be at least 1")
+        # Checked here, not only by the CLI, because scripts build configs too: an lr of 0
+        # would otherwise fall back to the schedule's default without a word.
+        if self.lr is not None and self.lr <= 0:
+            raise CbirqError(f"--lr must be positive, not {self.lr}")
+        if self.weight_decay is not None and self.weight_decay < 0:
+            raise CbirqError(f"--weight-decay must not be negative, not {self.weight_decay}")
 
     @classmethod
     def from_dict(cls, raw: dict) -> TrainConfig:
@@ -40,7 +48,9 @@ class TrainConfig:
 
     @property
     def base_lr(self) -> float:
-        return self.lr or (0.4 if self.fast else 0.1)
+        if self.lr is not None:
+            return self.lr
+        return 0.4 if self.fast else 0.1
 
     @property
     def base_weight_decay(self) -> float:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import cifar_arrays, write_cifar_tree
 
 SCRIPT = Path(__file__).parents[2] / "scripts" / "ablate_train.py"
@@ -38,7 +40,11 @@ def test_the_ablation_trains_on_part_of_the_training_split_and_scores_the_rest(t
     assert 0 <= result["held_out_acc"] <= 1
 
 
-def test_missing_data_is_a_one_line_error(tmp_path):
-    done = run_script("--data", tmp_path / "nowhere", "--cache", tmp_path / "cache")
+@pytest.mark.parametrize(
+    ("extra", "says"), [((), "nowhere"), (("--lr", "0"), "--lr must be positive")]
+)
+def test_bad_input_is_a_one_line_error(tmp_path, extra, says):
+    done = run_script("--data", tmp_path / "nowhere", "--cache", tmp_path / "cache", *extra)
     assert done.returncode == 1
     assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1
+    assert says in done.stderr

@@ -107,8 +107,16 @@ def test_fast_schedule_warms_up_to_the_peak_then_decays_to_zero():
     assert lr_at(scaled, 1, 0, steps) == pytest.approx(0.8)
 
 
-def test_config_refuses_unknown_schedule_device_and_zero_epochs():
-    for bad in ({"schedule": "slow"}, {"device": "tpu"}, {"epochs": 0}):
+def test_config_refuses_unknown_names_and_out_of_range_numbers():
+    for bad in (
+        {"schedule": "slow"},
+        {"device": "tpu"},
+        {"epochs": 0},
+        {"batch_size": 0},
+        {"lr": 0.0},
+        {"lr": -0.1},
+        {"weight_decay": -1e-4},
+    ):
         with pytest.raises(CbirqError):
             TrainConfig(**bad)
     again = TrainConfig.from_dict({**TrainConfig(epochs=3).__dict__, "unknown": 1})
