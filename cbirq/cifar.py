@@ -4,7 +4,10 @@ cache, and augmentation done on whole batches on the training device (as airbenc
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import pickle
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +21,8 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
 BATCHES_DIR = "cifar-10-batches-py"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -109,13 +114,33 @@ def _read_tree(root: Path) -> dict[str, np.ndarray]:
 
 
 def _cache_key(root: Path) -> str:
-    """Changes when files are added, removed or rewritten."""
+    """Changes when files are added, removed or rewritten; not with how `root` was spelled
+    (relative or absolute), so every worker on a machine shares one cache file."""
     digest = hashlib.sha256(str(root.resolve()).encode())
     for path in sorted(root.rglob("*")):
         if path.is_file():
             stat = path.stat()
-            digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+            name = path.relative_to(root).as_posix()
+            digest.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     return digest.hexdigest()[:16]
+
+
+def _write_cache(cache: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Written under a name of its own, then renamed: two workers decoding at once must not
+    rename each other's half-written file (a shared name made the slower one crash). A cache
+    that cannot be written (full disk, read-only mount) costs the next job a decode, not this
+    job its run."""
+    tmp = None
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=cache.stem, suffix=".tmp.npz")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, cache)
+    except OSError as exc:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        log.warning("CIFAR-10 decoded but not cached in %s: %s", cache.parent, exc)
 
 
 def load_cifar(root: Path, cache_dir: Path | None = None) -> Cifar:
@@ -141,10 +166,7 @@ def load_cifar(root: Path, cache_dir: Path | None = None) -> Cifar:
         except (OSError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as exc:
             raise CbirqError(f"malformed CIFAR-10 data in {source}: {exc}") from None
         if cache:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".tmp.npz")
-            np.savez(tmp, **arrays)
-            tmp.replace(cache)
+            _write_cache(cache, arrays)
     return Cifar(*(torch.from_numpy(arrays[k]) for k in ("train_x", "train_y", "test_x", "test_y")))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,6 +88,46 @@ def test_the_cache_is_written_and_reused(tmp_path, cifar_tree, monkeypatch):
         assert torch.equal(getattr(first, key), getattr(again, key))
     monkeypatch.undo()
     assert list(cache.glob("*.npz")) == files and not list(cache.glob("*.tmp*"))
+
+
+def test_a_relative_and_an_absolute_path_share_one_cache(tmp_path, cifar_tree, monkeypatch):
+    cache = tmp_path / "cache"
+    load_cifar(cifar_tree, cache)
+    monkeypatch.chdir(cifar_tree.parent)
+    load_cifar(Path(cifar_tree.name), cache)
+    assert len(list(cache.glob("cifar10-*.npz"))) == 1
+
+
+def test_two_loaders_writing_the_cache_at_once_both_succeed(tmp_path, cifar_tree, monkeypatch):
+    """A second worker finishes its write while the first is still writing."""
+    cache, savez, other = tmp_path / "cache", np.savez, {}
+
+    def savez_while_another_worker_writes(file, **arrays):
+        savez(file, **arrays)
+        if "data" not in other:
+            other["data"] = None  # the other worker's own write goes straight through
+            other["data"] = load_cifar(cifar_tree, cache)
+
+    monkeypatch.setattr(np, "savez", savez_while_another_worker_writes)
+    first = load_cifar(cifar_tree, cache)
+    monkeypatch.undo()
+    assert torch.equal(first.train_x, other["data"].train_x)
+    assert [p.name for p in cache.iterdir()] == [f.name for f in cache.glob("cifar10-*.npz")]
+    assert torch.equal(load_cifar(cifar_tree, cache).test_x, first.test_x)
+
+
+def test_a_cache_that_cannot_be_written_still_loads_the_data(
+    tmp_path, cifar_tree, monkeypatch, caplog
+):
+    def disk_full(file, **arrays):
+        file.write(b"half a file")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", disk_full)
+    data = load_cifar(cifar_tree, tmp_path / "cache")
+    assert len(data.train_x) == 80
+    assert list((tmp_path / "cache").iterdir()) == []
+    assert "not cached" in caplog.text and "No space left" in caplog.text
 
 
 def test_the_batches_cache_is_reused_without_unpickling(tmp_path, cifar_batches, monkeypatch):
