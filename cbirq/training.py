@@ -30,6 +30,16 @@ def lr_at(config: TrainConfig, epoch: int, step: int = 0, steps: int = 1) -> flo
     return config.base_lr * (1 - progress) / (1 - warm)
 
 
+def bf16_autocast(device: torch.device) -> bool:
+    """Whether to compute in bfloat16: on GPUs, and on CPUs with native bf16 instructions
+    (AVX512-BF16 or AMX), where a training step ran 1.6x faster (README, "Training"). Other
+    CPUs emulate bf16 more slowly than they compute float32."""
+    if device.type != "cpu":
+        return device.type == "cuda"
+    capabilities = getattr(torch.cpu, "get_capabilities", dict)()  # absent from older torch
+    return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
+
+
 def make_optimizer(net: nn.Module, config: TrainConfig) -> torch.optim.SGD:
     # No weight decay on BatchNorm and biases: decaying them only fights the normalisation.
     decay = [p for p in net.parameters() if p.ndim > 1]
@@ -105,7 +115,7 @@ def train_epoch(
             group["lr"] = lr_at(config, epoch, step, steps)
         idx = order[step * config.batch_size : (step + 1) * config.batch_size]
         x, y = normalize(augment(data.train_x[idx], generator, pad)), data.train_y[idx]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_autocast(device)):
             logits = model(x)
             loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
         optimizer.zero_grad(set_to_none=True)
@@ -145,7 +155,7 @@ def evaluate(
     loss, correct = 0.0, 0
     for i in range(0, len(x), 1000):
         logits = 0
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16_autocast(x.device)):
             for shift in views:
                 logits = logits + net(normalize(view(x[i : i + 1000], shift))).float()
         logits = logits / len(views)

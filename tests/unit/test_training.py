@@ -19,6 +19,7 @@ from cbirq.plot import COLORS, SIZE, accuracy_plot
 from cbirq.train_config import TrainConfig
 from cbirq.training import (
     SIX_VIEWS,
+    bf16_autocast,
     checkpoint_bytes,
     evaluate,
     lr_at,
@@ -431,6 +432,29 @@ def test_fast_schedule_trains_with_flip_evaluation():
     assert run.final["config"]["schedule"] == "fast"
 
 
+@pytest.mark.parametrize(
+    ("device", "capabilities", "expected"),
+    [
+        ("cuda", {}, True),
+        ("cpu", {"avx512_bf16": True, "amx_bf16": False}, True),
+        ("cpu", {"avx512_bf16": False, "amx_bf16": True}, True),
+        ("cpu", {"avx512_bf16": False, "amx_bf16": False, "avx2": True}, False),
+        ("mps", {"avx512_bf16": True}, False),
+    ],
+)
+def test_bf16_only_where_the_hardware_computes_it(monkeypatch, device, capabilities, expected):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
+    assert bf16_autocast(torch.device(device)) is expected
+
+
+def test_training_in_bf16_keeps_float32_weights(monkeypatch):
+    monkeypatch.setattr("cbirq.training.bf16_autocast", lambda device: True)
+    run = Run(replace(CONFIG, epochs=1), tiny_cifar(2, 1))
+    assert all(v.dtype in (torch.float32, torch.long) for v in run.final["net"].values())
+    assert run.final["history"][0]["train_loss"] > 0
+    resnet20().load_state_dict(run.checkpoint(0)["net"])
+
+
 def test_view_shifts_with_zero_fill_and_mirrors():
     x = torch.arange(1, 10, dtype=torch.uint8).view(1, 1, 3, 3)
     assert view(x, (0, 0, False)).equal(x)
@@ -442,7 +466,8 @@ def test_six_views_are_the_image_and_its_diagonal_shifts_each_mirrored():
     assert sorted(SIX_VIEWS) == sorted((d, d, m) for d in (-1, 0, 1) for m in (False, True))
 
 
-def test_evaluate_averages_the_logits_of_the_views():
+def test_evaluate_averages_the_logits_of_the_views(monkeypatch):
+    monkeypatch.setattr("cbirq.training.bf16_autocast", lambda device: False)  # exact sums
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 10))
     x = torch.randint(0, 256, (50, 3, 4, 4), dtype=torch.uint8)
