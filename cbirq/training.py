@@ -32,7 +32,7 @@ def lr_at(config: TrainConfig, epoch: int, step: int = 0, steps: int = 1) -> flo
 
 def bf16_autocast(device: torch.device) -> bool:
     """Whether to compute in bfloat16: on GPUs, and on CPUs with native bf16 instructions
-    (AVX512-BF16 or AMX), where a training step ran 1.6x faster (README, "Training"). Other
+    (AVX512-BF16 or AMX), where an epoch ran 1.8x faster (README, "Training"). Other
     CPUs emulate bf16 more slowly than they compute float32."""
     if device.type != "cpu":
         return device.type == "cuda"
