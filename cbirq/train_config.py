@@ -55,7 +55,7 @@ class TrainConfig:
     @property
     def base_weight_decay(self) -> float:
         # Ten epochs leave ResNet20 underfitting, so the fast recipe regularises less: halving
-        # the decay led on 5,000 held-out training images in two seeds (README, "Training").
+        # the decay led on 5,000 held-out training images in two seeds (docs/training-ablations.md).
         if self.weight_decay is not None:  # 0.0 is a choice, not a missing value
             return self.weight_decay
         return 2.5e-4 if self.fast else 5e-4

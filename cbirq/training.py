@@ -106,7 +106,7 @@ def train_epoch(
     )  # drop the ragged last batch: BatchNorm dislikes tiny ones
     smoothing = 0.1 if config.fast else 0.0
     # Ten epochs leave ResNet20 underfitting: the fast recipe shifts crops by up to 2 pixels,
-    # not 4 (+0.9 points on 5,000 held-out training images; README, "Training").
+    # not 4 (+0.9 points on 5,000 held-out training images; docs/training-ablations.md).
     pad = 2 if config.fast else 4
     bf16 = bf16_autocast(device)
     total_loss = torch.zeros((), device=device)
@@ -134,7 +134,7 @@ View = tuple[int, int, bool]  # (rows down, columns right, mirrored): a test-tim
 PLAIN: tuple[View, ...] = ((0, 0, False),)
 # The fast recipe averages the logits of six views: the image, shifted one pixel diagonally
 # either way, each also mirrored: on 5,000 held-out training images, +1.3 to +1.4 points over
-# the plain view and +0.3 to +0.5 over plain and mirrored, in two runs (README, "Training").
+# the plain view and +0.3 to +0.5 over plain and mirrored, in two runs (docs/training-ablations.md).
 SIX_VIEWS: tuple[View, ...] = tuple((d, d, m) for d in (0, 1, -1) for m in (False, True))
 
 

@@ -3,8 +3,8 @@
 Trains exactly as `cbirq submit-train` does (`cbirq.training.train`), on 45,000 of the 50,000
 training images, and evaluates each epoch on the other 5,000 (a fixed split), with the recipe's
 own test-time views. It covers what `submit-train` can change (schedule, lr, batch size, seed)
-and the weight decay; the README's ablation tables came from a standalone runner with the same
-split and loop.
+and the weight decay; the tables in docs/training-ablations.md came from a standalone runner with
+the same split and loop.
 
     python scripts/ablate_train.py --data data/cifar10 --schedule fast --batch-size 64 --lr 0.2
 """
