@@ -127,12 +127,14 @@ def _finish(store: Store, job: dict, out: Path | None) -> None:
     default="recommended",
     show_default=True,
     help="recommended: the course's 5 epochs at lr 0.1 then 5 at 0.01; "
-    "fast: one-cycle with Nesterov, label smoothing and six views at test time.",
+    "fast: one-cycle, Muon for the conv filters and Nesterov SGD for the rest, label "
+    "smoothing, six views at test time.",
 )
 @click.option(
     "--lr",
     type=click.FloatRange(min=0, min_open=True),
-    help="Base (recommended) or peak (fast) learning rate.",
+    help="Base (recommended) or peak (fast) learning rate; fast's conv filters (Muon) "
+    "peak at an eighth of it.",
 )
 @click.option("--batch-size", type=click.IntRange(1, 65536), default=128, show_default=True)
 @click.option(

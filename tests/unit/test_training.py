@@ -126,17 +126,29 @@ def test_config_refuses_unknown_names_and_out_of_range_numbers():
 
 def test_optimizer_decays_weights_but_not_batchnorm_or_biases():
     net = resnet20()
-    decay, rest = make_optimizer(net, TrainConfig()).param_groups
+    optimizer = make_optimizer(net, TrainConfig())
+    assert isinstance(optimizer, torch.optim.SGD)
+    decay, rest = optimizer.param_groups
     assert decay["weight_decay"] == 5e-4 and rest["weight_decay"] == 0
     assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim == 1 for p in rest["params"])
     assert len(decay["params"]) + len(rest["params"]) == len(list(net.parameters()))
     assert not decay["nesterov"]
-    assert make_optimizer(net, TrainConfig(schedule="fast")).param_groups[0]["nesterov"]
+
+
+def test_fast_schedule_trains_filters_with_muon_and_decays_only_the_classifier():
+    net = resnet20()
+    optimizer = make_optimizer(net, TrainConfig(schedule="fast"))
+    filters, classifier, rest = optimizer.param_groups
+    assert filters["orthogonal"] and filters["lr_scale"] * filters["lr"] == pytest.approx(0.05)
+    assert filters["params"] == [p for p in net.parameters() if p.ndim == 4]
+    assert classifier["params"] == [net.linear.weight] and classifier["weight_decay"] == 2.5e-4
+    assert filters["weight_decay"] == rest["weight_decay"] == 0
 
 
 def test_fast_schedule_halves_weight_decay_unless_asked():
     def decay_of(config: TrainConfig) -> float:
-        return make_optimizer(resnet20(), config).param_groups[0]["weight_decay"]
+        groups = make_optimizer(resnet20(), config).param_groups
+        return max(group["weight_decay"] for group in groups)
 
     assert decay_of(TrainConfig(schedule="fast")) == 2.5e-4
     assert decay_of(TrainConfig(schedule="fast", weight_decay=1e-3)) == 1e-3
