@@ -2,8 +2,9 @@
 
 Muon (Jordan et al. 2024, as in airbench) replaces a filter bank's momentum update by the
 nearest orthogonal matrix, so every direction of the filters learns at the same rate instead
-of the few with the largest gradients. On 5,000 held-out training images it lifted ResNet20's
-10-epoch accuracy by about a point (docs/training-ablations.md).
+of the few with the largest gradients. It lifted ResNet20's 10-epoch accuracy by 1.3 points on
+5,000 held-out training images (three seeds) and by 1.2 on the test set (two seeds), to 87.4-87.5%
+(docs/training-ablations.md).
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# Coefficients of the quintic iteration from Jordan's Muon: they push every singular value
-# into [0.7, 1.2] in five steps, which is close enough to orthogonal for an update direction.
+# Coefficients of the quintic iteration from Jordan's Muon: they push every singular value to
+# about 0.7-1.2 in five steps, close enough to orthogonal for an update direction.
 NEWTON_SCHULZ = (3.4445, -4.7750, 2.0315)
 
 
