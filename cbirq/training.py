@@ -171,6 +171,15 @@ def evaluate(
     return loss / len(x), correct / len(x)
 
 
+def _for_schedule(checkpoint: dict, config: TrainConfig) -> dict:
+    """A checkpoint of the other schedule carries the other optimizer (SGD or Muon, with other
+    parameter groups): its weights continue, its momentum starts afresh."""
+    saved = checkpoint.get("config")
+    if isinstance(saved, dict) and saved.get("schedule", config.schedule) != config.schedule:
+        return {key: value for key, value in checkpoint.items() if key != "optimizer"}
+    return checkpoint
+
+
 def train(
     config: TrainConfig,
     data: Cifar,
@@ -187,7 +196,7 @@ def train(
     torch.manual_seed(config.seed)
     net = resnet20().to(device, memory_format=torch.channels_last)
     optimizer = make_optimizer(net, config)
-    start, history = restore(net, optimizer, resume) if resume else (0, [])
+    start, history = restore(net, optimizer, _for_schedule(resume, config)) if resume else (0, [])
     if start >= config.epochs:
         raise CbirqError(f"the checkpoint is at epoch {start}; ask for more than {start} --epochs")
     data = data.to(device)

@@ -428,6 +428,23 @@ def test_resume_continues_where_the_checkpoint_left_off(four_epochs):
         )
 
 
+def test_resume_of_the_fast_schedule_continues_its_muon_state():
+    fast = replace(CONFIG, epochs=2, schedule="fast")
+    whole = Run(fast, tiny_cifar(2, 1))
+    resumed = Run(fast, tiny_cifar(2, 1), resume=whole.checkpoint(0))
+    for key, value in whole.final["net"].items():
+        torch.testing.assert_close(resumed.final["net"][key], value, rtol=1e-4, atol=1e-5)
+
+
+def test_resume_under_the_other_schedule_keeps_the_weights_and_starts_its_optimizer(four_epochs):
+    at_two = four_epochs.checkpoint(1)  # recommended: SGD's two parameter groups
+    fast = Run(replace(CONFIG, epochs=3, schedule="fast"), tiny_cifar(), resume=at_two)
+    history = fast.final["history"]
+    assert [row["epoch"] for row in history] == [1, 2, 3] and history[:2] == at_two["history"]
+    assert history[2]["lr"] == pytest.approx(0.4 * (1 - 2 / 3) / 0.8)
+    assert len(fast.final["optimizer"]["param_groups"]) == 3  # Muon's
+
+
 def test_resume_of_a_finished_checkpoint_is_refused(four_epochs):
     data = tiny_cifar()
     for epochs in (4, 3):
