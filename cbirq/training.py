@@ -44,8 +44,8 @@ def bf16_autocast(device: torch.device) -> bool:
 def make_optimizer(net: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     if config.fast:
         # Muon's filters peak at 0.05 when the rest peaks at 0.4, with airbench's momentum of
-        # 0.6, chosen on held-out images: 0.03 did about as well, 0.12 and 0.24 fell 5-15
-        # points behind by mid-run (docs/training-ablations.md).
+        # 0.6, chosen on held-out images: a 0.03 peak did about as well; peaks of 0.12 and 0.24,
+        # or momentum 0.9 and 0.95, fell 6-15 points behind by mid-run (docs/training-ablations.md).
         groups = muon_groups(net, config.base_weight_decay, lr_scale=0.125, momentum=0.6)
         return Muon(groups, lr=config.base_lr, momentum=config.momentum)
     # No weight decay on BatchNorm and biases: decaying them only fights the normalisation.
