@@ -22,11 +22,12 @@ def orthogonalize(update: torch.Tensor, steps: int = 5) -> torch.Tensor:
     a, b, c = NEWTON_SCHULZ
     x = update.bfloat16()  # the iteration tolerates bf16 and runs faster in it
     x = x / (x.norm() + 1e-7)
-    wide = x.T if update.size(0) > update.size(1) else x
+    tall = update.size(0) > update.size(1)  # iterate on the smaller Gram matrix
+    wide = x.T if tall else x
     for _ in range(steps):
         gram = wide @ wide.T
         wide = a * wide + (b * gram + c * gram @ gram) @ wide
-    return (wide.T if update.size(0) > update.size(1) else wide).to(update.dtype)
+    return (wide.T if tall else wide).to(update.dtype)
 
 
 class Muon(torch.optim.Optimizer):

@@ -60,9 +60,12 @@ def test_an_orthogonal_step_ignores_the_filters_scale_and_keeps_it_fixed():
     assert not torch.allclose(runs[0] / runs[0].norm(), filters / filters.norm())
 
 
+def _small_net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Flatten(), nn.Linear(72, 2))
+
+
 def test_a_restored_state_continues_the_same_steps():
-    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Flatten(), nn.LazyLinear(2))
-    net(torch.zeros(1, 3, 5, 5))
+    net = _small_net()
 
     def optimizer_of(model: nn.Module) -> Muon:
         return Muon(muon_groups(model, 1e-3, lr_scale=0.5, momentum=0.6), 0.1, 0.9)
@@ -70,7 +73,7 @@ def test_a_restored_state_continues_the_same_steps():
     first = optimizer_of(net)
     _grads(list(net.parameters()), 0)
     first.step()
-    twin = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Flatten(), nn.Linear(72, 2))
+    twin = _small_net()
     twin.load_state_dict(net.state_dict())
     second = optimizer_of(twin)
     second.load_state_dict(copy.deepcopy(first.state_dict()))  # as from a checkpoint file
