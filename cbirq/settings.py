@@ -109,7 +109,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         # Redis redelivers an unacked task after this many seconds (Celery docs, "Redis:
         # visibility timeout"): how long a dead worker's chunk waits. Longer than any chunk or
         # query, so those never run twice; training runs for hours and guards itself with a
-        # lease instead (cbirq/tasks/lease.py).
+        # lease instead (cbirq/training/lease.py).
         visibility_timeout=max(1, _int(env, "CBIRQ_VISIBILITY_TIMEOUT", 600)),
         result_timeout=float(_int(env, "CBIRQ_RESULT_TIMEOUT", 600)),
         connect_timeout=float(_int(env, "CBIRQ_CONNECT_TIMEOUT", 3)),

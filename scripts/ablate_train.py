@@ -1,6 +1,6 @@
 """Try a training recipe on held-out training images, never on the test set.
 
-Trains exactly as `cbirq submit-train` does (`cbirq.training.train`), on 45,000 of the 50,000
+Trains exactly as `cbirq submit-train` does (`cbirq.training.loop.train`), on 45,000 of the 50,000
 training images, and evaluates each epoch on the other 5,000 (a fixed split), with the recipe's
 own test-time views. It covers what `submit-train` can change (schedule, lr, batch size, seed)
 and the weight decay; the tables in docs/training-ablations.md came from a standalone runner with
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from cbirq.cifar import load_cifar
 from cbirq.errors import CbirqError
-from cbirq.train_config import TrainConfig
-from cbirq.training import train
+from cbirq.training.cifar import load_cifar
+from cbirq.training.config import TrainConfig
+from cbirq.training.loop import train
 
 
 def main() -> None:

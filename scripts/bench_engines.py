@@ -42,10 +42,10 @@ from bench_index import (
     timed,
 )
 
-from cbirq import indexing
-from cbirq.backbones import Backbone, load_backbone
-from cbirq.engines import with_engine
-from cbirq.images import load_array
+from cbirq.search import indexing
+from cbirq.search.backbones import Backbone, load_backbone
+from cbirq.search.engines import with_engine
+from cbirq.search.images import load_array
 from cbirq.store.sqlite_store import SqliteStore
 
 WEIGHTS = {"efficientnet_lite0": "imagenet", "resnet50": "none"}

@@ -4,7 +4,7 @@ memory per dimension, recall@10 against an exact float32 ranking, per engine:
 
 - numpy float32: `matrix @ query` and argpartition, the plain way (4 bytes per dimension);
 - torch float16: the top 10 of torch's half-precision matrix-vector product (2 bytes);
-- cbirq: what `cbirq.rank_query` runs once it has the query's features (cbirq.ranking.rank):
+- cbirq: what `cbirq.rank_query` runs once it has the query's features (cbirq.search.ranking.rank):
   int8 rows (1 byte) scanned with torch's int8 kernel, then the rows that may be in the top 10
   rescored from the store's float32 features. Plain cosine, and EfficientNet-Lite0's default
   ranking (centred, alpha-QE over the top 10: two scans). The store here is an in-memory
@@ -34,11 +34,11 @@ import numpy as np
 import torch
 from bench_index import busy_cores, machine  # scripts/ is on sys.path when run as a script
 
-from cbirq.index_cache import IndexCache
-from cbirq.ranking import rank, similarities
-from cbirq.specs import DEFAULTS, RankOptions
+from cbirq.search.index_cache import IndexCache
+from cbirq.search.ranking import rank, similarities
+from cbirq.search.specs import DEFAULTS, RankOptions
+from cbirq.search.whitening import centring
 from cbirq.store import IndexInfo
-from cbirq.whitening import centring
 
 DIM = 1280
 K = 10

@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torchvision import datasets, transforms
 
-from cbirq import training
-from cbirq.cifar import MEAN, STD, Cifar, load_cifar
-from cbirq.models import resnet20
-from cbirq.train_config import TrainConfig
+from cbirq.training import loop
+from cbirq.training.cifar import MEAN, STD, Cifar, load_cifar
+from cbirq.training.config import TrainConfig
+from cbirq.training.models import resnet20
 
 BATCH = 128
 EPOCH_BATCHES = 50_000 // BATCH
@@ -67,13 +67,13 @@ def cbirq_loop(cifar: Cifar, batches: int, bf16: bool) -> float:
     bf16 autocast forced on or off: the loop itself picks it by the CPU (`bf16_autocast`)."""
     config = TrainConfig()
     net = resnet20().to(memory_format=torch.channels_last)
-    optimizer = training.make_optimizer(net, config)
+    optimizer = loop.make_optimizer(net, config)
 
     def epoch_of(images: int) -> None:
         subset = Cifar(cifar.train_x[:images], cifar.train_y[:images], cifar.test_x, cifar.test_y)
-        training.train_epoch(net, optimizer, subset, config, 0, lambda *_: None)
+        loop.train_epoch(net, optimizer, subset, config, 0, lambda *_: None)
 
-    with patch.object(training, "bf16_autocast", lambda device: bf16):
+    with patch.object(loop, "bf16_autocast", lambda device: bf16):
         epoch_of(BATCH)
         began = time.perf_counter()
         epoch_of(batches * BATCH)
@@ -92,7 +92,7 @@ def main() -> None:
         platform.processor(),
     )
     print(f"machine: {cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}")
-    native = training.bf16_autocast(torch.device("cpu"))
+    native = loop.bf16_autocast(torch.device("cpu"))
     print(f"native bf16 on this CPU (cbirq autocasts to it): {'yes' if native else 'no'}")
     cifar = load_cifar(args.data, args.cache)  # decoded once, outside the timing
     per_epoch = EPOCH_BATCHES / args.batches

@@ -84,7 +84,7 @@ CIFAR_CLASSES = (
     "horse",
     "ship",
     "truck",
-)  # the order of cbirq.cifar.CLASSES, written out so this file does not import torch
+)  # the order of cbirq.training.cifar.CLASSES, written out so this file does not import torch
 
 
 def cifar_arrays(

@@ -36,7 +36,7 @@ def export(index_name: str, out: Path) -> None:
     the image paths, one per line in the same order, to OUT with a .txt suffix."""
     import numpy as np
 
-    from cbirq.features import read_index
+    from cbirq.search.features import read_index
 
     store, _ = connect(load_settings())
     info = store.info(index_name)

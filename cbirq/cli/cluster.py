@@ -11,10 +11,10 @@ from pathlib import Path
 
 import click
 
-from cbirq.celery_app import QUEUES, shard_queue
 from cbirq.cli.common import connect, echo_json, json_option, load_settings
+from cbirq.cluster.celery_app import QUEUES, shard_queue
+from cbirq.cluster.worker_plan import WorkerSpec, plan_workers, visible_devices
 from cbirq.errors import CbirqError
-from cbirq.worker_plan import WorkerSpec, plan_workers, visible_devices
 
 
 def _queues(value: str) -> str:
@@ -151,11 +151,11 @@ def worker(
     extra = roots if shared_roots else {}
     if len(specs) == 1 and specs[0].gpu is None:
         os.environ.update(specs[0].env(), **extra)
-        from cbirq.celery_app import app
+        from cbirq.cluster.celery_app import app
 
         app.worker_main(_celery_args(specs[0], queues, loglevel))
         return
-    celery = [sys.executable, "-m", "celery", "-A", "cbirq.celery_app"]
+    celery = [sys.executable, "-m", "celery", "-A", "cbirq.cluster.celery_app"]
     commands = [
         (celery + _celery_args(spec, queues, loglevel), {**os.environ, **spec.env(), **extra})
         for spec in specs
@@ -178,7 +178,7 @@ def _active(info: dict) -> str:
 def workers(timeout: float, as_json: bool) -> None:
     """The workers that answer: queues, GPU, processes x threads, what they are running."""
     _need_broker("workers")
-    from cbirq.celery_app import app
+    from cbirq.cluster.celery_app import app
 
     replies = app.control.broadcast("cbirq_info", reply=True, timeout=timeout)
     found = dict(sorted((node, info) for reply in replies for node, info in reply.items()))

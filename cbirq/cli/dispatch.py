@@ -71,7 +71,7 @@ class LocalDispatcher:
     embedded = True
 
     def submit(self, task: str, **kwargs: Any) -> _Done:
-        from cbirq.celery_app import app
+        from cbirq.cluster.celery_app import app
         from cbirq.tasks import extract, rank, train  # noqa: F401  (registers them; imports torch)
 
         try:
@@ -114,7 +114,7 @@ class CeleryDispatcher:
     embedded = False
 
     def __init__(self, settings: Settings) -> None:
-        from cbirq.celery_app import ROUTES, app
+        from cbirq.cluster.celery_app import ROUTES, app
 
         self.app, self.routes, self.timeout = app, ROUTES, settings.result_timeout
 

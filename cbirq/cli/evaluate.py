@@ -22,13 +22,13 @@ from cbirq.cli.indexer import IndexJob, run_index
 from cbirq.cli.library import walk_images
 from cbirq.cli.options import feature_model, model_options, ranking_options
 from cbirq.errors import CbirqError
-from cbirq.labels import labels_for, read_csv
+from cbirq.evaluation.labels import labels_for, read_csv
+from cbirq.search.specs import RankOptions, query_spec, resolve_options
 from cbirq.settings import Settings
-from cbirq.specs import RankOptions, query_spec, resolve_options
 from cbirq.store import Store
 
 if TYPE_CHECKING:  # numpy stays out of the CLI's import
-    from cbirq.evaluation import Labelled, Outcome
+    from cbirq.evaluation.retrieval import Labelled, Outcome
 
 Folder = tuple[str, list[str], list[str]]  # index, image paths, their labels
 
@@ -83,7 +83,7 @@ def _sample(labels: list[str], count: int) -> list[int]:
 def _write_sheets(
     outcome: Outcome, library: Labelled, queries: Labelled, folder: Path, title: str
 ) -> None:
-    from cbirq.sheet import Tile, contact_sheet, hit_tile, save
+    from cbirq.search.sheet import Tile, contact_sheet, hit_tile, save
 
     labels = [queries.labels[q] for q in outcome.queries]
     for n, at in enumerate(_sample(labels, SHEETS), start=1):
@@ -215,7 +215,7 @@ def _evaluate(
     sheet_dir: Path | None,
     title: str,
 ) -> dict:
-    from cbirq.evaluation import Selection, evaluate, load
+    from cbirq.evaluation.retrieval import Selection, evaluate, load
 
     lib, qs = load(store, Selection(*library), Selection(*queries), options)
     if not lib.paths or not qs.paths:

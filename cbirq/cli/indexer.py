@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cbirq.celery_app import EXTRACT_TASK
 from cbirq.cli.dispatch import Dispatcher, Pending
 from cbirq.cli.library import content_hash, walk_images
+from cbirq.cluster.celery_app import EXTRACT_TASK
 from cbirq.errors import BackboneError, CbirqError, IndexMismatch, Unavailable, UnknownIndex
 from cbirq.store import Store
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import click
 
 from cbirq.errors import CbirqError
-from cbirq.settings import DEFAULT_MODEL
-from cbirq.specs import (
+from cbirq.search.specs import (
     CHECKPOINT_MODEL,
     FEATURES,
     FeatureSpec,
     checkpoint_key,
     checkpoint_weights,
 )
+from cbirq.settings import DEFAULT_MODEL
 from cbirq.store import Store
 
 
@@ -66,7 +66,7 @@ def model_options(command: Callable) -> Callable:
 
 def ranking_options(command: Callable) -> Callable:
     """--plain, --center, --whiten, --qe, --multiscale: how to rank; unset ones take the
-    backbone's default (cbirq.specs.DEFAULTS)."""
+    backbone's default (cbirq.search.specs.DEFAULTS)."""
     for option in reversed(
         [
             click.option(

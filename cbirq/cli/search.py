@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 
-from cbirq.celery_app import RANK_TASK
 from cbirq.cli.common import (
     connect,
     echo_json,
@@ -20,9 +19,10 @@ from cbirq.cli.common import (
 from cbirq.cli.indexer import IndexJob, Summary, run_index
 from cbirq.cli.options import feature_model, model_options, ranking_options
 from cbirq.cli.sharded import ranked
+from cbirq.cluster.celery_app import RANK_TASK
 from cbirq.errors import CbirqError
+from cbirq.search.specs import resolve_options
 from cbirq.settings import ENGINES
-from cbirq.specs import resolve_options
 
 QUERY_BLOB_TTL = 600
 
@@ -171,7 +171,7 @@ def query(
         ).get()
     answer = {"query": os.path.abspath(file), **answer, "ranking": options.describe()}
     if sheet is not None:
-        from cbirq.sheet import query_sheet, save
+        from cbirq.search.sheet import query_sheet, save
 
         save(query_sheet(answer), sheet)
     if as_json:

@@ -11,10 +11,10 @@ sent together; no task waits on another.
 
 from __future__ import annotations
 
-from cbirq import topk
-from cbirq.celery_app import EMBED_TASK, SHARD_RANK_TASK, SHARD_STATS_TASK, shard_queue
 from cbirq.cli.dispatch import Call, Dispatcher
-from cbirq.specs import RankOptions
+from cbirq.cluster.celery_app import EMBED_TASK, SHARD_RANK_TASK, SHARD_STATS_TASK, shard_queue
+from cbirq.search import topk
+from cbirq.search.specs import RankOptions
 
 
 def ranked(

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import click
 
-from cbirq.celery_app import TRAIN_TASK
 from cbirq.cli.common import connect, echo_json, json_option, load_settings
 from cbirq.cli.dispatch import Pending
+from cbirq.cluster.celery_app import TRAIN_TASK
 from cbirq.errors import CbirqError
-from cbirq.jobs import TERMINAL, artifact_key, lease_key, new_job
 from cbirq.store import Store
-from cbirq.train_config import DEVICES, SCHEDULES, TrainConfig
+from cbirq.training.config import DEVICES, SCHEDULES, TrainConfig
+from cbirq.training.jobs import TERMINAL, artifact_key, lease_key, new_job
 
 POLL_SECONDS = 0.5
 
@@ -270,7 +270,7 @@ def report(job_id: str, plot: Path | None, as_json: bool) -> None:
     if plot is not None:
         if not job["history"]:
             raise CbirqError(f"job {job_id} has no finished epoch to plot yet")
-        from cbirq.plot import accuracy_plot
+        from cbirq.training.plot import accuracy_plot
 
         schedule = job["config"]["schedule"]
         accuracy_plot(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from cbirq.celery_app import EXTRACT_TASK, app
+from cbirq.cluster.celery_app import EXTRACT_TASK, app
 from cbirq.errors import CbirqError, ImageError
-from cbirq.indexing import extract_chunk
+from cbirq.search.indexing import extract_chunk
 from cbirq.tasks import runtime
 
 

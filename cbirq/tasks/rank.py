@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from cbirq.celery_app import EMBED_TASK, RANK_TASK, SHARD_RANK_TASK, SHARD_STATS_TASK, app
+from cbirq.cluster.celery_app import EMBED_TASK, RANK_TASK, SHARD_RANK_TASK, SHARD_STATS_TASK, app
 from cbirq.errors import ImageError
-from cbirq.index_cache import IndexCache, Shard
-from cbirq.ranking import embed_query, scan_shard, search, view
-from cbirq.specs import RankOptions, query_spec
+from cbirq.search.index_cache import IndexCache, Shard
+from cbirq.search.ranking import embed_query, scan_shard, search, view
+from cbirq.search.specs import RankOptions, query_spec
 from cbirq.tasks import runtime
 
 _cache = IndexCache()  # per worker process: index matrices kept between queries

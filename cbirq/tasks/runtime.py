@@ -12,7 +12,7 @@ from celery.worker.control import inspect_command
 from kombu.exceptions import OperationalError
 
 from cbirq import settings as settings_module
-from cbirq.shared_fs import confine
+from cbirq.cluster.shared_fs import confine
 from cbirq.store import Store, open_store
 
 # Worth a retry with backoff: the store or broker is restarting or briefly unreachable. Bad input
@@ -44,9 +44,9 @@ def readable_path(path: str) -> str:
 def _backbone(name: str, weights: str, engine: str):
     import torch
 
-    from cbirq.backbones import load_backbone
-    from cbirq.engines import with_engine
-    from cbirq.specs import checkpoint_key, is_checkpoint
+    from cbirq.search.backbones import load_backbone
+    from cbirq.search.engines import with_engine
+    from cbirq.search.specs import checkpoint_key, is_checkpoint
 
     device = "cuda" if engine == "torch" and torch.cuda.is_available() else "cpu"
     # A trained checkpoint travels through the store, so workers on any host can load it.
@@ -61,7 +61,7 @@ def backbone(name: str, weights: str, engine: str | None = None):
     `engine`: the client's choice (`cbirq index --engine`), else this worker's CBIRQ_ENGINE."""
     import torch
 
-    from cbirq.engines import resolve
+    from cbirq.search.engines import resolve
 
     return _backbone(name, weights, resolve(engine or settings().engine, torch.cuda.is_available()))
 

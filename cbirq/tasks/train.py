@@ -9,15 +9,15 @@ from pathlib import Path
 
 import torch
 
-from cbirq.celery_app import TRAIN_TASK, app
-from cbirq.cifar import load_cifar
+from cbirq.cluster.celery_app import TRAIN_TASK, app
 from cbirq.errors import CbirqError
-from cbirq.jobs import TERMINAL, artifact_key, lease_key
-from cbirq.lease import Heartbeat, Stopped
 from cbirq.store import Store
 from cbirq.tasks import runtime
-from cbirq.train_config import TrainConfig
-from cbirq.training import checkpoint_bytes, read_checkpoint, train
+from cbirq.training.cifar import load_cifar
+from cbirq.training.config import TrainConfig
+from cbirq.training.jobs import TERMINAL, artifact_key, lease_key
+from cbirq.training.lease import Heartbeat, Stopped
+from cbirq.training.loop import checkpoint_bytes, read_checkpoint, train
 
 
 def pick_device(choice: str) -> torch.device:

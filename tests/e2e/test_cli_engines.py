@@ -7,8 +7,8 @@ import json
 import numpy as np
 from click.testing import CliRunner
 
-from cbirq import engines
 from cbirq.cli import main
+from cbirq.search import engines
 from tests.conftest import make_library, run_cli
 
 SMALL = ["--model", "mobilenet_v3_small", "--weights", "none"]

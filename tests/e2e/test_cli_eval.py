@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cbirq.cli import main
-from cbirq.models import resnet20
-from cbirq.sheet import sheet_size
+from cbirq.search.sheet import sheet_size
+from cbirq.training.models import resnet20
 from tests.conftest import make_library, make_photo, run_cli
 
 RANDOM = ["--model", "resnet20", "--weights", "none"]

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cbirq.cli import main
-from cbirq.models import resnet20
+from cbirq.training.models import resnet20
 from tests.conftest import cifar_arrays, run_cli, write_cifar_tree
 
 EPOCH_LINE = re.compile(
@@ -321,8 +321,8 @@ def test_submit_train_refuses_bad_options_before_queueing(args):
 
 def test_a_queued_job_has_nothing_to_fetch_or_plot(tmp_path):
     from cbirq import settings
-    from cbirq.jobs import new_job
     from cbirq.store import open_store
+    from cbirq.training.jobs import new_job
 
     job = new_job({"epochs": 3, "schedule": "fast"}, None, None)
     open_store(settings.load()).put_job(job)

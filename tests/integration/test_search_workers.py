@@ -15,8 +15,8 @@ import pytest
 from PIL import ImageOps
 
 from cbirq import settings
-from cbirq.celery_app import EXTRACT_TASK, make_app
-from cbirq.worker_plan import visible_devices
+from cbirq.cluster.celery_app import EXTRACT_TASK, make_app
+from cbirq.cluster.worker_plan import visible_devices
 from tests.cluster import PASSWORD, wait_until
 from tests.conftest import make_library, make_photo, run_cli
 

@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from cbirq.models import resnet20
+from cbirq.training.models import resnet20
 from tests.cluster import Worker, wait_until
 from tests.conftest import cifar_arrays, run_cli, write_cifar_tree
 

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cbirq import backbones
 from cbirq.errors import BackboneError
-from cbirq.models import resnet20
-from cbirq.specs import checkpoint_weights
+from cbirq.search import backbones
+from cbirq.search.specs import checkpoint_weights
+from cbirq.training.models import resnet20
 
 
 def checkpoint_of(net: nn.Module) -> bytes:
@@ -58,7 +58,7 @@ def test_resnet20_checkpoint_gives_its_penultimate_features(trained):
     assert (bb.dim, bb.crop) == (64, 32)
     batch = images(3, 32)
     x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2)
-    from cbirq.cifar import normalize
+    from cbirq.training.cifar import normalize
 
     with torch.no_grad():
         expected = F.normalize(trained.features(normalize(x)), dim=1).numpy()

@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from cbirq import cifar
-from cbirq.cifar import CLASSES, Cifar, load_cifar
 from cbirq.errors import CbirqError
+from cbirq.training import cifar
+from cbirq.training.cifar import CLASSES, Cifar, load_cifar
 from tests.conftest import CIFAR_CLASSES, cifar_arrays, write_cifar_batches, write_cifar_tree
 
 SPLITS = ("train_x", "train_y", "test_x", "test_y")

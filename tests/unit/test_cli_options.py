@@ -2,10 +2,10 @@
 
 import pytest
 
-from cbirq import specs
 from cbirq.cli.options import feature_model
 from cbirq.errors import CbirqError
-from cbirq.specs import FeatureSpec, checkpoint_key, checkpoint_weights
+from cbirq.search import specs
+from cbirq.search.specs import FeatureSpec, checkpoint_key, checkpoint_weights
 from cbirq.store.sqlite_store import SqliteStore
 
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from cbirq import engines, onnx_engine
-from cbirq.backbones import load_backbone
 from cbirq.errors import BackboneError
-from cbirq.images import load_array
+from cbirq.search import engines, onnx_engine
+from cbirq.search.backbones import load_backbone
+from cbirq.search.images import load_array
 from cbirq.tasks import runtime
 
 REPO = Path(__file__).resolve().parents[2]
@@ -113,7 +113,7 @@ def corrupting_export(real):
 
 def test_a_mismatching_export_is_refused_and_torch_used(small, tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(onnx_engine, "_export", corrupting_export(onnx_engine._export))
-    with caplog.at_level(logging.WARNING, logger="cbirq.engines"):
+    with caplog.at_level(logging.WARNING, logger="cbirq.search.engines"):
         backbone = engines.with_engine(small, "onnx", tmp_path, threads=1)
     assert backbone.net is small.net
     [record] = caplog.records

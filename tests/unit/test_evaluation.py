@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from cbirq.errors import CbirqError
-from cbirq.evaluation import Labelled, Selection, evaluate, load
-from cbirq.specs import RankOptions
+from cbirq.evaluation.retrieval import Labelled, Selection, evaluate, load
+from cbirq.search.specs import RankOptions
+from cbirq.search.whitening import centring, learn
 from cbirq.store.sqlite_store import SqliteStore
-from cbirq.whitening import centring, learn
 
 
 def at(*degrees):
@@ -58,7 +58,7 @@ def test_blocks_give_the_same_answer(monkeypatch):
     matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
     data = Labelled(matrix, [f"p{i}" for i in range(40)], [str(i % 4) for i in range(40)])
     whole = evaluate(data, data, [1, 5], qe=3)
-    monkeypatch.setattr("cbirq.evaluation.BLOCK", 7)
+    monkeypatch.setattr("cbirq.evaluation.retrieval.BLOCK", 7)
     blocks = evaluate(data, data, [1, 5], qe=3)
     assert blocks.top.tolist() == whole.top.tolist()
     for name in ("P@1", "P@5", "R@5", "mAP"):

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from cbirq.index_cache import IndexCache, Shard
+from cbirq.search.index_cache import IndexCache, Shard
 from cbirq.store.sqlite_store import SqliteStore
 
 

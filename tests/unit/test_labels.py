@@ -3,7 +3,7 @@ import os
 import pytest
 
 from cbirq.errors import CbirqError
-from cbirq.labels import labels_for, read_csv
+from cbirq.evaluation.labels import labels_for, read_csv
 
 
 def test_folder_names_are_the_default_labels():

@@ -3,8 +3,8 @@ import time
 import fakeredis
 import pytest
 
-from cbirq.lease import Heartbeat, Stopped
 from cbirq.store.redis_store import RedisStore
+from cbirq.training.lease import Heartbeat, Stopped
 
 
 @pytest.fixture

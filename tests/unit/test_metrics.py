@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from cbirq.metrics import average_precision, precision_at, ranking_metrics, recall_at, summarise
+from cbirq.evaluation.metrics import (
+    average_precision,
+    precision_at,
+    ranking_metrics,
+    recall_at,
+    summarise,
+)
 
 # Rows: rankings best first (1 = relevant); TOTAL: relevant images in the library per query.
 RANKINGS = np.array(

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from cbirq.muon import Muon, muon_groups, orthogonalize
+from cbirq.training.muon import Muon, muon_groups, orthogonalize
 
 
 @pytest.mark.parametrize("shape", [(16, 27), (64, 576), (40, 10)])

@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from cbirq import topk, whitening
-from cbirq.index_cache import IndexCache, Shard
-from cbirq.ranking import expand, rank, scan_shard, similarities, view
-from cbirq.specs import RankOptions
+from cbirq.search import topk, whitening
+from cbirq.search.index_cache import IndexCache, Shard
+from cbirq.search.ranking import expand, rank, scan_shard, similarities, view
+from cbirq.search.specs import RankOptions
 from cbirq.store.sqlite_store import SqliteStore
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from cbirq.scan import CompactRows, Z, candidates
+from cbirq.search.scan import CompactRows, Z, candidates
 
 
 def unit_rows(n: int, d: int, seed: int, relu: bool = False) -> np.ndarray:

@@ -1,7 +1,7 @@
 import pytest
 
+from cbirq.cluster.shared_fs import confine
 from cbirq.errors import ImageError
-from cbirq.shared_fs import confine
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 import numpy as np
 from PIL import Image
 
-from cbirq.sheet import (
+from cbirq.search.sheet import (
     CAPTION,
     GAP,
     MARKS,

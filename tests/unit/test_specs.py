@@ -1,8 +1,8 @@
 import pytest
 
-from cbirq import specs
 from cbirq.errors import BackboneError
-from cbirq.specs import (
+from cbirq.search import specs
+from cbirq.search.specs import (
     FeatureSpec,
     RankOptions,
     checkpoint_weights,

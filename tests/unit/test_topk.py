@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from cbirq import topk
 from cbirq.errors import CbirqError
+from cbirq.search import topk
 
 HITS = [("b", "h2", 0.5), ("c", "h3", 0.9), ("a", "h1", 0.5), ("d", "h4", 0.7)]
 

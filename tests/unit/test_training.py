@@ -12,12 +12,10 @@ import torch
 import torchvision
 from PIL import Image
 
-from cbirq.cifar import MEAN, STD, Cifar, augment, normalize
 from cbirq.errors import CbirqError
-from cbirq.models import ResNet, resnet20
-from cbirq.plot import COLORS, SIZE, accuracy_plot
-from cbirq.train_config import TrainConfig
-from cbirq.training import (
+from cbirq.training.cifar import MEAN, STD, Cifar, augment, normalize
+from cbirq.training.config import TrainConfig
+from cbirq.training.loop import (
     SIX_VIEWS,
     bf16_autocast,
     checkpoint_bytes,
@@ -29,6 +27,8 @@ from cbirq.training import (
     train,
     view,
 )
+from cbirq.training.models import ResNet, resnet20
+from cbirq.training.plot import COLORS, SIZE, accuracy_plot
 from tests.conftest import cifar_arrays
 
 CPU = torch.device("cpu")
@@ -477,7 +477,7 @@ def test_bf16_only_where_the_hardware_computes_it(monkeypatch, device, capabilit
 
 
 def test_training_in_bf16_keeps_float32_weights(monkeypatch):
-    monkeypatch.setattr("cbirq.training.bf16_autocast", lambda device: True)
+    monkeypatch.setattr("cbirq.training.loop.bf16_autocast", lambda device: True)
     run = Run(replace(CONFIG, epochs=1), tiny_cifar(2, 1))
     assert all(v.dtype in (torch.float32, torch.long) for v in run.final["net"].values())
     assert run.final["history"][0]["train_loss"] > 0
@@ -497,7 +497,7 @@ def test_six_views_are_the_image_and_its_diagonal_shifts_each_mirrored():
 
 def test_evaluate_averages_the_logits_of_the_views(monkeypatch):
     # float32, as the expected sum below is computed
-    monkeypatch.setattr("cbirq.training.bf16_autocast", lambda device: False)
+    monkeypatch.setattr("cbirq.training.loop.bf16_autocast", lambda device: False)
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 10))
     x = torch.randint(0, 256, (50, 3, 4, 4), dtype=torch.uint8)
@@ -570,7 +570,7 @@ def task_env(tmp_path):
 
 
 def _queue(store, config: TrainConfig, data) -> str:
-    from cbirq.jobs import new_job
+    from cbirq.training.jobs import new_job
 
     job = new_job(config.__dict__, str(data), None)
     store.put_job(job)
@@ -606,7 +606,7 @@ def test_task_records_a_user_error_as_failed(task_env, tmp_path):
 def test_a_redelivered_task_goes_on_from_its_last_epoch(task_env):
     """A worker that died after epoch 1 left `last`: the next delivery runs epoch 2 only, and
     a delivery of a finished job does nothing."""
-    from cbirq.jobs import artifact_key
+    from cbirq.training.jobs import artifact_key
 
     task, store, tree = task_env
     config = TrainConfig(epochs=2, batch_size=16, device="cpu")
@@ -634,7 +634,7 @@ def test_a_batch_larger_than_the_training_set_is_refused():
 
 
 def test_an_empty_resume_checkpoint_is_an_error_not_a_fresh_start(task_env):
-    from cbirq.jobs import artifact_key
+    from cbirq.training.jobs import artifact_key
 
     task, store, tree = task_env
     job_id = _queue(store, TrainConfig(epochs=1, batch_size=16, device="cpu"), tree)

@@ -5,8 +5,8 @@ from click.testing import CliRunner
 
 from cbirq.cli import cluster
 from cbirq.cli import main as cli
+from cbirq.cluster.worker_plan import WorkerSpec, choose_gpus, plan_workers, visible_devices
 from cbirq.errors import CbirqError
-from cbirq.worker_plan import WorkerSpec, choose_gpus, plan_workers, visible_devices
 
 
 def test_visible_devices_follow_an_existing_restriction():
@@ -87,7 +87,7 @@ def test_worker_command_pins_each_process_to_its_gpu(monkeypatch, tmp_path):
     assert [env["CUDA_VISIBLE_DEVICES"] for _, env in started] == ["0", "2"]
     assert {env["CBIRQ_SHARED_ROOTS"] for _, env in started} == {str(tmp_path.resolve())}
     for (command, _), gpu in zip(started, ["0", "2"]):
-        assert command[1:5] == ["-m", "celery", "-A", "cbirq.celery_app"]
+        assert command[1:5] == ["-m", "celery", "-A", "cbirq.cluster.celery_app"]
         args = command[5:]
         assert args[args.index("-n") + 1] == f"box-gpu{gpu}@%h"
         assert args[args.index("-Q") + 1] == "train"

@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cbirq.cifar import Cifar, augment, normalize
 from cbirq.errors import CbirqError
-from cbirq.models import resnet20
-from cbirq.muon import Muon, muon_groups
-from cbirq.train_config import TrainConfig
+from cbirq.training.cifar import Cifar, augment, normalize
+from cbirq.training.config import TrainConfig
+from cbirq.training.models import resnet20
+from cbirq.training.muon import Muon, muon_groups
 
 
 def lr_at(config: TrainConfig, epoch: int, step: int = 0, steps: int = 1) -> float:

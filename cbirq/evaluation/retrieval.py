@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cbirq import features, whitening
 from cbirq.errors import CbirqError
-from cbirq.metrics import ranking_metrics, summarise
-from cbirq.ranking import similarities
-from cbirq.specs import RankOptions
+from cbirq.evaluation.metrics import ranking_metrics, summarise
+from cbirq.search import features, whitening
+from cbirq.search.ranking import similarities
+from cbirq.search.specs import RankOptions
 from cbirq.store import Store
 
 BLOCK = 256  # queries ranked together: a (256 x library) matrix of scores and of ranks

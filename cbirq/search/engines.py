@@ -12,8 +12,8 @@ import importlib.util
 import logging
 from pathlib import Path
 
-from cbirq.backbones import Backbone
 from cbirq.errors import BackboneError
+from cbirq.search.backbones import Backbone
 from cbirq.settings import ENGINES
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def with_engine(backbone: Backbone, engine: str, cache_dir: Path, threads: int) 
     backbone stays on torch and the reason is logged."""
     if engine == "torch":
         return backbone
-    from cbirq import onnx_engine  # imports onnxruntime: only where it is used
+    from cbirq.search import onnx_engine  # imports onnxruntime: only where it is used
 
     try:
         net = onnx_engine.session_net(backbone, cache_dir, threads)

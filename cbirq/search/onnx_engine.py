@@ -21,7 +21,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from cbirq.backbones import Backbone
+from cbirq.search.backbones import Backbone
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """An index's rows in a query worker's memory, kept between queries and refreshed with only the
-entries added since: compact int8 rows (cbirq.scan) with their paths and content hashes (the
+entries added since: compact int8 rows (cbirq.search.scan) with their paths and content hashes (the
 store keeps the exact float32 features under those), and the exact sum of the float32 rows, for
 the library mean. A shard holds only the paths that hash to it."""
 
@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from cbirq import features
-from cbirq.scan import CompactRows
+from cbirq.search import features
+from cbirq.search.scan import CompactRows
 from cbirq.store import Cursor, Entry, Store
 
 

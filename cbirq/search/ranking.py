@@ -2,9 +2,9 @@
 whitening, alpha query expansion), in two forms.
 
 - Many queries at once against float32 matrices (`similarities`): `cbirq eval`.
-- One query against a worker's compact rows (`search`, `scan_shard`): int8 coarse scores with an
-  error bound each (cbirq.scan) pick the rows that may be in the top k; those are scored again
-  exactly, from the store's float32 features. The result is what the float32 ranking gives.
+- One query against a worker's compact rows (`search`, `scan_shard`): int8 coarse scores with
+  an error bound each (cbirq.search.scan) pick the rows that may be in the top k; those are scored
+  again exactly, from the store's float32 features. The result is what the float32 ranking gives.
 
 Centring and whitening need no second matrix: with mean m and projection P, the transformed
 cosine of row x and the (transformed, unit) query q is ((x - m) . Pq) / |P'(x - m)|: one scan
@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cbirq import features, topk, whitening
-from cbirq.backbones import Backbone
-from cbirq.images import load_array
-from cbirq.index_cache import IndexCache, IndexMatrix
-from cbirq.scan import CompactRows, candidates
-from cbirq.specs import FeatureSpec, RankOptions
+from cbirq.search import features, topk, whitening
+from cbirq.search.backbones import Backbone
+from cbirq.search.images import load_array
+from cbirq.search.index_cache import IndexCache, IndexMatrix
+from cbirq.search.scan import CompactRows, candidates
+from cbirq.search.specs import FeatureSpec, RankOptions
 from cbirq.store import Store
 
 QE_ALPHA = 3.0  # alpha-QE weights each neighbour by its similarity cubed (Radenovic et al.)
@@ -73,7 +73,7 @@ class View:
         return self.transformed(raw[None])[0]
 
     def coarse(self, rows: CompactRows, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Every row's score from its int8 codes, and a bound on its error (cbirq.scan)."""
+        """Every row's score from its int8 codes, and a bound on its error (cbirq.search.scan)."""
         t = self.transform
         direction = query if t is None or t.projection is None else t.projection @ query
         dots, error = rows.dots(direction)

@@ -8,9 +8,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
-from cbirq.backbones import Backbone
 from cbirq.errors import CbirqError
-from cbirq.images import load_array
+from cbirq.search.backbones import Backbone
+from cbirq.search.images import load_array
 from cbirq.store import Store
 
 Reader = Callable[[dict], "bytes | str"]

@@ -7,7 +7,7 @@ directly, 3x faster than torch's float16 product here (scripts/bench_rank.py).
 
 The scores are approximate. Each comes with a bound on its error, so that the caller can rescore
 every row that might belong in the top k exactly, from the store's float32 features
-(cbirq.ranking): the ranking is exact whenever the bounds hold.
+(cbirq.search.ranking): the ranking is exact whenever the bounds hold.
 
 - Rounding a row to int8 moves each element by at most half its scale s, in effect at random: by
   Hoeffding's inequality the dot product with a direction g moves by more than Z s |g| with

@@ -16,7 +16,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from cbirq.errors import CbirqError, ImageError
-from cbirq.images import load_rgb
+from cbirq.search.images import load_rgb
 
 THUMB = 160  # px, the side of every image square
 PAD = 12  # px around and between tiles

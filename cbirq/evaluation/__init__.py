@@ -1,0 +1,4 @@
+"""Labelled evaluation of retrieval (`cbirq eval`): labels, metrics, whole-library rankings.
+
+May import cbirq.search, cbirq.store and cbirq.errors; never Celery, the CLI or environment.
+"""

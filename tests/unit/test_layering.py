@@ -1,0 +1,67 @@
+"""Imports point down only: each package may import the ones its `__init__` docstring names."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "cbirq"
+
+# What each part of cbirq may import from cbirq (itself always). Anything not listed is refused.
+ALLOWED = {
+    "settings": set(),
+    "errors": set(),
+    "store": {"settings", "errors"},
+    "cluster": {"settings", "errors"},
+    "training": {"errors", "store"},
+    "search": {"settings", "errors", "store", "training"},  # settings: the ENGINES names
+    "evaluation": {"errors", "store", "search"},
+    "tasks": {"settings", "errors", "store", "cluster", "training", "search", "evaluation"},
+    "cli": {"settings", "errors", "store", "cluster", "training", "search", "evaluation", "tasks"},
+}
+
+
+def part_of(module: str) -> str:
+    return module.split(".")[1] if module.count(".") else "cbirq"
+
+
+def cbirq_imports(path: Path) -> set[str]:
+    """Every `cbirq.X...` module the file imports, at module level or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("cbirq"):
+            names = [f"{node.module}.{alias.name}" for alias in node.names]
+            found.update(names if node.module == "cbirq" else [node.module])
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("cbirq."))
+    return found
+
+
+def modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if p.name not in {"__init__.py", "__main__.py"})
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_point_down(path: Path):
+    relative = path.relative_to(PACKAGE)
+    part = relative.parts[0].removesuffix(".py")
+    allowed = ALLOWED[part] | {part, "__version__"}
+    upward = {m for m in cbirq_imports(path) if part_of(m) not in allowed}
+    assert not upward, f"{relative} imports {sorted(upward)}"
+
+
+def test_every_part_of_the_package_has_a_rule():
+    parts = {p.relative_to(PACKAGE).parts[0].removesuffix(".py") for p in modules()}
+    assert parts == set(ALLOWED)
+
+
+def test_the_rules_have_no_cycle():
+    def reaches(start: str, target: str, seen: frozenset = frozenset()) -> bool:
+        return any(
+            nxt == target or (nxt not in seen and reaches(nxt, target, seen | {nxt}))
+            for nxt in ALLOWED[start]
+        )
+
+    assert not [part for part in ALLOWED if reaches(part, part)]
