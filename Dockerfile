@@ -6,7 +6,7 @@ ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 CBIRQ_HOME=/data/cbirq TORCH_HOME=/mod
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY cbirq ./cbirq
-RUN pip install ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} ".[onnx]" \
+RUN pip install ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} ".[onnx,web]" \
     && useradd --create-home --uid 1000 cbirq \
     && mkdir -p /data/cbirq /models/torch && chown -R cbirq /data /models
 USER cbirq

@@ -57,6 +57,8 @@ class Settings:
     lease_ttl: int
     shared_roots: tuple[Path, ...]
     rank_shards: int
+    serve_token: str | None = None  # `cbirq serve` asks every request for it when set
+    serve_max_upload: int = 20 * 2**20  # bytes of one upload to `cbirq serve`
 
     @property
     def embedded(self) -> bool:
@@ -120,4 +122,6 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         shared_roots=_paths(env.get("CBIRQ_SHARED_ROOTS", "")),
         # `cbirq query` ranks in this many shards, on workers started with --shard I/N.
         rank_shards=max(1, _int(env, "CBIRQ_RANK_SHARDS", 1)),
+        serve_token=env.get("CBIRQ_SERVE_TOKEN") or None,
+        serve_max_upload=max(1, _int(env, "CBIRQ_SERVE_MAX_UPLOAD_MB", 20)) * 2**20,
     )

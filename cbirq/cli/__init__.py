@@ -44,7 +44,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from cbirq.cli import admin, cluster, evaluate, search, train
+    from cbirq.cli import admin, cluster, evaluate, search, serve, train
 
     for command in (
         search.index,
@@ -61,6 +61,7 @@ def _register() -> None:
         train.report,
         train.jobs,
         train.cancel,
+        serve.serve,
     ):
         main.add_command(command)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
@@ -16,6 +18,7 @@ from cbirq.cli.common import (
     load_settings,
     progress_bars,
 )
+from cbirq.cli.dispatch import Dispatcher
 from cbirq.cli.indexer import IndexJob, Summary, run_index
 from cbirq.cli.options import feature_model, model_options, ranking_options
 from cbirq.cli.sharded import ranked
@@ -23,8 +26,49 @@ from cbirq.cluster.celery_app import RANK_TASK
 from cbirq.errors import CbirqError
 from cbirq.search.specs import resolve_options
 from cbirq.settings import ENGINES
+from cbirq.store import Store
 
 QUERY_BLOB_TTL = 600
+
+
+@dataclass(frozen=True)
+class QueryRequest:
+    """What `cbirq query` and `POST /api/query` ask: index, cut-off, metric, ranking options
+    as given (None: the index model's default), shards."""
+
+    index: str
+    top: int = 5
+    metric: str = "cosine"
+    ranking: Mapping[str, object] = field(default_factory=dict)
+    shards: int = 1
+
+
+def ask(
+    store: Store, dispatcher: Dispatcher, request: QueryRequest, data: bytes, path: str | None
+) -> dict:
+    """The query's answer (`cbirq query --json` less its `query`). In-process the task reads
+    the image at `path`; workers get `data` through the store, as they may not see the file."""
+    info = store.info(request.index)  # an unknown index fails here, before any work is sent
+    options = resolve_options(info.model, **request.ranking)
+    if dispatcher.embedded and path is not None:
+        source = {"path": path}
+    else:
+        key = f"query:{uuid.uuid4().hex}"
+        store.put_blobs({key: data}, QUERY_BLOB_TTL)
+        source = {"blob": key}
+    if request.shards > 1:
+        args = (request.top, request.metric, options, request.shards)
+        answer = ranked(dispatcher, request.index, source, *args)
+    else:
+        answer = dispatcher.submit(
+            RANK_TASK,
+            index=request.index,
+            query=source,
+            top=request.top,
+            metric=request.metric,
+            options=options.as_dict(),
+        ).get()
+    return {**answer, "ranking": options.describe()}
 
 
 def _print_summary(summary: Summary) -> None:
@@ -149,27 +193,9 @@ def query(
     config = load_settings()
     store, dispatcher = connect(config)
     data = _read_query(file)
-    info = store.info(index_name)  # an unknown index fails here, before any work is sent
-    options = resolve_options(info.model, **ranking)
-    if dispatcher.embedded:
-        source = {"path": os.path.abspath(file)}
-    else:
-        key = f"query:{uuid.uuid4().hex}"
-        store.put_blobs({key: data}, QUERY_BLOB_TTL)
-        source = {"blob": key}
-    shards = shards or config.rank_shards
-    if shards > 1:
-        answer = ranked(dispatcher, index_name, source, top, metric, options, shards)
-    else:
-        answer = dispatcher.submit(
-            RANK_TASK,
-            index=index_name,
-            query=source,
-            top=top,
-            metric=metric,
-            options=options.as_dict(),
-        ).get()
-    answer = {"query": os.path.abspath(file), **answer, "ranking": options.describe()}
+    request = QueryRequest(index_name, top, metric, ranking, shards or config.rank_shards)
+    answer = ask(store, dispatcher, request, data, os.path.abspath(file))
+    answer = {"query": os.path.abspath(file), **answer}
     if sheet is not None:
         from cbirq.search.sheet import query_sheet, save
 

@@ -195,10 +195,19 @@ def search(
     metric: str,
     options: RankOptions | None = None,
 ) -> list[dict]:
-    """The `top` library images closest to the query image, as {rank, path, score}."""
+    """The `top` library images closest to the query image, as {rank, path, score, cosine}."""
     options = options or RankOptions.plain()
     topk.check_metric(metric)
     index = cache.get(store, name)
     topk.require_rows(name, len(index.paths))
     raw = embed_query(store, backbone, name, source)
-    return topk.results(rank(store, index, name, raw, top, options), metric)
+    hits = rank(store, index, name, raw, top, options)
+    return topk.results(hits, metric, plain_cosines(store, name, raw, hits))
+
+
+def plain_cosines(store: Store, name: str, raw: np.ndarray, hits: list[topk.Hit]) -> list[float]:
+    """Each hit's cosine to the query before any ranking option: centring and QE move scores
+    away from it (a cat at 0.91 can rank at 0.52), and people read the plain one."""
+    rows = features.read(store, name, [digest for _, digest, _ in hits])
+    unit = raw / max(float(np.linalg.norm(raw)), 1e-12)
+    return (rows @ unit).tolist() if len(hits) else []

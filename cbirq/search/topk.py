@@ -44,18 +44,22 @@ def check_metric(metric: str) -> str:
     return metric
 
 
-def results(hits: Sequence[Hit], metric: str) -> list[dict]:
-    """{rank, path, score} per hit. For unit vectors |a - b|^2 = 2 - 2 cos(a, b): both
-    metrics give the same order, and the Euclidean distance comes from the cosine."""
+def results(hits: Sequence[Hit], metric: str, plain: Sequence[float] | None = None) -> list[dict]:
+    """{rank, path, score} per hit, and `cosine`, the plain cosine, where `plain` gives it.
+    For unit vectors |a - b|^2 = 2 - 2 cos(a, b): both metrics give the same order, and the
+    Euclidean distance comes from the cosine."""
     check_metric(metric)
 
     def score(cosine: float) -> float:
         return cosine if metric == "cosine" else math.sqrt(max(0.0, 2.0 - 2.0 * cosine))
 
-    return [
+    found = [
         {"rank": rank, "path": path, "score": round(score(cosine), 6)}
         for rank, (path, _, cosine) in enumerate(hits, start=1)
     ]
+    for hit, cosine in zip(found, plain or []):
+        hit["cosine"] = round(cosine, 6)
+    return found
 
 
 def mean(sums: Sequence[Sequence[float] | None], counts: Sequence[int]) -> list[float]:

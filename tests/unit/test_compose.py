@@ -17,7 +17,7 @@ def compose():
 
 def test_services_and_gpu_profile(compose):
     services = compose["services"]
-    assert set(services) == {"redis", "worker", "query", "gpu-worker"}
+    assert set(services) == {"redis", "worker", "query", "gpu-worker", "web"}
     assert "profiles" not in services["worker"] and services["gpu-worker"]["profiles"] == ["gpu"]
     devices = services["gpu-worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
@@ -50,10 +50,17 @@ def test_redis_needs_a_password_and_stays_on_the_host(compose):
 
 
 def test_workers_reach_redis_with_the_same_password(compose):
-    for name in ("worker", "query", "gpu-worker"):
+    for name in ("worker", "query", "gpu-worker", "web"):
         service = compose["services"][name]
         env = service["environment"]
         assert env["CBIRQ_BROKER_URL"].startswith("redis://redis:6379")
         assert env["CBIRQ_REDIS_PASSWORD"].startswith("${CBIRQ_REDIS_PASSWORD:?")
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
         assert any(v.endswith(":/models") for v in service["volumes"])
+
+
+def test_the_web_page_is_published_on_the_host_only(compose):
+    web = compose["services"]["web"]
+    assert web["command"][0] == "serve"
+    assert web["ports"] == ["127.0.0.1:8000:8000"]
+    assert web["environment"]["CBIRQ_SERVE_TOKEN"] == "${CBIRQ_SERVE_TOKEN:-}"

@@ -19,7 +19,11 @@ ALLOWED = {
     "search": {"settings", "errors", "store", "training"},  # settings: the ENGINES names
     "evaluation": {"errors", "store", "search"},
     "tasks": {"settings", "errors", "store", "cluster", "training", "search", "evaluation"},
-    "cli": {"settings", "errors", "store", "cluster", "training", "search", "evaluation", "tasks"},
+    "web": {"errors", "store", "search"},
+    "cli": {
+        *("settings", "errors", "store", "cluster", "training", "search", "evaluation"),
+        *("tasks", "web"),
+    },
 }
 
 

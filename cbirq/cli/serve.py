@@ -1,0 +1,99 @@
+"""`cbirq serve`: the search page and JSON API over HTTP (cbirq.web), in-process or with workers."""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import tempfile
+from pathlib import Path
+
+import click
+
+from cbirq.cli.common import connect, load_settings
+from cbirq.cli.dispatch import Dispatcher
+from cbirq.cli.search import QueryRequest, ask
+from cbirq.errors import CbirqError
+from cbirq.settings import DEFAULT_INDEX, Settings
+from cbirq.store import Store
+
+
+@click.command()
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on. Anything but loopback exposes your indexed photos to whoever "
+    "reaches it: set CBIRQ_SERVE_TOKEN too.",
+)
+@click.option(
+    "--port", "-p", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port."
+)
+@click.option(
+    "--index",
+    "index_name",
+    default=DEFAULT_INDEX,
+    show_default=True,
+    help="The index the page and API use when a request names none.",
+)
+def serve(host: str, port: int, index_name: str) -> None:
+    """Serve the search page (http://HOST:PORT/) and its JSON API (/api/...).
+
+    Queries run in this process (the model and index stay loaded between them), or on the
+    query workers when CBIRQ_BROKER_URL is set. With CBIRQ_SERVE_TOKEN set, every request must
+    carry it: open http://HOST:PORT/?token=TOKEN once in the browser.
+
+    Example: cbirq serve --port 8000 --index photos
+    """
+    try:
+        import uvicorn
+    except ImportError as exc:
+        raise CbirqError(f"cbirq serve needs {exc.name}: pip install 'cbirq[web]'") from None
+    config = load_settings()
+    if not _loopback(host):
+        click.echo(f"warning: serving on {host}, beyond this machine", err=True)
+        if config.serve_token is None:
+            click.echo("warning: no CBIRQ_SERVE_TOKEN: anyone who reaches it can search", err=True)
+    uploads = Path(tempfile.mkdtemp(prefix="cbirq-uploads-"))  # mode 0700: this user only
+    try:
+        app = build_app(config, index_name, uploads)
+        click.echo(f"cbirq: serving http://{host}:{port}/ (Ctrl-C stops)", err=True)
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        shutil.rmtree(uploads, ignore_errors=True)
+
+
+def build_app(config: Settings, index_name: str, uploads: Path):
+    """The web app wired to this configuration's store and dispatcher."""
+    try:
+        from cbirq.web.app import WebConfig, create_app
+    except ImportError as exc:
+        raise CbirqError(f"cbirq serve needs {exc.name}: pip install 'cbirq[web]'") from None
+    store, dispatcher = connect(config)
+    thumbs = config.cache_dir / "thumbs"
+    web = WebConfig(index_name, config.serve_max_upload, thumbs, config.serve_token)
+    return create_app(store, web_query(store, dispatcher, config, uploads), web)
+
+
+def web_query(store: Store, dispatcher: Dispatcher, config: Settings, uploads: Path):
+    """The web app's query function. In-process the task reads a file, so an upload is
+    written to the private `uploads` folder for the length of its query, then removed."""
+
+    def query(data: bytes, index: str, top: int, metric: str, plain: bool) -> dict:
+        request = QueryRequest(index, top, metric, {"plain": plain}, config.rank_shards)
+        if not dispatcher.embedded:
+            return ask(store, dispatcher, request, data, None)
+        with tempfile.NamedTemporaryFile(dir=uploads) as file:
+            file.write(data)
+            file.flush()
+            return ask(store, dispatcher, request, data, file.name)
+
+    return query
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

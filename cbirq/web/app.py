@@ -1,0 +1,257 @@
+"""`cbirq serve`'s web app: the search page, thumbnails, jobs, and a JSON API.
+
+Starlette on uvicorn: a small ASGI toolkit (no ORM, templating or validation layer to carry),
+a test client, and an OpenAPI schema from the endpoints' docstrings. The app does no search
+itself: `cbirq serve` passes in a `QueryFn` that sends the query to the workers or runs it in
+this process, so this module knows nothing of Celery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.schemas import SchemaGenerator
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from cbirq.errors import CbirqError, ImageError, UnknownIndex, UnknownJob
+from cbirq.store import Store
+from cbirq.web.library import LibraryPaths, library_file, thumbnail
+from cbirq.web.uploads import TooLarge, read_form
+
+# (image bytes, index, top, metric, plain ranking) -> the `cbirq query --json` object
+QueryFn = Callable[[bytes, str, int, str, bool], dict]
+STATIC = resources.files("cbirq.web") / "static"
+TOKEN_COOKIE = "cbirq_token"
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    default_index: str
+    max_upload: int  # bytes
+    thumb_cache: Path
+    token: str | None = None
+
+
+def create_app(store: Store, query: QueryFn, config: WebConfig) -> Starlette:
+    paths = LibraryPaths(store)
+    # One thread runs every query: the model and an index's rows are loaded once and kept,
+    # and a CPU-bound search gains nothing from a second one beside it.
+    searcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cbirq-query")
+
+    async def search(request: Request) -> JSONResponse:
+        """
+        summary: Rank an index against a query image
+        description: >
+          Multipart form: `file` (the image) or `path` (an image of the index: "more like
+          this"); optional `index`, `top` (1-1000, default 5), `metric` (cosine|euclidean),
+          `plain` (true: plain cosine, no ranking options). Answers the object that
+          `cbirq query --json` prints. 400 bad image or option, 404 unknown index or path,
+          413 upload too large.
+        responses:
+          200: {description: the ranked results}
+        """
+        began = time.perf_counter()
+        form = await read_form(request, config.max_upload)
+        index = form.get("index") or config.default_index
+        top, metric, plain = _options(form)
+        upload = form.get("file")
+        if isinstance(upload, bytes) and upload:
+            data, label = upload, form.get("filename") or "upload"
+        elif form.get("path"):
+            label = form["path"]
+            data = await run_in_threadpool(_library_bytes, paths, index, label)
+        else:
+            raise ImageError("send an image as `file` (or an indexed image's `path`)")
+        loop = asyncio.get_running_loop()
+        try:
+            answer = await loop.run_in_executor(searcher, query, data, index, top, metric, plain)
+        except ImageError as exc:
+            raise ImageError(f"{label}: {exc}") from None
+        spent = f"query;dur={1000 * (time.perf_counter() - began):.1f}"
+        return JSONResponse({"query": label, **answer}, headers={"Server-Timing": spent})
+
+    async def indexes(_: Request) -> JSONResponse:
+        """
+        summary: The indexes, with their model and image count
+        responses:
+          200: {description: "a list of {name, model, weights, dim, count}"}
+        """
+        found = await run_in_threadpool(store.indexes)
+        return JSONResponse([info.__dict__ for info in found])
+
+    async def jobs(_: Request) -> JSONResponse:
+        """
+        summary: Recent training jobs, newest first, with state, progress and history
+        responses:
+          200: {description: a list of job records (see docs/formats.md)}
+        """
+        return JSONResponse(await run_in_threadpool(store.jobs, 50))
+
+    async def job(request: Request) -> JSONResponse:
+        """
+        summary: One job's record, with its per-epoch history
+        responses:
+          200: {description: the job record}
+          404: {description: no such job}
+        """
+        return JSONResponse(await run_in_threadpool(store.get_job, request.path_params["job"]))
+
+    async def thumb(request: Request) -> Response:
+        """
+        summary: A JPEG thumbnail of an image the index holds (404 for any other path)
+        responses:
+          200: {description: image/jpeg}
+        """
+        index, path = _library_params(request, config)
+        size = _int(request.query_params.get("size", "256"), "size")
+        data = await run_in_threadpool(_thumbnail, paths, index, path, size, config.thumb_cache)
+        return Response(data, media_type="image/jpeg", headers=_CACHE)
+
+    async def original(request: Request) -> FileResponse:
+        """
+        summary: The original file of an image the index holds (404 for any other path)
+        responses:
+          200: {description: the file as stored on disk}
+        """
+        index, path = _library_params(request, config)
+        return FileResponse(await run_in_threadpool(library_file, paths, index, path))
+
+    def page(name: str) -> Callable[[Request], FileResponse]:
+        async def serve_page(_: Request) -> FileResponse:
+            return FileResponse(str(STATIC / name), media_type="text/html")
+
+        return serve_page
+
+    schemas = SchemaGenerator({"openapi": "3.0.0", "info": {"title": "cbirq", "version": "1"}})
+
+    async def openapi(request: Request) -> JSONResponse:
+        return JSONResponse(schemas.get_schema(routes=request.app.routes))
+
+    routes = [
+        Route("/", page("index.html"), include_in_schema=False),
+        Route("/jobs", page("jobs.html"), include_in_schema=False),
+        Route("/api/query", search, methods=["POST"]),
+        Route("/api/indexes", indexes),
+        Route("/api/jobs", jobs),
+        Route("/api/jobs/{job}", job),
+        Route("/api/thumb", thumb),
+        Route("/api/image", original),
+        Route("/api/openapi.json", openapi, include_in_schema=False),
+        Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
+    ]
+    app = Starlette(routes=routes, exception_handlers=_HANDLERS)
+    app.add_middleware(TokenGate, token=config.token)
+    app.state.searcher = searcher
+    return app
+
+
+_CACHE = {"Cache-Control": "private, max-age=3600"}
+
+
+def _options(form: dict) -> tuple[int, str, bool]:
+    top = _int(form.get("top") or "5", "top")
+    if not 1 <= top <= 1000:
+        raise ImageError("top must be 1-1000")
+    metric = form.get("metric") or "cosine"
+    if metric not in ("cosine", "euclidean"):
+        raise ImageError("metric must be cosine or euclidean")
+    return top, metric, (form.get("plain") or "").lower() in ("1", "true", "on", "yes")
+
+
+def _int(raw: str, name: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ImageError(f"{name} must be a whole number, not {raw!r}") from None
+
+
+def _library_params(request: Request, config: WebConfig) -> tuple[str, str]:
+    path = request.query_params.get("path")
+    if not path:
+        raise UnknownIndex("no path given")
+    return request.query_params.get("index") or config.default_index, path
+
+
+def _library_bytes(paths: LibraryPaths, index: str, path: str) -> bytes:
+    with open(library_file(paths, index, path), "rb") as file:
+        return file.read()
+
+
+def _thumbnail(paths: LibraryPaths, index: str, path: str, size: int, cache: Path) -> bytes:
+    return thumbnail(library_file(paths, index, path), size, cache)
+
+
+def _error(status: int) -> Callable[[Request, Exception], JSONResponse]:
+    def handle(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=status)
+
+    return handle
+
+
+def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+
+def _unavailable(_: Request, exc: Exception) -> JSONResponse:
+    message = f"lost the connection to Redis or the broker: {exc}"
+    return JSONResponse({"error": message}, status_code=503)
+
+
+def _connection_errors() -> tuple[type[Exception], ...]:
+    import kombu.exceptions
+    import redis
+
+    return (redis.RedisError, kombu.exceptions.OperationalError, ConnectionError)
+
+
+_HANDLERS = {
+    HTTPException: _http_error,
+    TooLarge: _error(413),
+    UnknownIndex: _error(404),
+    UnknownJob: _error(404),
+    CbirqError: _error(400),
+    **{error: _unavailable for error in _connection_errors()},
+}
+
+
+class TokenGate:
+    """With a token set, every request must carry it: `Authorization: Bearer T`, or the
+    cookie that opening any page with `?token=T` sets (so the page's images load too)."""
+
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self.app, self.token = app, token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.token is None or scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        request = Request(scope)
+        given = request.query_params.get("token")
+        header = request.headers.get("authorization", "")
+        candidates = [given, request.cookies.get(TOKEN_COOKIE), header.removeprefix("Bearer ")]
+        if not any(c and secrets.compare_digest(c, self.token) for c in candidates):
+            response = JSONResponse({"error": "a valid token is required"}, status_code=401)
+            return await response(scope, receive, send)
+        if given is None:
+            return await self.app(scope, receive, send)
+
+        async def with_cookie(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                cookie = f"{TOKEN_COOKIE}={given}; Path=/; HttpOnly; SameSite=Strict"
+                message["headers"] = [*message.get("headers", []), (b"set-cookie", cookie.encode())]
+            await send(message)
+
+        await self.app(scope, receive, with_cookie)
