@@ -9,6 +9,10 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
 DEFAULT_MODEL = "efficientnet_lite0"
+DEFAULT_MAX_FILE_MB = 100  # under Redis's 512 MB bulk limit with room; no photo comes near it
+# An estimate of the memory decoding one image may take: an 8000 x 8000 RGBA PNG of 265 KB
+# needs about 1.2 GB to decode and convert (cbirq.search.images.decode_cost).
+DEFAULT_MAX_DECODE_MB = 768
 DEFAULT_INDEX = "default"
 # Inference engines for feature extraction; auto: ONNX Runtime on CPU, torch on GPU.
 ENGINES = ("auto", "torch", "onnx")
@@ -57,6 +61,8 @@ class Settings:
     lease_ttl: int
     shared_roots: tuple[Path, ...]
     rank_shards: int
+    max_file_bytes: int = DEFAULT_MAX_FILE_MB * 2**20  # one image file, client or worker
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_MB * 2**20  # estimated memory for one decode
     serve_token: str | None = None  # `cbirq serve` asks every request for it when set
     serve_max_upload: int = 20 * 2**20  # bytes of one upload to `cbirq serve`
 
@@ -122,6 +128,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         shared_roots=_paths(env.get("CBIRQ_SHARED_ROOTS", "")),
         # `cbirq query` ranks in this many shards, on workers started with --shard I/N.
         rank_shards=max(1, _int(env, "CBIRQ_RANK_SHARDS", 1)),
+        max_file_bytes=max(1, _int(env, "CBIRQ_MAX_FILE_MB", DEFAULT_MAX_FILE_MB)) * 2**20,
+        max_decode_bytes=max(1, _int(env, "CBIRQ_MAX_DECODE_MB", DEFAULT_MAX_DECODE_MB)) * 2**20,
         serve_token=env.get("CBIRQ_SERVE_TOKEN") or None,
         serve_max_upload=max(1, _int(env, "CBIRQ_SERVE_MAX_UPLOAD_MB", 20)) * 2**20,
     )

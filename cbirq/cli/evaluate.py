@@ -67,6 +67,7 @@ class Indexer:
 
     def __call__(self, folder: Path, index: str, spec: str, weights: str) -> None:
         job = IndexJob(folder, index, spec, weights, self.chunk, self.config.inflight)
+        job.max_file_bytes = self.config.max_file_bytes
         summary = run_index(self.store, self.dispatcher, job, progress_bars(not self.quiet))
         for failure in summary.failed:
             click.echo(f"skipped {failure['path']}: {failure['error']}", err=True)

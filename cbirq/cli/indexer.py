@@ -14,10 +14,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cbirq.cli.dispatch import Dispatcher, Pending
-from cbirq.cli.library import content_hash, walk_images
+from cbirq.cli.library import printable, utf8_name, walk_images
 from cbirq.cluster.celery_app import EXTRACT_TASK
-from cbirq.errors import BackboneError, CbirqError, IndexMismatch, Unavailable, UnknownIndex
-from cbirq.store import Store
+from cbirq.cluster.shared_fs import read_file as read_image_file
+from cbirq.errors import (
+    BackboneError,
+    CbirqError,
+    ImageError,
+    IndexMismatch,
+    Unavailable,
+    UnknownIndex,
+)
+from cbirq.settings import DEFAULT_MAX_FILE_MB
+from cbirq.store import Store, content_hash
 
 # Errors that would hit every chunk alike: stop instead of failing each chunk in turn.
 FATAL = (BackboneError, IndexMismatch, Unavailable)
@@ -35,6 +44,7 @@ class IndexJob:
     prune: bool = False
     blob_ttl: int = 4 * 3600
     engine: str | None = None  # None: each worker's own CBIRQ_ENGINE
+    max_file_bytes: int = DEFAULT_MAX_FILE_MB * 2**20
 
 
 @dataclass
@@ -74,10 +84,14 @@ def plan(store: Store, job: IndexJob, summary: Summary, entries: dict[str, str],
     summary.total = len(files)
     hashes: dict[str, str] = {}
     for path in files:
+        if not utf8_name(path):
+            failed = {"path": printable(path), "error": "file name is not valid UTF-8: rename it"}
+            summary.failed.append(failed)
+            continue
         try:
-            hashes[path] = content_hash(Path(path).read_bytes())
-        except OSError as exc:
-            summary.failed.append({"path": path, "error": f"cannot read: {exc.strerror or exc}"})
+            hashes[path] = content_hash(read_image_file(path, job.max_file_bytes))
+        except ImageError as exc:
+            summary.failed.append({"path": printable(path), "error": str(exc)})
     changed = {p: h for p, h in hashes.items() if entries.get(p) != h}
     summary.skipped = len(hashes) - len(changed)
     known = store.known_hashes(job.index, changed.values()) if exists else set()
@@ -115,12 +129,16 @@ class ChunkSender:
         self.pending: deque[tuple[list[dict], Pending]] = deque()
 
     def send_all(self, items: list[dict]) -> None:
-        for number, start in enumerate(range(0, len(items), self.job.chunk)):
-            while len(self.pending) >= self.job.inflight:
+        try:
+            for number, start in enumerate(range(0, len(items), self.job.chunk)):
+                while len(self.pending) >= self.job.inflight:
+                    self._finish_oldest()
+                self._send(number, items[start : start + self.job.chunk])
+            while self.pending:
                 self._finish_oldest()
-            self._send(number, items[start : start + self.job.chunk])
-        while self.pending:
-            self._finish_oldest()
+        finally:  # an error or Ctrl-C: the chunks still queued keep no bytes in the store
+            if self.ship_bytes and self.pending:
+                self.store.delete_blobs(i["blob"] for chunk, _ in self.pending for i in chunk)
 
     def _send(self, number: int, chunk: list[dict]) -> None:
         if self.ship_bytes:
@@ -140,14 +158,18 @@ class ChunkSender:
         blobs, shipped = {}, []
         for item in chunk:
             try:
-                data = Path(item["path"]).read_bytes()
-            except OSError as exc:
-                self.summary.failed.append({"path": item["path"], "error": f"cannot read: {exc}"})
+                data = read_image_file(item["path"], self.job.max_file_bytes)
+            except ImageError as exc:
+                self.summary.failed.append({"path": item["path"], "error": str(exc)})
                 continue
             key = f"{self.run_id}:{number}:{item['hash']}"
             blobs[key] = data
             shipped.append({**item, "blob": key})
-        self.store.put_blobs(blobs, self.job.blob_ttl)
+        try:
+            self.store.put_blobs(blobs, self.job.blob_ttl)
+        except BaseException:
+            self.store.delete_blobs(blobs)  # a partial upload leaves nothing behind
+            raise
         return shipped
 
     def _finish_oldest(self) -> None:

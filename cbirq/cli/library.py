@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,5 +23,16 @@ def walk_images(root: Path) -> Iterator[Path]:
                 yield Path(folder) / name
 
 
-def content_hash(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+def utf8_name(path: str) -> bool:
+    """Whether the name survives UTF-8, as JSON messages and the store need: a name that is
+    not valid UTF-8 reaches Python with surrogate escapes."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(path: str) -> str:
+    """The name as text that can always be printed and sent: undecodable bytes as \\xNN."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -131,6 +131,7 @@ def index(
         prune,
         blob_ttl=config.visibility_timeout + 3600,
         engine=engine,
+        max_file_bytes=config.max_file_bytes,
     )
     summary = run_index(store, dispatcher, job, progress_bars(not as_json))
     if as_json:

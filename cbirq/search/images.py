@@ -13,9 +13,13 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from cbirq.errors import ImageError
+from cbirq.settings import DEFAULT_MAX_DECODE_MB
 
 # Far above any camera (~100 MP) yet small enough that a bomb cannot exhaust a worker's memory.
 MAX_PIXELS = 150_000_000
+
+MAX_DECODE_BYTES = DEFAULT_MAX_DECODE_MB * 2**20
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "I;16": 2, "RGB": 3, "YCbCr": 3}
 
 # Our own limit is checked first; Pillow's (which warns, then raises) must not fire earlier.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS * 2
@@ -51,11 +55,22 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def load_rgb(source: bytes | str | Path, min_side: int = 0) -> Image.Image:
+def decode_cost(mode: str, width: int, height: int) -> int:
+    """Bytes that decoding an image of this mode and size and converting it to RGB may hold at
+    once: the decoded pixels, and for alpha the RGBA copy, white backdrop and composite."""
+    decoded = _BYTES_PER_PIXEL.get(mode, 4)
+    converting = 12 if "A" in mode or mode == "P" else 4 if mode in ("I", "I;16", "F") else 0
+    return width * height * (decoded + converting + 3)
+
+
+def load_rgb(
+    source: bytes | str | Path, min_side: int = 0, max_bytes: int = MAX_DECODE_BYTES
+) -> Image.Image:
     """Decode, apply EXIF orientation, convert any mode to RGB.
 
     `min_side` lets JPEG decode at a reduced scale (draft mode) while keeping both sides at
     least that long: a 12 MP photo decodes several times faster when the model wants 256 px.
+    `max_bytes` bounds the memory decoding may take (a tiny PNG can unpack to gigabytes).
     """
     img = _open(source)
     width, height = img.size
@@ -64,6 +79,12 @@ def load_rgb(source: bytes | str | Path, min_side: int = 0) -> Image.Image:
     try:
         if min_side and img.format == "JPEG" and img.mode in ("RGB", "L"):
             img.draft(img.mode, (min_side, min_side))
+        cost = decode_cost(img.mode, *img.size)
+        if cost > max_bytes:
+            raise ImageError(
+                f"image too large to decode: {img.size[0]}x{img.size[1]} {img.mode} needs about "
+                f"{cost / 2**20:.0f} MB (limit {max_bytes / 2**20:g} MB, CBIRQ_MAX_DECODE_MB)"
+            )
         img.load()
         img = ImageOps.exif_transpose(img)
         return _to_rgb(img)
@@ -85,6 +106,8 @@ def center_crop(img: Image.Image, resize: int, crop: int) -> np.ndarray:
     return np.asarray(out, dtype=np.uint8)
 
 
-def load_array(source: bytes | str | Path, resize: int, crop: int) -> np.ndarray:
+def load_array(
+    source: bytes | str | Path, resize: int, crop: int, max_bytes: int = MAX_DECODE_BYTES
+) -> np.ndarray:
     """A model-ready (crop, crop, 3) uint8 array from a file path or its bytes."""
-    return center_crop(load_rgb(source, min_side=resize), resize, crop)
+    return center_crop(load_rgb(source, min_side=resize, max_bytes=max_bytes), resize, crop)

@@ -5,29 +5,40 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
 from cbirq.errors import CbirqError
 from cbirq.search.backbones import Backbone
-from cbirq.search.images import load_array
-from cbirq.store import Store
+from cbirq.search.images import MAX_DECODE_BYTES, load_array
+from cbirq.store import Store, content_hash
 
-Reader = Callable[[dict], "bytes | str"]
+Reader = Callable[[dict], bytes]
 DECODE_THREADS = 2  # Pillow releases the GIL while decoding: threads overlap the model
 
 
-def _decoded(
-    items: list[dict], read: Reader, backbone: Backbone
-) -> Iterator[tuple[dict, np.ndarray | None, str | None]]:
+@dataclass
+class Decoded:
+    item: dict
+    digest: str = ""  # the hash of the bytes decoded: the file may have changed since planning
+    array: np.ndarray | None = None
+    error: str | None = None
+
+
+def _decoded(items: list[dict], read: Reader, backbone: Backbone, max_bytes: int):
     """Decoded items in order, decoding at most a few batches ahead of the model: bounded
     memory whatever the chunk size."""
 
-    def decode(item: dict) -> tuple[dict, np.ndarray | None, str | None]:
+    def decode(item: dict) -> Decoded:
         try:
-            return item, load_array(read(item), backbone.resize, backbone.crop), None
+            data = read(item)
+            array = load_array(data, backbone.resize, backbone.crop, max_bytes)
+            return Decoded(item, content_hash(data), array)
         except CbirqError as exc:
-            return item, None, str(exc)
+            return Decoded(item, error=str(exc))
+        except Exception as exc:  # one bad file is that file's failure, never its chunk's
+            return Decoded(item, error=f"{type(exc).__name__}: {exc}")
 
     ahead = 2 * backbone.batch_size + DECODE_THREADS
     with ThreadPoolExecutor(DECODE_THREADS) as pool:
@@ -40,14 +51,14 @@ def _decoded(
             yield window.popleft().result()
 
 
-def _batches(decoded, size: int, errors: dict[str, str]) -> Iterator[list[tuple[dict, np.ndarray]]]:
-    """Batches of decoded images; what fails to decode goes into `errors` by content hash."""
-    batch: list[tuple[dict, np.ndarray]] = []
-    for item, array, error in decoded:
-        if error is not None:
-            errors[item["hash"]] = error
+def _batches(decoded, size: int, errors: dict[str, str]) -> Iterator[list[Decoded]]:
+    """Batches of decoded images; what fails to decode goes into `errors` by planned hash."""
+    batch: list[Decoded] = []
+    for one in decoded:
+        if one.error is not None:
+            errors[one.item["hash"]] = one.error
             continue
-        batch.append((item, array))
+        batch.append(one)
         if len(batch) == size:
             yield batch
             batch = []
@@ -56,21 +67,45 @@ def _batches(decoded, size: int, errors: dict[str, str]) -> Iterator[list[tuple[
 
 
 def extract_chunk(
-    store: Store, backbone: Backbone, index: str, items: list[dict], read: Reader
+    store: Store,
+    backbone: Backbone,
+    index: str,
+    items: list[dict],
+    read: Reader,
+    max_decode_bytes: int = MAX_DECODE_BYTES,
 ) -> dict:
-    """Index `items` ({path, hash, ...}); images whose hash the index holds are not decoded."""
+    """Index `items` ({path, hash, ...}); images whose hash the index holds are not decoded.
+
+    Features go under the hash of the bytes actually decoded: a file rewritten since the
+    client hashed it gets its new content's features under its new hash, never the old one's."""
     store.open_index(index, backbone.name, backbone.weights)
     known = store.known_hashes(index, [item["hash"] for item in items])
     todo = list({item["hash"]: item for item in items if item["hash"] not in known}.values())
     errors: dict[str, str] = {}
     features: dict[str, bytes] = {}
-    for batch in _batches(_decoded(todo, read, backbone), backbone.batch_size, errors):
-        vectors = backbone.embed([array for _, array in batch])
-        for (item, _), vector in zip(batch, vectors):
-            features[item["hash"]] = vector.astype("<f4").tobytes()
-    ready = known | features.keys()
-    entries = [(item["path"], item["hash"]) for item in items if item["hash"] in ready]
+    entries = [(item["path"], item["hash"]) for item in items if item["hash"] in known]
+    decoded = _decoded(todo, read, backbone, max_decode_bytes)
+    for batch in _batches(decoded, backbone.batch_size, errors):
+        vectors = backbone.embed([one.array for one in batch])
+        for one, vector in zip(batch, vectors):
+            features[one.digest] = vector.astype("<f4").tobytes()
+            entries.extend(_entries_for(one, items, errors))
     store.add(index, entries, features)
     # A copy of a bad file (same hash) is reported under its own path too.
-    failed = [{"path": i["path"], "error": errors[i["hash"]]} for i in items if i["hash"] in errors]
+    entered = {path for path, _ in entries}
+    failed = [
+        {"path": i["path"], "error": errors[i["hash"]]}
+        for i in items
+        if i["hash"] in errors and i["path"] not in entered
+    ]
     return {"indexed": len(entries), "extracted": len(features), "failed": failed}
+
+
+def _entries_for(one: Decoded, items: list[dict], errors: dict[str, str]) -> list[tuple[str, str]]:
+    """Entries for every item planned with this item's hash. If the file changed under us,
+    only its own path gets the new features: its copies were not read again."""
+    planned = one.item["hash"]
+    if one.digest == planned:
+        return [(item["path"], planned) for item in items if item["hash"] == planned]
+    errors[planned] = "a copy of this file changed while it was being indexed; index again"
+    return [(one.item["path"], one.digest)]

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from cbirq.settings import Settings
-from cbirq.store.base import Cursor, Entry, IndexInfo, Store, check_index_name
+from cbirq.store.base import Cursor, Entry, IndexInfo, Store, check_index_name, content_hash
 
-__all__ = ["Cursor", "Entry", "IndexInfo", "Store", "check_index_name", "open_store"]
+__all__ = [
+    "Cursor",
+    "Entry",
+    "IndexInfo",
+    "Store",
+    "check_index_name",
+    "content_hash",
+    "open_store",
+]
 
 
 def open_store(settings: Settings) -> Store:

@@ -7,6 +7,7 @@ write idempotent: a redelivered chunk rewrites the same keys and adds nothing.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -14,7 +15,8 @@ from typing import Protocol
 
 from cbirq.errors import CbirqError, IndexMismatch
 
-INDEX_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# fullmatch, not `$`, which also matches before a trailing newline ("g\n" showed as two rows).
+INDEX_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 Entry = tuple[str, str]  # (path on the indexing client, content hash)
 Cursor = tuple[int, int]  # (generation, log position): what a reader has already seen
@@ -46,8 +48,14 @@ def log_overgrown(length: int, count: int) -> bool:
     return length > max(LOG_FLOOR, 2 * count)
 
 
+def content_hash(data: bytes) -> str:
+    """What names an image's features: the client plans with it, a worker checks the bytes it
+    decodes against it."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
 def check_index_name(name: str) -> str:
-    if not INDEX_NAME.match(name):
+    if not INDEX_NAME.fullmatch(name):
         raise CbirqError(f"bad index name {name!r}: use up to 64 letters, digits, '_', '.' or '-'")
     return name
 

@@ -11,9 +11,9 @@ from cbirq.tasks import runtime
 
 
 def _reader(store):
-    def read(item: dict) -> bytes | str:
+    def read(item: dict) -> bytes:
         if "blob" not in item:
-            return runtime.readable_path(item["path"])
+            return runtime.read_local(item["path"])
         data = store.get_blob(item["blob"])
         if data is None:
             raise ImageError("image bytes expired before a worker took the chunk; index again")
@@ -39,9 +39,9 @@ def extract_batch(
     `engine` (torch, onnx, auto; default the worker's CBIRQ_ENGINE) does not change them."""
     store = runtime.store()
     try:
-        summary = extract_chunk(
-            store, runtime.backbone(model, weights, engine), index, items, _reader(store)
-        )
+        backbone = runtime.backbone(model, weights, engine)
+        limit = runtime.settings().max_decode_bytes
+        summary = extract_chunk(store, backbone, index, items, _reader(store), limit)
     except SoftTimeLimitExceeded:
         raise CbirqError(
             f"a chunk of {len(items)} images took over {self.soft_time_limit:.0f} s: "

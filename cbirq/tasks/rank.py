@@ -26,10 +26,10 @@ _QUICK = {
 }
 
 
-def _source(query: dict) -> bytes | str:
+def _source(query: dict) -> bytes:
     """The query image: bytes the client put in the store (taken once), or a shared path."""
     if "path" in query:
-        return runtime.readable_path(query["path"])
+        return runtime.read_local(query["path"])
     store = runtime.store()
     source = store.get_blob(query["blob"])
     store.delete_blobs([query["blob"]])

@@ -12,7 +12,7 @@ from celery.worker.control import inspect_command
 from kombu.exceptions import OperationalError
 
 from cbirq import settings as settings_module
-from cbirq.cluster.shared_fs import confine
+from cbirq.cluster.shared_fs import read_file
 from cbirq.store import Store, open_store
 
 # Worth a retry with backoff: the store or broker is restarting or briefly unreachable. Bad input
@@ -33,11 +33,12 @@ def store() -> Store:
     return _store(settings())
 
 
-def readable_path(path: str) -> str:
-    """A file a task may open: any, in-process (the CLI reads its own files); on a worker,
-    only under the roots it was started with."""
+def read_local(path: str) -> bytes:
+    """A file a task names: any regular file in-process (the CLI reads its own files); on a
+    worker, only under the roots it was started with."""
     config = settings()
-    return path if config.embedded else confine(path, config.shared_roots)
+    roots = None if config.embedded else config.shared_roots
+    return read_file(path, config.max_file_bytes, roots)
 
 
 @lru_cache(maxsize=4)
