@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,13 +38,21 @@ def with_password(url: str, password: str | None) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+SECRET_PARAMETERS = re.compile(r"pass|secret|token|auth|key", re.IGNORECASE)
+
+
 def redact(url: str) -> str:
-    """The URL with its password hidden, for messages."""
+    """The URL with every credential hidden, for messages: the password in its user part and
+    any query parameter that names one (redis-py reads `?password=`)."""
     parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
+    netloc = parts.netloc
+    if parts.password:
+        netloc = netloc.replace(f":{parts.password}@", ":***@")
+    query = "&".join(
+        f"{name}=***" if SECRET_PARAMETERS.search(name) else f"{name}={value}" if sep else name
+        for name, sep, value in (pair.partition("=") for pair in parts.query.split("&") if pair)
+    )
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,7 @@ class Bench:
             "CBIRQ_VISIBILITY_TIMEOUT": str(args.visibility),
             "CBIRQ_LEASE_TTL": str(args.lease),
             "CBIRQ_HOME": str(work / "home"),
+            "CBIRQ_DATA_DIR": str(work),  # training jobs may read only under it
         }
         self.files = make_library(work / "lib", args.images)
         self.workers: list[Worker] = []

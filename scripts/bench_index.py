@@ -45,10 +45,10 @@ from PIL import Image, ImageOps
 from torchvision import transforms as T
 
 from cbirq import settings
-from cbirq.store import content_hash
 from cbirq.cluster.celery_app import EXTRACT_TASK, make_app
 from cbirq.search.backbones import Backbone, load_backbone
 from cbirq.search.indexing import extract_chunk
+from cbirq.store import content_hash
 from cbirq.store.redis_store import RedisStore
 from cbirq.store.sqlite_store import SqliteStore
 

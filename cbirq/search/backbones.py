@@ -9,6 +9,9 @@ and `+ms` (see cbirq.search.specs).
 
 from __future__ import annotations
 
+import hashlib
+import io
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,7 +172,24 @@ def _hub_state_dict(name: str, url: str) -> dict:
                 f"put {path.name} from {url} into {path.parent} (TORCH_HOME sets the place), "
                 "or pass --weights none for random weights"
             ) from None
-    return torch.load(path, map_location="cpu", weights_only=True)
+    data = path.read_bytes()
+    check_hub_hash(path.name, data)
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+# torchvision names its weight files NAME-HASH.pth, HASH the first hex digits of their SHA-256
+# (torch.hub's check_hash convention).
+_HUB_NAME = re.compile(r"-([0-9a-f]{8,64})\.pth?$")
+
+
+def check_hub_hash(name: str, data: bytes) -> None:
+    """Refuse a hub weights file whose content does not match the hash in its name."""
+    named = _HUB_NAME.search(name)
+    if named and not hashlib.sha256(data).hexdigest().startswith(named.group(1)):
+        raise BackboneError(
+            f"{name} in the torch hub cache does not match the hash in its name "
+            "(corrupt or replaced): delete it and fetch it again"
+        )
 
 
 def _resnet20(weights: str, checkpoint: bytes | None) -> tuple[nn.Module, dict]:

@@ -18,10 +18,18 @@ def read(store: Store, name: str, hashes: Sequence[str]) -> np.ndarray:
     unique = list(dict.fromkeys(hashes))
     if not unique:
         return np.zeros((0, 0), np.float32)
-    raw = store.features(name, unique)
-    found = np.stack([np.frombuffer(vector, dtype="<f4") for vector in raw])
+    found: np.ndarray | None = None
+    # In batches: one reply for a million vectors would be 5 GB at once, on both ends.
+    for start in range(0, len(unique), BATCH):
+        part = store.features(name, unique[start : start + BATCH])
+        block = np.stack([np.frombuffer(vector, dtype="<f4") for vector in part])
+        if found is None:
+            found = np.empty((len(unique), block.shape[1]), np.float32)
+        found[start : start + len(block)] = block
+    if len(unique) == len(hashes):  # no copies: the rows are already in order
+        return found
     row_of = {h: i for i, h in enumerate(unique)}
-    return found[[row_of[h] for h in hashes]].astype(np.float32, copy=False)
+    return found[[row_of[h] for h in hashes]]
 
 
 def read_index(store: Store, name: str) -> tuple[list[str], np.ndarray]:

@@ -76,7 +76,21 @@ def cache_path(backbone: Backbone, cache_dir: Path) -> Path:
     return cache_dir / "onnx" / f"{stem}-{graph_key(backbone)}.onnx"
 
 
-def _session(path: Path, threads: int) -> ort.InferenceSession:
+def _digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _verified_bytes(path: Path) -> bytes:
+    """The cached graph, if it is byte for byte the one that passed the check when exported:
+    a graph whose weights were replaced would load fine and give wrong features."""
+    data = path.read_bytes()
+    expected = _digest_path(path).read_text().strip()
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise ExportRefused("it is not the graph that was checked (changed since)")
+    return data
+
+
+def _session(path: Path | bytes, threads: int) -> ort.InferenceSession:
     options = ort.SessionOptions()
     # The worker's core budget: several worker processes must not oversubscribe the cores.
     options.intra_op_num_threads = max(1, threads)
@@ -85,7 +99,8 @@ def _session(path: Path, threads: int) -> ort.InferenceSession:
     # with other workers (2 threads on a busy machine: 23-31 img/s spinning, 34-38 not).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    model = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def _export(backbone: Backbone, path: Path) -> None:
@@ -143,6 +158,9 @@ def _export_checked(backbone: Backbone, path: Path, threads: int) -> OrtNet:
                 f"cannot export {backbone.name} to ONNX ({type(exc).__name__}: {reason})"
             ) from None
         check(backbone, net)
+        # The digest first: a graph in place is always one whose digest is recorded.
+        digest = hashlib.sha256(partial.read_bytes()).hexdigest()
+        _digest_path(path).write_text(digest + "\n")
         os.replace(partial, path)
         return net
     finally:
@@ -155,7 +173,7 @@ def session_net(backbone: Backbone, cache_dir: Path, threads: int) -> OrtNet:
     path = cache_path(backbone, cache_dir)
     if path.exists():
         try:
-            return OrtNet(_session(path, threads), path)
+            return OrtNet(_session(_verified_bytes(path), threads), path)
         except Exception as exc:  # onnxruntime's errors share no base class but Exception
-            log.warning("cached ONNX graph %s does not load (%s); exporting it again", path, exc)
+            log.warning("cached ONNX graph %s refused (%s); exporting it again", path, exc)
     return _export_checked(backbone, path, threads)

@@ -106,9 +106,24 @@ def resolve_options(
     return replace(base or RankOptions(), **{k: v for k, v in chosen.items() if v is not None})
 
 
-def checkpoint_weights(data: bytes) -> str:
-    """The weights name of a checkpoint: its content hash, so an index names the exact net."""
-    return CHECKPOINT_PREFIX + hashlib.blake2b(data, digest_size=8).hexdigest()
+def checkpoint_weights(data: bytes, digest_size: int = 16) -> str:
+    """The weights name of a checkpoint: its content hash (128 bits), so an index names the
+    exact net, and the bytes a worker fetches by that name can be checked against it."""
+    return CHECKPOINT_PREFIX + hashlib.blake2b(data, digest_size=digest_size).hexdigest()
+
+
+def verified_checkpoint(weights: str, data: bytes | None) -> bytes:
+    """`data` if it is the checkpoint that `weights` names; indexes made before names grew
+    to 128 bits carry 64-bit ones, checked at their own length."""
+    if data is None:
+        raise BackboneError(f"checkpoint {weights} is not in the store: index with it again")
+    size = (len(weights) - len(CHECKPOINT_PREFIX)) // 2
+    if size < 8 or checkpoint_weights(data, size) != weights:
+        raise BackboneError(
+            f"the stored checkpoint {weights} does not match its name (changed in the store?): "
+            "refusing it; index again with --model resnet20:FILE"
+        )
+    return data
 
 
 def checkpoint_key(weights: str) -> str:

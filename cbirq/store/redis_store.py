@@ -93,8 +93,9 @@ class RedisStore:
         return [self.info(n) for n in names]
 
     def entries(self, name: str) -> dict[str, str]:
-        raw = self.r.hgetall(self._key(name, "paths"))
-        return {p.decode(): h.decode() for p, h in raw.items()}
+        # Scanned in pages: HGETALL of a million paths is one reply of ~100 MB.
+        pages = self.r.hscan_iter(self._key(name, "paths"), count=10_000)
+        return {p.decode(): h.decode() for p, h in pages}
 
     def known_hashes(self, name: str, hashes: Iterable[str]) -> set[str]:
         hashes = list(dict.fromkeys(hashes))

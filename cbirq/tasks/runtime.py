@@ -47,11 +47,13 @@ def _backbone(name: str, weights: str, engine: str):
 
     from cbirq.search.backbones import load_backbone
     from cbirq.search.engines import with_engine
-    from cbirq.search.specs import checkpoint_key, is_checkpoint
+    from cbirq.search.specs import checkpoint_key, is_checkpoint, verified_checkpoint
 
     device = "cuda" if engine == "torch" and torch.cuda.is_available() else "cpu"
     # A trained checkpoint travels through the store, so workers on any host can load it.
-    checkpoint = store().get_artifact(checkpoint_key(weights)) if is_checkpoint(weights) else None
+    checkpoint = None
+    if is_checkpoint(weights):
+        checkpoint = verified_checkpoint(weights, store().get_artifact(checkpoint_key(weights)))
     net = load_backbone(name, weights, device=device, checkpoint=checkpoint)
     threads = settings().threads or torch.get_num_threads()
     return with_engine(net, engine, settings().cache_dir, threads)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -11,6 +12,7 @@ import torch
 
 from cbirq.cluster.celery_app import TRAIN_TASK, app
 from cbirq.errors import CbirqError
+from cbirq.settings import Settings
 from cbirq.store import Store
 from cbirq.tasks import runtime
 from cbirq.training.cifar import load_cifar
@@ -28,6 +30,9 @@ def pick_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
+MAX_CRASHES = 3
+
+
 class JobRecord:
     """The job's record, written back to the store on every change."""
 
@@ -37,6 +42,20 @@ class JobRecord:
     def update(self, **fields: object) -> None:
         self.job.update(fields, updated=time.time())
         self.store.put_job(self.job)
+
+
+def data_folder(asked: str | None, settings: Settings) -> Path:
+    """The job's data folder. On a worker it must lie under CBIRQ_DATA_DIR (a relative --data
+    is taken from there): a message must not make a worker read whatever file it names."""
+    if asked is None:
+        return settings.data_dir / "cifar10"
+    if settings.embedded:
+        return Path(asked)
+    root = settings.data_dir.resolve()
+    folder = (root / asked).resolve()
+    if not folder.is_relative_to(root):
+        raise CbirqError(f"--data {asked} is outside this worker's CBIRQ_DATA_DIR ({root})")
+    return folder
 
 
 def _starting_point(store: Store, job_id: str) -> dict | None:
@@ -53,7 +72,7 @@ def _run(store: Store, record: JobRecord, beat: Heartbeat) -> dict:
 
     def on_epoch(checkpoint: dict) -> None:
         store.put_artifact(artifact_key(job_id, "last"), checkpoint_bytes(checkpoint))
-        record.update(epoch=checkpoint["epoch"], history=checkpoint["history"])
+        record.update(epoch=checkpoint["epoch"], history=checkpoint["history"], crashes=0)
 
     def progress(epoch: int, step: int, steps: int) -> None:
         beat.check()
@@ -62,7 +81,7 @@ def _run(store: Store, record: JobRecord, beat: Heartbeat) -> dict:
     settings = runtime.settings()
     if settings.threads:  # the embedded CLI has no worker_process_init to set them
         torch.set_num_threads(settings.threads)
-    data = load_cifar(Path(record.job["data"] or settings.data_dir / "cifar10"), settings.cache_dir)
+    data = load_cifar(data_folder(record.job["data"], settings), settings.cache_dir)
     start = _starting_point(store, job_id)
     return train(config, data, pick_device(config.device), start, on_epoch, progress)
 
@@ -112,7 +131,17 @@ def _train_leased(store: Store, record: JobRecord, beat: Heartbeat, worker: str 
     if _cancelled(store, job_id):
         record.update(state="cancelled")
         return "cancelled"
-    record.update(state="running", worker=worker, error=None)
+    # A delivery that kills its worker outright (a crash in native code, the OOM killer) is
+    # redelivered; counting starts since the last finished epoch ends the loop as `failed`.
+    crashes = record.job.get("crashes", 0)
+    if crashes >= MAX_CRASHES:
+        error = (
+            f"stopped after {crashes} deliveries ended without a word (the worker process died, "
+            "e.g. a crash or out of memory) and no epoch finished; see the worker's log"
+        )
+        record.update(state="failed", error=error)
+        return "failed"
+    record.update(state="running", worker=worker, error=None, crashes=crashes + 1)
     try:
         final = _run(store, record, beat)
     except Stopped as stop:
@@ -125,6 +154,14 @@ def _train_leased(store: Store, record: JobRecord, beat: Heartbeat, worker: str 
         error = str(exc) if isinstance(exc, CbirqError) else f"{type(exc).__name__}: {exc}"
         record.update(state="failed", error=error)
         raise
+    finally:  # ended here, not by the process dying: not a crash
+        _uncount_crash(record)
     store.put_artifact(artifact_key(job_id, "final"), checkpoint_bytes(final))
     record.update(state="done", epoch=final["epoch"])
     return "done"
+
+
+def _uncount_crash(record: JobRecord) -> None:
+    # With the store away, this start counts against the limit once: a small price.
+    with contextlib.suppress(runtime.TRANSIENT):
+        record.update(crashes=max(0, record.job.get("crashes", 1) - 1))

@@ -49,34 +49,112 @@ class Cifar:
         return Cifar(self.train_x[train], self.train_y[train], self.train_x[val], self.train_y[val])
 
 
-class _ArraysOnly(pickle.Unpickler):
-    """CIFAR's batches are pickles by the dataset's own design, holding dicts, lists, strings
-    and numpy arrays: nothing else may be loaded, so a planted file cannot run code."""
+class _Dtype:
+    """A pickled numpy dtype, recorded and never built: numpy would let a crafted one (say an
+    object field over raw bytes) dereference forged pointers when the array is converted."""
 
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("_codecs", "encode"),  # how protocol 2 stores bytes written by Python 3
+    def __init__(self, code: object, align: object = False, copy: object = False) -> None:
+        self.code, self.state = code, None
+
+    def __setstate__(self, state: object) -> None:
+        self.state = state
+
+
+class _Array:
+    """A pickled numpy array, recorded as (shape, dtype, raw bytes) and never built."""
+
+    def __init__(self, *_: object) -> None:
+        self.shape: object = None
+        self.dtype: object = None
+        self.raw: object = None
+
+    def __setstate__(self, state: object) -> None:
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise pickle.UnpicklingError("not an array's state")
+        self.shape, self.dtype, _, self.raw = state[-4:]
+
+
+def _reconstruct(cls: object, shape: object, code: object) -> _Array:
+    return _Array()
+
+
+def _encode(text: object, encoding: object = "utf-8") -> bytes:
+    """`_codecs.encode`, as protocol 2 stores bytes written by Python 3: latin-1 only."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("unexpected _codecs.encode in a CIFAR batch")
+    return text.encode("latin-1")
+
+
+class _PlainData(pickle.Unpickler):
+    """CIFAR's batches are pickles by the dataset's own design: a dict of strings, a list of
+    labels and one uint8 array. Only containers, strings, bytes and numbers are unpickled;
+    numpy's names resolve to the recorders above, so no code runs and no numpy object is made
+    from the file: the array is rebuilt by `_uint8_rows` with np.frombuffer and exact sizes."""
+
+    STAND_INS = {
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy", "ndarray"): _Array,
+        ("numpy", "dtype"): _Dtype,
+        ("_codecs", "encode"): _encode,
     }
 
     def find_class(self, module: str, name: str) -> object:
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"{module}.{name} has no place in a CIFAR batch")
-        return super().find_class(module, name)
+        try:
+            return self.STAND_INS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"{module}.{name} has no place in a CIFAR batch") from None
+
+
+def _uint8_rows(value: object) -> np.ndarray:
+    """The batch's `data`: N x 3072 uint8 from the recorded array, or a refusal."""
+    if not isinstance(value, _Array) or not isinstance(value.dtype, _Dtype):
+        raise ValueError("'data' is not a numpy array")
+    dtype, shape, raw = value.dtype, value.shape, value.raw
+    plain = dtype.state is None or (
+        isinstance(dtype.state, tuple) and dtype.state[2:5] == (None,) * 3
+    )
+    if dtype.code not in ("u1", "|u1", "uint8") or not plain:
+        raise ValueError(f"'data' must be uint8, not {dtype.code!r}")
+    if not (isinstance(shape, tuple) and len(shape) == 2 and shape[1] == 3072):
+        raise ValueError(f"'data' must be N x 3072, not {shape!r}")
+    if not all(isinstance(n, int) and 0 <= n <= 1_000_000 for n in shape):
+        raise ValueError(f"'data' has an impossible shape {shape!r}")
+    raw = raw.encode("latin-1") if isinstance(raw, str) else raw
+    if not isinstance(raw, bytes) or len(raw) != shape[0] * 3072:
+        raise ValueError("'data' does not hold N x 3072 bytes")
+    return np.frombuffer(raw, np.uint8).reshape(shape[0], 3, 32, 32)
+
+
+def _labels(value: object, count: int) -> np.ndarray:
+    if not isinstance(value, list) or len(value) != count:
+        raise ValueError(f"'labels' must be a list of {count} classes")
+    if not all(type(label) is int and 0 <= label < len(CLASSES) for label in value):
+        raise ValueError("'labels' must be whole numbers 0-9")
+    return np.asarray(value, np.int64)
+
+
+def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with open(path, "rb") as f:
+            batch = _PlainData(f, encoding="latin1").load()
+        if not isinstance(batch, dict):
+            raise ValueError("not a dict")
+        batch = {k.decode("latin-1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
+        images = _uint8_rows(batch.get("data"))
+        return images, _labels(batch.get("labels"), len(images))
+    except OSError as exc:
+        raise CbirqError(f"cannot read CIFAR-10 batch {path}: {exc.strerror or exc}") from None
+    except Exception as exc:  # whatever a crafted file makes the unpickler raise: one line
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CbirqError(f"malformed CIFAR-10 batch {path}: {detail}") from None
 
 
 def _read_batches(folder: Path) -> dict[str, np.ndarray]:
     """torchvision's cifar-10-batches-py."""
 
     def read(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        xs, ys = [], []
-        for name in names:
-            with open(folder / name, "rb") as f:
-                batch = _ArraysOnly(f, encoding="latin1").load()
-            xs.append(np.asarray(batch["data"], np.uint8).reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(batch["labels"], np.int64))
+        xs, ys = zip(*(_read_batch(folder / name) for name in names))
         return np.concatenate(xs), np.concatenate(ys)
 
     train_x, train_y = read([f"data_batch_{i}" for i in range(1, 6)])

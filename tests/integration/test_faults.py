@@ -40,6 +40,7 @@ def env(redis_node, tmp_path_factory):
         "CBIRQ_VISIBILITY_TIMEOUT": "4",
         "CBIRQ_LEASE_TTL": "2",
         "CBIRQ_HOME": str(tmp_path_factory.mktemp("fault-home")),
+        "CBIRQ_DATA_DIR": str(tmp_path_factory.getbasetemp()),  # the tests' CIFAR trees
     }
 
 

@@ -24,7 +24,8 @@ LONG_RUN = ["--epochs", "400", "--batch-size", "16"]
 def trainer(broker_env, tmp_path_factory):
     """One worker for the train queue only, with a CBIRQ_HOME (its data cache) of its own."""
     work = tmp_path_factory.mktemp("trainer")
-    env = {**broker_env, "CBIRQ_HOME": str(work / "home")}
+    data = str(tmp_path_factory.getbasetemp())  # where the tests' CIFAR trees are
+    env = {**broker_env, "CBIRQ_HOME": str(work / "home"), "CBIRQ_DATA_DIR": data}
     worker = Worker("t1", "train", env, work / "t1.log").wait_ready()
     yield worker
     worker.stop()

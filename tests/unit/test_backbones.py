@@ -1,3 +1,4 @@
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -128,7 +129,8 @@ def test_missing_hub_weights_name_the_file(offline_hub):
     assert "network is unreachable" in message
 
 
-def test_hub_weights_are_read_from_the_cache(offline_hub):
+def fake_hub_file(offline_hub) -> Path:
+    """resnet18's weights file in the hub cache, with other weights than the real ones."""
     reference = models.resnet18(weights=None)
     with torch.no_grad():
         reference.layer1[0].conv1.weight.fill_(0.25)
@@ -136,8 +138,31 @@ def test_hub_weights_are_read_from_the_cache(offline_hub):
     cached = offline_hub / "checkpoints" / Path(url).name
     cached.parent.mkdir()
     torch.save(reference.state_dict(), cached)
+    return cached
+
+
+def test_hub_weights_are_read_from_the_cache(offline_hub, monkeypatch):
+    fake_hub_file(offline_hub)
+    checked = []
+    monkeypatch.setattr(backbones, "check_hub_hash", lambda name, data: checked.append(name))
     loaded = backbones.load_backbone("resnet18", weights="imagenet")
     assert torch.all(loaded.net.layer1[0].conv1.weight == 0.25)
+    assert checked == ["resnet18-f37072fd.pth"]
+
+
+def test_hub_weights_that_do_not_match_their_name_are_refused(offline_hub):
+    fake_hub_file(offline_hub)
+    with pytest.raises(BackboneError, match="does not match the hash in its name"):
+        backbones.load_backbone("resnet18", weights="imagenet")
+
+
+def test_the_hub_hash_is_the_sha256_prefix():
+    data = b"weights"
+    prefix = hashlib.sha256(data).hexdigest()[:8]
+    backbones.check_hub_hash(f"net-{prefix}.pth", data)  # accepted
+    backbones.check_hub_hash("net.pth", data)  # no hash in the name: nothing to check
+    with pytest.raises(BackboneError):
+        backbones.check_hub_hash(f"net-{prefix}.pth", data + b"!")
 
 
 def cat_probabilities(weights):

@@ -137,7 +137,7 @@ def test_the_batches_cache_is_reused_without_unpickling(tmp_path, cifar_batches,
     def no_unpickling(*args, **kwargs):
         raise AssertionError("unpickled a batch despite the cache")
 
-    monkeypatch.setattr(cifar._ArraysOnly, "load", no_unpickling)
+    monkeypatch.setattr(cifar._PlainData, "load", no_unpickling)
     again = load_cifar(cifar_batches, cache)
     assert torch.equal(first.train_x, again.train_x) and torch.equal(first.test_y, again.test_y)
 
@@ -241,7 +241,8 @@ def test_a_damaged_batch_is_a_clear_error(tmp_path, cifar_batches, damage):
         else:
             batch["data"] = batch["data"][:, :3000]
         path.write_bytes(pickle.dumps(batch))
-    with pytest.raises(CbirqError, match="malformed CIFAR-10 data in .*cifar-10-batches-py") as err:
+    match = "(malformed|cannot read) CIFAR-10 batch .*cifar-10-batches-py/data_batch_3"
+    with pytest.raises(CbirqError, match=match) as err:
         load_cifar(cifar_batches, tmp_path / "cache")
     assert "\n" not in str(err.value)
 

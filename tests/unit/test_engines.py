@@ -37,7 +37,7 @@ def home(tmp_path_factory, small):
 
 
 def onnx_files(cache: Path) -> list[Path]:
-    return sorted((cache / "onnx").glob("*"))
+    return sorted((cache / "onnx").glob("*.onnx"))
 
 
 def worst_cosine_gap(a: np.ndarray, b: np.ndarray) -> float:
@@ -156,7 +156,7 @@ def test_a_damaged_cached_graph_is_exported_again(small, home, tmp_path, caplog)
     damaged.parent.mkdir()
     damaged.write_bytes(graph.read_bytes()[:1000])
     net = onnx_engine.session_net(small, tmp_path, threads=1)
-    assert "does not load" in caplog.text
+    assert "refused" in caplog.text
     assert damaged.read_bytes() != graph.read_bytes()[:1000]
     x = torch.rand(2, 3, 224, 224)
     with torch.inference_mode():
