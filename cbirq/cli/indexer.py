@@ -201,8 +201,10 @@ def run_index(
     entries, exists = existing_entries(store, job)
     work, found = plan(store, job, summary, entries, exists)
     if work.reuse:
-        store.add(job.index, work.reuse, {})
-        summary.reused = len(work.reuse)
+        # Features a concurrent prune removed meanwhile are extracted again.
+        gone = set(store.add(job.index, work.reuse, {}))
+        work.extract += [{"path": p, "hash": h} for p, h in work.reuse if p in gone]
+        summary.reused = len(work.reuse) - len(gone)
         summary.indexed += summary.reused
     ChunkSender(store, dispatcher, job, summary, progress_factory(len(work.extract))).send_all(
         work.extract

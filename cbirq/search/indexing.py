@@ -90,15 +90,18 @@ def extract_chunk(
         for one, vector in zip(batch, vectors):
             features[one.digest] = vector.astype("<f4").tobytes()
             entries.extend(_entries_for(one, items, errors))
-    store.add(index, entries, features)
+    gone = set(store.add(index, entries, features))
+    for item in items:
+        if item["path"] in gone:
+            errors[item["hash"]] = "its stored features were removed while indexing; index again"
+    entered = {path for path, _ in entries} - gone
     # A copy of a bad file (same hash) is reported under its own path too.
-    entered = {path for path, _ in entries}
     failed = [
         {"path": i["path"], "error": errors[i["hash"]]}
         for i in items
         if i["hash"] in errors and i["path"] not in entered
     ]
-    return {"indexed": len(entries), "extracted": len(features), "failed": failed}
+    return {"indexed": len(entered), "extracted": len(features), "failed": failed}
 
 
 def _entries_for(one: Decoded, items: list[dict], errors: dict[str, str]) -> list[tuple[str, str]]:

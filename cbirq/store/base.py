@@ -86,10 +86,13 @@ class Store(Protocol):
 
     def known_hashes(self, name: str, hashes: Iterable[str]) -> set[str]: ...
 
-    def add(self, name: str, entries: Sequence[Entry], features: dict[str, bytes]) -> None:
-        """Store features by hash, then point paths at hashes; safe to repeat."""
+    def add(self, name: str, entries: Sequence[Entry], features: dict[str, bytes]) -> list[str]:
+        """Store features by hash and point paths at hashes, as one atomic step; safe to
+        repeat. Features no path points at any more are deleted. Returns the paths not added
+        because their hash has no features (deleted by a concurrent prune: extract them)."""
 
-    def remove(self, name: str, paths: Iterable[str]) -> int: ...
+    def remove(self, name: str, paths: Iterable[str]) -> int:
+        """Drop the paths' entries, and the features no other path points at."""
 
     def features(self, name: str, hashes: Sequence[str]) -> list[bytes | None]: ...
 

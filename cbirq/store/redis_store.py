@@ -8,6 +8,8 @@ Keys, all under `cbirq:`:
     index:N:feats           hash content hash -> float32 bytes
     index:N:log             list of JSON [path, hash]: what query workers have not seen yet
     index:N:gen             bumped when entries are removed (readers reload everything)
+    index:N:refs            hash content hash -> how many paths point at it
+    index:N:garbage         set of hashes no path points at, deleted at the next generation
     blob:KEY                image bytes on their way to a worker, with a TTL
     job:ID                  JSON record of a training job
     jobs                    sorted set of job ids by creation time
@@ -30,11 +32,105 @@ from cbirq.store.base import Cursor, Entry, IndexInfo, check_dim, check_index_na
 
 PREFIX = "cbirq:"
 
+# Entries and the features they point at change together, in scripts Redis runs atomically,
+# with a count of the paths pointing at each hash. A path is only pointed at features that
+# exist, so a prune beside an indexer never leaves an entry without its vector (the indexer
+# hears which paths to do again). Features no path points at any more are deleted when the
+# generation is bumped (a removal, a dropped log): until then a query worker replaying the log
+# may still need a re-pointed path's old vector, to take it off its exact row sum.
+# KEYS: paths, feats, refs, garbage, then the script's own.
+_REFERENCES = """
+local paths, feats, refs, garbage = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+if redis.call('EXISTS', refs) == 0 then  -- counted once for an index from before the counts
+  for _, h in ipairs(redis.call('HVALS', paths)) do redis.call('HINCRBY', refs, h, 1) end
+end
+local function release(h)
+  if redis.call('HINCRBY', refs, h, -1) <= 0 then
+    redis.call('HDEL', refs, h)
+    redis.call('SADD', garbage, h)
+  end
+end
+local function sweep(gen)
+  for _, h in ipairs(redis.call('SMEMBERS', garbage)) do
+    if not redis.call('HGET', refs, h) then redis.call('HDEL', feats, h) end
+  end
+  redis.call('DEL', garbage)
+  redis.call('INCR', gen)
+end
+"""
+
+# KEYS[5]: log. ARGV: feature count, hash, vector, ..., then path, hash, ...
+# Returns {paths re-pointed, log length, path count, {paths whose features are gone}}.
+_ADD = (
+    _REFERENCES
+    + """
+local log = KEYS[5]
+local written, i = {}, 2
+for _ = 1, tonumber(ARGV[1]) do
+  redis.call('HSET', feats, ARGV[i], ARGV[i + 1])
+  table.insert(written, ARGV[i])
+  i = i + 2
+end
+local missing, changed = {}, 0
+while i <= #ARGV do
+  local p, h = ARGV[i], ARGV[i + 1]
+  i = i + 2
+  local old = redis.call('HGET', paths, p)
+  if old ~= h then
+    if redis.call('HEXISTS', feats, h) == 0 then
+      table.insert(missing, p)
+    else
+      redis.call('HSET', paths, p, h)
+      redis.call('HINCRBY', refs, h, 1)
+      if old then release(old) end
+      redis.call('RPUSH', log, cjson.encode({p, h}))
+      changed = changed + 1
+    end
+  end
+end
+for _, h in ipairs(written) do  -- features whose every path was refused: no reader saw them
+  if not redis.call('HGET', refs, h) then redis.call('HDEL', feats, h) end
+end
+return {changed, redis.call('LLEN', log), redis.call('HLEN', paths), missing}
+"""
+)
+
+# KEYS[5]: gen. ARGV: paths. Returns how many were there.
+_REMOVE = (
+    _REFERENCES
+    + """
+local removed = 0
+for _, p in ipairs(ARGV) do
+  local old = redis.call('HGET', paths, p)
+  if old then
+    redis.call('HDEL', paths, p)
+    release(old)
+    removed = removed + 1
+  end
+end
+sweep(KEYS[5])
+return removed
+"""
+)
+
+# KEYS[5]: gen, KEYS[6]: log. Readers reload everything, so garbage goes too.
+_DROP_LOG = (
+    _REFERENCES
+    + """
+redis.call('DEL', KEYS[6])
+sweep(KEYS[5])
+return 0
+"""
+)
+
 
 class RedisStore:
     def __init__(self, client: redis.Redis, url: str = "redis") -> None:
         self.r = client
         self.url = url
+        self._add = client.register_script(_ADD)
+        self._remove = client.register_script(_REMOVE)
+        self._drop = client.register_script(_DROP_LOG)
 
     @classmethod
     def from_url(cls, url: str, timeout: float = 3.0) -> RedisStore:
@@ -106,44 +202,33 @@ class RedisStore:
             pipe.hexists(self._key(name, "feats"), h)
         return {h for h, known in zip(hashes, pipe.execute()) if known}
 
-    def add(self, name: str, entries: Sequence[Entry], features: dict[str, bytes]) -> None:
+    def _counted(self, name: str, *parts: str) -> list[str]:
+        return [self._key(name, p) for p in ("paths", "feats", "refs", "garbage", *parts)]
+
+    def add(self, name: str, entries: Sequence[Entry], features: dict[str, bytes]) -> list[str]:
         info = self.info(name)
         dim = check_dim(info, features)
         if dim and not info.dim:
             self.r.set(self._key(name, "dim"), dim, nx=True)
             info = self.info(name)
             check_dim(info, features)
-        if features:
-            self.r.hset(self._key(name, "feats"), mapping=features)
-        if not entries:
-            return
-        old = self.r.hmget(self._key(name, "paths"), [p for p, _ in entries])
-        changed = [(p, h) for (p, h), o in zip(entries, old) if o is None or o.decode() != h]
-        if not changed:
-            return  # a repeated chunk: nothing new for readers
-        pipe = self.r.pipeline()
-        pipe.hset(self._key(name, "paths"), mapping=dict(changed))
-        pipe.rpush(self._key(name, "log"), *(json.dumps(e) for e in changed))
-        pipe.hlen(self._key(name, "paths"))
-        _, length, count = pipe.execute()
-        if log_overgrown(length, count):
+        if not (entries or features):
+            return []
+        args = [len(features), *(x for pair in features.items() for x in pair)]
+        args += [x for entry in entries for x in entry]
+        changed, length, count, missing = self._add(keys=self._counted(name, "log"), args=args)
+        if changed and log_overgrown(length, count):
             self._drop_log(name)
+        return [p.decode() for p in missing]
 
     def _drop_log(self, name: str) -> None:
-        pipe = self.r.pipeline()
-        pipe.delete(self._key(name, "log"))
-        pipe.incr(self._key(name, "gen"))
-        pipe.execute()
+        self._drop(keys=self._counted(name, "gen", "log"))
 
     def remove(self, name: str, paths: Iterable[str]) -> int:
         paths = list(paths)
         if not paths:
             return 0
-        pipe = self.r.pipeline()
-        pipe.hdel(self._key(name, "paths"), *paths)
-        pipe.incr(self._key(name, "gen"))
-        removed, _ = pipe.execute()
-        return int(removed)
+        return int(self._remove(keys=self._counted(name, "gen"), args=paths))
 
     def features(self, name: str, hashes: Sequence[str]) -> list[bytes | None]:
         if not hashes:

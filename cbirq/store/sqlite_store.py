@@ -19,9 +19,11 @@ CREATE TABLE IF NOT EXISTS entries (
     idx TEXT NOT NULL, path TEXT NOT NULL, hash TEXT NOT NULL, PRIMARY KEY (idx, path));
 CREATE TABLE IF NOT EXISTS features (
     idx TEXT NOT NULL, hash TEXT NOT NULL, vec BLOB NOT NULL, PRIMARY KEY (idx, hash));
+CREATE INDEX IF NOT EXISTS entries_by_hash ON entries (idx, hash);
 CREATE TABLE IF NOT EXISTS log (
     id INTEGER PRIMARY KEY AUTOINCREMENT, idx TEXT NOT NULL, path TEXT NOT NULL,
     hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS garbage (idx TEXT NOT NULL, hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, created REAL NOT NULL, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS artifacts (key TEXT PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS leases (key TEXT PRIMARY KEY, owner TEXT NOT NULL, until REAL NOT NULL);
@@ -78,10 +80,12 @@ class SqliteStore:
         return rows
 
     def known_hashes(self, name: str, hashes: Iterable[str]) -> set[str]:
-        sql = "SELECT hash FROM features WHERE idx = ? AND hash IN ({marks})"
-        return {h for (h,) in self._select_in(sql, name, list(dict.fromkeys(hashes)))}
+        return self._stored(name, list(hashes))
 
-    def add(self, name: str, entries: Sequence[Entry], features: dict[str, bytes]) -> None:
+    def add(self, name: str, entries: Sequence[Entry], features: dict[str, bytes]) -> list[str]:
+        """As the Redis store: one transaction; a path is pointed only at features that exist
+        (the others are returned); a re-pointed path's old features wait for the next
+        generation (a reader replaying the log may need them), unused new ones go now."""
         info = self.info(name)
         dim = check_dim(info, features)
         with self.db:
@@ -93,7 +97,9 @@ class SqliteStore:
                 [(name, h, v) for h, v in features.items()],
             )
             old = self.entries_for(name, [p for p, _ in entries])
-            changed = [(p, h) for p, h in entries if old.get(p) != h]
+            stored = self._stored(name, [h for _, h in entries])
+            missing = [p for p, h in entries if old.get(p) != h and h not in stored]
+            changed = [(p, h) for p, h in entries if old.get(p) != h and h in stored]
             self.db.executemany(
                 "INSERT OR REPLACE INTO entries VALUES (?, ?, ?)",
                 [(name, p, h) for p, h in changed],
@@ -104,6 +110,22 @@ class SqliteStore:
             )
             if changed:
                 self._trim_log(name)
+            replaced = [(name, old[p]) for p, _ in changed if p in old]
+            self.db.executemany("INSERT INTO garbage VALUES (?, ?)", replaced)
+            self._collect(name, features)
+        return missing
+
+    def _stored(self, name: str, hashes: Sequence[str]) -> set[str]:
+        sql = "SELECT hash FROM features WHERE idx = ? AND hash IN ({marks})"
+        return {h for (h,) in self._select_in(sql, name, list(dict.fromkeys(hashes)))}
+
+    def _collect(self, name: str, hashes: Iterable[str]) -> None:
+        """Delete the features among `hashes` that no path points at (inside a transaction)."""
+        self.db.executemany(
+            "DELETE FROM features WHERE idx = ? AND hash = ? AND NOT EXISTS "
+            "(SELECT 1 FROM entries WHERE idx = ? AND hash = ?)",
+            [(name, h, name, h) for h in dict.fromkeys(hashes)],
+        )
 
     def _trim_log(self, name: str) -> None:
         length, count = self.db.execute(
@@ -113,9 +135,14 @@ class SqliteStore:
         ).fetchone()
         if log_overgrown(length, count):
             self.db.execute("DELETE FROM log WHERE idx = ?", (name,))
-            self.db.execute(
-                "UPDATE indexes SET generation = generation + 1 WHERE name = ?", (name,)
-            )
+            self._next_generation(name, [])
+
+    def _next_generation(self, name: str, released: Iterable[str]) -> None:
+        """Readers reload the whole index from here on: features no path points at can go."""
+        garbage = self.db.execute("SELECT hash FROM garbage WHERE idx = ?", (name,))
+        self._collect(name, [*released, *(h for (h,) in garbage)])
+        self.db.execute("DELETE FROM garbage WHERE idx = ?", (name,))
+        self.db.execute("UPDATE indexes SET generation = generation + 1 WHERE name = ?", (name,))
 
     def entries_for(self, name: str, paths: Sequence[str]) -> dict[str, str]:
         sql = "SELECT path, hash FROM entries WHERE idx = ? AND path IN ({marks})"
@@ -127,15 +154,14 @@ class SqliteStore:
             return 0
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
+            old = self.entries_for(name, paths)
             removed = sum(
                 self.db.execute(
                     "DELETE FROM entries WHERE idx = ? AND path = ?", (name, p)
                 ).rowcount
                 for p in paths
             )
-            self.db.execute(
-                "UPDATE indexes SET generation = generation + 1 WHERE name = ?", (name,)
-            )
+            self._next_generation(name, old.values())
         return removed
 
     def features(self, name: str, hashes: Sequence[str]) -> list[bytes | None]:

@@ -107,9 +107,15 @@ def test_add_twice_is_idempotent(store):
 def test_known_hashes(store):
     store.open_index("i", MODEL, WEIGHTS)
     assert store.known_hashes("i", ["h1"]) == set()
-    store.add("i", [("a.jpg", "h1")], {"h1": vec(1, 0), "h2": vec(0, 1)})
+    store.add("i", [("a.jpg", "h1"), ("b.jpg", "h2")], {"h1": vec(1, 0), "h2": vec(0, 1)})
     assert store.known_hashes("i", ["h1", "h2", "h3", "h1"]) == {"h1", "h2"}
     assert store.known_hashes("i", []) == set()
+
+
+def test_features_no_path_points_at_are_not_kept(store):
+    store.open_index("i", MODEL, WEIGHTS)
+    assert store.add("i", [("a.jpg", "h1")], {"h1": vec(1, 0), "h2": vec(0, 1)}) == []
+    assert store.known_hashes("i", ["h1", "h2"]) == {"h1"}
 
 
 def test_known_hashes_are_per_index(store):
@@ -122,7 +128,7 @@ def test_known_hashes_are_per_index(store):
 
 def test_features_in_request_order_with_none_for_unknown(store):
     store.open_index("i", MODEL, WEIGHTS)
-    store.add("i", [], {"h1": vec(1, 2), "h2": vec(3, 4)})
+    store.add("i", [("a", "h1"), ("b", "h2")], {"h1": vec(1, 2), "h2": vec(3, 4)})
     got = store.features("i", ["h2", "nope", "h1", "h2"])
     assert got == [vec(3, 4), None, vec(1, 2), vec(3, 4)]
     assert store.features("i", []) == []
