@@ -35,8 +35,8 @@ def _open(source: bytes | str | Path) -> Image.Image:
     except Image.DecompressionBombError as exc:
         # Pillow refuses sizes over twice its limit in open(), before our own check runs.
         raise ImageError(f"image too large: {exc}") from None
-    except (OSError, ValueError) as exc:
-        raise ImageError(f"cannot open image: {exc}") from None
+    except Exception as exc:  # a crafted header can raise anything from a plugin
+        raise ImageError(f"cannot open image: {type(exc).__name__}: {exc}") from None
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -88,10 +88,14 @@ def load_rgb(
         img.load()
         img = ImageOps.exif_transpose(img)
         return _to_rgb(img)
+    except ImageError:
+        raise
     except Image.DecompressionBombError as exc:
         raise ImageError(f"image too large: {exc}") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"corrupt or truncated image: {exc}") from None
+    except Exception as exc:  # fuzzed files make plugins raise IndexError, struct.error...
+        raise ImageError(f"corrupt image: {type(exc).__name__}: {exc}") from None
 
 
 def center_crop(img: Image.Image, resize: int, crop: int) -> np.ndarray:

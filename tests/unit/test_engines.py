@@ -163,6 +163,28 @@ def test_a_damaged_cached_graph_is_exported_again(small, home, tmp_path, caplog)
         assert torch.allclose(net(x), small.net(x), atol=1e-4)
 
 
+def test_a_cached_graph_with_other_weights_is_refused_and_exported_again(
+    small, home, tmp_path, caplog
+):
+    """Hostile input, finding 3: a graph whose weights were replaced still loads and runs,
+    giving wrong features; its digest no longer matches the one recorded at export."""
+    [graph] = onnx_files(home / "cache")
+    tampered = onnx_engine.cache_path(small, tmp_path)
+    tampered.parent.mkdir()
+    model = onnx.load(str(graph))
+    first = next(t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
+    first.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(first) * 0.5, first.name))
+    onnx.save(model, str(tampered))
+    (tampered.parent / (tampered.name + ".sha256")).write_text(
+        (graph.parent / (graph.name + ".sha256")).read_text()
+    )
+    net = onnx_engine.session_net(small, tmp_path, threads=1)
+    assert "refused (it is not the graph that was checked" in caplog.text
+    x = torch.rand(2, 3, 224, 224)
+    with torch.inference_mode():
+        assert torch.allclose(net(x), small.net(x), atol=1e-4)
+
+
 def test_other_weights_get_another_graph(small, home):
     changed = copy.deepcopy(small)
     with torch.no_grad():
