@@ -13,7 +13,7 @@ import click
 
 from cbirq.cli.common import connect, echo_json, json_option, load_settings
 from cbirq.cluster.celery_app import QUEUES, shard_queue
-from cbirq.cluster.worker_plan import WorkerSpec, plan_workers, visible_devices
+from cbirq.cluster.worker_plan import WorkerSpec, plan_workers, usable_cores, visible_devices
 from cbirq.errors import CbirqError
 
 
@@ -142,7 +142,7 @@ def worker(
     specs = plan_workers(
         gpus,
         _gpu_devices(gpus),
-        os.cpu_count() or 1,
+        usable_cores(),
         concurrency,
         load_settings().threads,
         (name or f"cbirq-{os.getpid()}").partition("@")[0],

@@ -13,6 +13,7 @@ from kombu.exceptions import OperationalError
 
 from cbirq import settings as settings_module
 from cbirq.cluster.shared_fs import read_file
+from cbirq.cluster.worker_plan import usable_cores
 from cbirq.store import Store, open_store
 
 # Worth a retry with backoff: the store or broker is restarting or briefly unreachable. Bad input
@@ -71,7 +72,7 @@ def backbone(name: str, weights: str, engine: str | None = None):
 
 def torch_threads(concurrency: int, config: settings_module.Settings) -> int:
     """Threads per worker process, so that concurrency x threads does not exceed the cores."""
-    return config.threads or max(1, (os.cpu_count() or 1) // max(1, concurrency))
+    return config.threads or max(1, usable_cores() // max(1, concurrency))
 
 
 @worker_process_init.connect

@@ -64,3 +64,25 @@ def test_the_web_page_is_published_on_the_host_only(compose):
     assert web["command"][0] == "serve"
     assert web["ports"] == ["127.0.0.1:8000:8000"]
     assert web["environment"]["CBIRQ_SERVE_TOKEN"] == "${CBIRQ_SERVE_TOKEN:-}"
+
+
+def test_redis_never_evicts_and_containers_have_limits(compose):
+    services = compose["services"]
+    command = " ".join(services["redis"]["command"])
+    assert (
+        "--maxmemory-policy noeviction" in command
+        and "--maxmemory ${CBIRQ_REDIS_MAXMEMORY" in command
+    )
+    for name in ("worker", "query"):
+        assert services[name]["cpus"].startswith("${CBIRQ_") and services[name]["mem_limit"]
+    assert services["web"]["mem_limit"]
+
+
+def test_images_can_be_named_for_machines_without_docker_hub(compose):
+    services = compose["services"]
+    assert services["redis"]["image"] == "${CBIRQ_REDIS_IMAGE:-redis:7.2-alpine}"
+    build = services["worker"]["build"]
+    assert build["args"]["BASE_IMAGE"] == "${CBIRQ_BASE_IMAGE:-python:3.11-slim-bookworm}"
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "ARG BASE_IMAGE=python:3.11-slim-bookworm\nFROM ${BASE_IMAGE}" in dockerfile
+    assert "--no-index --find-links /wheelhouse" in dockerfile

@@ -1,3 +1,4 @@
+import os
 import re
 
 import pytest
@@ -5,7 +6,13 @@ from click.testing import CliRunner
 
 from cbirq.cli import cluster
 from cbirq.cli import main as cli
-from cbirq.cluster.worker_plan import WorkerSpec, choose_gpus, plan_workers, visible_devices
+from cbirq.cluster.worker_plan import (
+    WorkerSpec,
+    choose_gpus,
+    plan_workers,
+    usable_cores,
+    visible_devices,
+)
 from cbirq.errors import CbirqError
 
 
@@ -103,3 +110,21 @@ def test_gpus_auto_finds_the_real_devices():
     assert len(devices) == torch.cuda.device_count() > 0
     specs = plan_workers("auto", devices, 8, None, None, "w")
     assert [s.gpu for s in specs] == devices
+
+
+def test_usable_cores_follow_the_container_quota(tmp_path):
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # docker --cpus 1.5
+    assert usable_cores(tmp_path) == min(2, len(os.sched_getaffinity(0)))
+    (tmp_path / "cpu.max").write_text("50000 100000\n")
+    assert usable_cores(tmp_path) == 1
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert usable_cores(tmp_path) == len(os.sched_getaffinity(0))
+
+
+def test_usable_cores_read_cgroup_v1_too(tmp_path):
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert usable_cores(tmp_path) == 1
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")  # no quota
+    assert usable_cores(tmp_path) == len(os.sched_getaffinity(0))
