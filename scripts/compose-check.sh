@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# The compose cluster end to end, on this machine's Docker engine, as a user runs it:
+# builds what it cannot pull, `up -d --scale worker=2`, then from the host's CLI through the
+# published 127.0.0.1 port: index (bytes through Redis), query, a short training job; a worker
+# container killed mid-index; Redis restarted mid-index; down and up again (data kept);
+# --scale worker=3; the gpu profile's config. Last line: `compose check: ok` and the timings.
+# Leaves the images (cbirq:latest, the base stand-ins) for later runs. Needs root for
+# apt-get and dockerd when they are missing. All traffic stays on the host's loopback and
+# the stack's own network.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+started=$SECONDS
+declare -A took
+step() { echo "== $1"; step_name=$1; step_began=$SECONDS; }
+done_step() { took[$step_name]=$((SECONDS - step_began)); }
+
+step "docker"
+if ! command -v docker >/dev/null || ! command -v docker-compose >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq docker.io docker-compose >/dev/null
+fi
+if ! docker info >/dev/null 2>&1; then
+  (dockerd > /tmp/cbirq-dockerd.log 2>&1 &)
+  for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+fi
+docker info >/dev/null
+done_step
+
+step "images"
+# Docker Hub's images when they can be had, else stand-ins from Debian's packages.
+export CBIRQ_BASE_IMAGE=${CBIRQ_BASE_IMAGE:-python:3.11-slim-bookworm}
+export CBIRQ_REDIS_IMAGE=${CBIRQ_REDIS_IMAGE:-redis:7.2-alpine}
+if ! { docker image inspect "$CBIRQ_BASE_IMAGE" "$CBIRQ_REDIS_IMAGE" >/dev/null 2>&1 \
+       || { docker pull -q "$CBIRQ_BASE_IMAGE" && docker pull -q "$CBIRQ_REDIS_IMAGE"; } \
+          >/dev/null 2>&1; }; then
+  export CBIRQ_BASE_IMAGE=cbirq-base/python:3.11-bookworm CBIRQ_REDIS_IMAGE=cbirq-base/redis:7.0-bookworm
+  scripts/docker-bases.sh
+fi
+scripts/setup.sh
+scripts/wheelhouse.sh
+export CBIRQ_REDIS_PASSWORD=${CBIRQ_REDIS_PASSWORD:-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')}
+compose=(docker-compose -p cbirqcheck)
+"${compose[@]}" build -q
+done_step
+
+cli=.venv/bin/cbirq
+export CBIRQ_BROKER_URL=redis://127.0.0.1:6379/0
+work=$(mktemp -d)
+cleanup() {
+  "${compose[@]}" down -v >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+"${compose[@]}" down -v >/dev/null 2>&1 || true
+
+step "up"
+"${compose[@]}" up -d --scale worker=2 >/dev/null
+.venv/bin/python scripts/compose_check.py wait-workers 3
+done_step
+
+step "index and query"
+.venv/bin/python scripts/compose_check.py photos "$work/photos" 300
+"$cli" index "$work/photos" --index check --json > "$work/index.json"
+.venv/bin/python scripts/compose_check.py summary "$work/index.json" 300
+"$cli" query "$work/photos/set0/img003.png" --index check --json > "$work/query.json"
+.venv/bin/python scripts/compose_check.py first "$work/query.json" img003.png
+done_step
+
+step "train"
+.venv/bin/python scripts/compose_check.py cifar "$work/cifar10"
+worker=$("${compose[@]}" ps -q worker | head -1)
+docker cp "$work/cifar10" "$worker:/datasets/"
+"$cli" submit-train --data cifar10 --epochs 1 --batch-size 16 --wait -o "$work/final.pth" >/dev/null
+test -s "$work/final.pth"
+done_step
+
+step "worker killed mid-index"
+.venv/bin/python scripts/compose_check.py photos "$work/kill" 1000 1000
+.venv/bin/python scripts/compose_check.py kill-mid-index "$work/kill" 1000 \
+  "$("${compose[@]}" ps -q worker | head -1)"
+"${compose[@]}" up -d --scale worker=2 >/dev/null
+done_step
+
+step "redis restarted mid-index"
+.venv/bin/python scripts/compose_check.py photos "$work/restart" 400 3000
+.venv/bin/python scripts/compose_check.py restart-mid-index "$work/restart" 400 \
+  "$("${compose[@]}" ps -q redis)"
+done_step
+
+step "down and up"
+"${compose[@]}" down >/dev/null
+"${compose[@]}" up -d --scale worker=2 >/dev/null
+.venv/bin/python scripts/compose_check.py wait-workers 3
+.venv/bin/python scripts/compose_check.py still-there check 300 "$("$cli" jobs --json)"
+done_step
+
+step "scale to 3"
+"${compose[@]}" up -d --scale worker=3 >/dev/null
+.venv/bin/python scripts/compose_check.py wait-workers 4
+.venv/bin/python scripts/compose_check.py photos "$work/three" 240 5000
+.venv/bin/python scripts/compose_check.py all-take-work "$work/three" 240
+done_step
+
+step "gpu profile"
+"${compose[@]}" --profile gpu config -q
+done_step
+
+times=""
+for name in docker images up "index and query" train "worker killed mid-index" \
+    "redis restarted mid-index" "down and up" "scale to 3" "gpu profile"; do
+  times+="$name ${took[$name]}s, "
+done
+echo "compose check: ok in $((SECONDS - started))s (${times%, })"
