@@ -31,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from cbirq.cli.library import content_hash  # noqa: E402
+from cbirq.client.library import content_hash  # noqa: E402
 from tests.cluster import PASSWORD, RedisServer, Worker, start_cli, wait_until  # noqa: E402
 from tests.conftest import cifar_arrays, make_library, write_cifar_tree  # noqa: E402
 

@@ -45,7 +45,7 @@ from PIL import Image, ImageOps
 from torchvision import transforms as T
 
 from cbirq import settings
-from cbirq.cli.library import content_hash
+from cbirq.client.library import content_hash
 from cbirq.cluster.celery_app import EXTRACT_TASK, make_app
 from cbirq.search.backbones import Backbone, load_backbone
 from cbirq.search.indexing import extract_chunk

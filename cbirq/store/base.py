@@ -27,6 +27,8 @@ class IndexInfo:
     weights: str
     dim: int = 0  # 0 until the first features arrive
     count: int = 0
+    sources: tuple[str, ...] = ()  # the folders `cbirq index` was run on, oldest first
+    updated: float | None = None  # when one of them was last indexed (Unix time)
 
     def check_model(self, model: str, weights: str) -> None:
         if (model, weights) != (self.model, self.weights):
@@ -50,6 +52,11 @@ def check_index_name(name: str) -> str:
     if not INDEX_NAME.match(name):
         raise CbirqError(f"bad index name {name!r}: use up to 64 letters, digits, '_', '.' or '-'")
     return name
+
+
+def whitening_key(name: str) -> str:
+    """The artifact that holds the whitening learned on index `name` (cbirq.search.whitening)."""
+    return f"whitening:{name}"
 
 
 def check_dim(info: IndexInfo, features: dict[str, bytes]) -> int:
@@ -82,6 +89,13 @@ class Store(Protocol):
         """Store features by hash, then point paths at hashes; safe to repeat."""
 
     def remove(self, name: str, paths: Iterable[str]) -> int: ...
+
+    def note_source(self, name: str, folder: str, when: float) -> None:
+        """Record that `folder` was indexed into `name` at `when`."""
+
+    def drop_index(self, name: str) -> None:
+        """Delete the index: entries, features, change log, sources, learned whitening.
+        Readers that cached it reload (its generation moves on); UnknownIndex if none."""
 
     def features(self, name: str, hashes: Sequence[str]) -> list[bytes | None]: ...
 

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from cbirq.cli.library import content_hash
+from cbirq.client.library import content_hash
 from tests.cluster import PASSWORD, RedisServer, Worker, start_cli, wait_until
 from tests.conftest import cifar_arrays, make_library, run_cli, write_cifar_tree
 

@@ -2,7 +2,7 @@ import os
 import subprocess
 import sys
 
-from cbirq.cli.library import content_hash, is_image_name, walk_images
+from cbirq.client.library import content_hash, is_image_name, walk_images
 
 IMAGES = [
     "b.JPG",
@@ -93,7 +93,7 @@ def test_content_hash_is_short_hex():
 
 def test_content_hash_is_stable_across_processes():
     # Clients and workers on other hosts must agree, so no per-process salt (as hash() has).
-    code = "from cbirq.cli.library import content_hash; print(content_hash(b'photo'))"
+    code = "from cbirq.client.library import content_hash; print(content_hash(b'photo'))"
     outputs = {
         subprocess.run(
             [sys.executable, "-c", code],
