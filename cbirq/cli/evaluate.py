@@ -77,6 +77,8 @@ def _check_labels(library: Path, labels: list[str]) -> None:
     """Refuse a library with fewer than two labels: every image would be relevant to every
     query, and P@1 = mAP = 1.0 would say nothing."""
     found = sorted(set(labels))
+    if not library.is_dir():
+        raise CbirqError(f"{library} is not a folder")
     if not found:
         raise CbirqError(f"no images under {library}")
     if len(found) == 1:

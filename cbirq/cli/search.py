@@ -101,16 +101,13 @@ def _query_files(files: tuple[str, ...]) -> list[str]:
 def _print_answer(answer: dict, index_name: str, metric: str) -> None:
     better = "higher" if metric == "cosine" else "lower"
     click.echo(
-        f"{answer['query']}: index '{index_name}' ({answer['model']}), ranked by {metric} "
-        f"after the ranking options ({answer['ranking']}; {better} is closer)"
+        f"{answer['query']}: index '{index_name}' ({answer['model']}); score: {metric} after "
+        f"{answer['ranking']} ranks them ({better} is closer); cosine: plain cosine of the features"
     )
     click.echo(f"{'rank':>4}  {'score':>8}  {'cosine':>8}  path")
     for hit in answer["results"]:
         cosine = f"{hit['cosine']:>8.4f}" if "cosine" in hit else f"{'-':>8}"
         click.echo(f"{hit['rank']:>4}  {hit['score']:>8.4f}  {cosine}  {hit['path']}")
-    click.echo(
-        "score: what ranks the results; cosine: the plain cosine of the two images' features"
-    )
 
 
 @click.command()

@@ -198,14 +198,17 @@ def submit_train(
     )
     settings = load_settings()
     store, dispatcher = connect(settings)
+    checkpoint = None
+    if resume is not None:
+        try:
+            checkpoint = resume.read_bytes()
+        except OSError as exc:
+            raise CbirqError(f"cannot read checkpoint {resume}: {exc.strerror or exc}") from None
     if dispatcher.embedded:  # the data is here: check it before making a job that would fail
         data_layout(Path(data) if data else settings.data_dir / "cifar10")
     job = new_job(config.__dict__, data, str(resume) if resume else None)
-    if resume is not None:
-        try:
-            store.put_artifact(artifact_key(job["id"], "resume"), resume.read_bytes())
-        except OSError as exc:
-            raise CbirqError(f"cannot read checkpoint {resume}: {exc.strerror or exc}") from None
+    if checkpoint is not None:
+        store.put_artifact(artifact_key(job["id"], "resume"), checkpoint)
     store.put_job(job)
     pending = dispatcher.start(TRAIN_TASK, job_id=job["id"])
     if not (wait or dispatcher.embedded):

@@ -52,11 +52,11 @@ class SqliteStore:
 
     def open_index(self, name: str, model: str, weights: str) -> IndexInfo:
         check_index_name(name)
-        # A fresh generation (the time in ms) for an index made again under a dropped one's
+        # A fresh generation (the time in ns) for an index made again under a dropped one's
         # name: a reader that cached the old one must not take the new one's log for its own.
         self.db.execute(
             "INSERT OR IGNORE INTO indexes (name, model, weights, generation) VALUES (?, ?, ?, ?)",
-            (name, model, weights, int(time.time() * 1000)),
+            (name, model, weights, time.time_ns()),
         )
         info = self.info(name)
         info.check_model(model, weights)
