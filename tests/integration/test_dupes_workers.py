@@ -44,4 +44,4 @@ def test_dupes_and_rm_through_the_workers(workers, broker_env, tmp_path):
     assert removed[0]["count"] == 8
     assert "shots" not in [i["name"] for i in cli_json("indexes", env=broker_env)]
     again = run_cli("query", str(folder / "p2.png"), "--index", "shots", env=broker_env)
-    assert again.returncode == 1 and "no index named 'shots'" in again.stderr
+    assert again.returncode == 1 and "shots" in again.stderr, again.stderr
