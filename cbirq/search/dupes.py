@@ -35,6 +35,7 @@ THRESHOLD = 0.85  # a pair's score (below) that makes it a duplicate
 AGREE, BOOST = 0.93, 0.25  # features that agree this well need less pixel evidence
 SURE = 0.97  # without pixels (a file gone or unreadable): the cosine alone must reach this
 BLOCK = 2048  # rows compared at once: BLOCK x n scores in memory
+PAIRS = 16_384  # pairs whose full vectors are compared at once
 PROJECTED = 64  # dimensions of the projection that discards most pairs
 SKETCH = 40  # long side of the grey thumbnail, pixels
 CENTRE = 0.6  # share of each side of the searched centre patch
@@ -77,9 +78,13 @@ def candidates(matrix: np.ndarray, floor: float = FLOOR, block: int = BLOCK) -> 
         i, j = np.nonzero(bound >= floor - 1e-4)
         keep = j > i  # each pair once, never a row with itself
         i, j = i[keep] + start, j[keep] + start
-        exact = np.einsum("ij,ij->i", matrix[i], matrix[j])
-        sure = exact >= floor
-        found += [Pair(int(a), int(b), float(c)) for a, b, c in zip(i[sure], j[sure], exact[sure])]
+        for at in range(0, len(i), PAIRS):  # the bound may prune little: bounded memory
+            a, b = i[at : at + PAIRS], j[at : at + PAIRS]
+            exact = np.einsum("ij,ij->i", matrix[a], matrix[b])
+            sure = exact >= floor
+            found += [
+                Pair(int(x), int(y), float(c)) for x, y, c in zip(a[sure], b[sure], exact[sure])
+            ]
     return found
 
 
