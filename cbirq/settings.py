@@ -88,14 +88,31 @@ class Settings:
         return self.home / "cache"
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
     raw = env.get(name)
     if raw in (None, ""):
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
-        raise ValueError(f"{name} must be an integer, not {raw!r}") from None
+        value = None
+    if value is None or value < minimum:
+        raise ValueError(f"{name} must be a whole number of at least {minimum}, not {raw!r}")
+    return value
+
+
+def _redis_url(env: Mapping[str, str], name: str) -> str | None:
+    """The variable's URL, refusing what redis-py would fail on later with a traceback."""
+    raw = env.get(name) or None
+    if raw is not None and urlsplit(raw).scheme not in REDIS_SCHEMES:
+        raise ValueError(
+            f"{name} must be a Redis URL such as redis://HOST:6379/0 (or rediss://, unix://), "
+            f"not {raw!r}"
+        )
+    return raw
 
 
 def _engine(env: Mapping[str, str]) -> str:
@@ -112,8 +129,8 @@ def _paths(raw: str) -> tuple[Path, ...]:
 def load(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     password = env.get("CBIRQ_REDIS_PASSWORD") or None
-    broker = env.get("CBIRQ_BROKER_URL") or None
-    store = env.get("CBIRQ_STORE_URL") or broker
+    broker = _redis_url(env, "CBIRQ_BROKER_URL")
+    store = _redis_url(env, "CBIRQ_STORE_URL") or broker
     threads = _int(env, "CBIRQ_THREADS", 0)
     home = Path(env.get("CBIRQ_HOME") or _default_home(env))
     return Settings(

@@ -3,6 +3,7 @@ Celery workers by task name, or runs in-process when CBIRQ_BROKER_URL is unset."
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -18,12 +19,25 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
     return (redis.RedisError, kombu.exceptions.OperationalError, ConnectionError)
 
 
+SIGPIPE_STATUS = 141  # 128 + SIGPIPE: what a shell reports for `yes | head -1`'s `yes`
+
+
+def _quiet_broken_pipe() -> None:
+    """The reader went away (`cbirq query q.jpg | head -1`): stop at once and silently, as
+    Unix tools do. Later writes (the interpreter's final flush) go to /dev/null."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(SIGPIPE_STATUS)
+
+
 class CbirqGroup(click.Group):
     """Turns user errors into one line on stderr and exit status 1, never a traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:  # a ConnectionError too: before the Redis errors below
+            _quiet_broken_pipe()
         except CbirqError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(1)
@@ -43,14 +57,24 @@ def main() -> None:
     """
 
 
+def first_sentence(text: str) -> str:
+    """A command's summary for `cbirq --help`: its first sentence, whole (Click would cut it
+    at 45 characters, mid-sentence)."""
+    paragraph = " ".join(text.split("\n\n")[0].split())
+    end = paragraph.find(". ")
+    return (paragraph if end < 0 else paragraph[: end + 1]).rstrip(".")
+
+
 def _register() -> None:
-    from cbirq.cli import admin, cluster, evaluate, search, serve, train
+    from cbirq.cli import admin, cluster, dupes, evaluate, search, serve, train
 
     for command in (
         search.index,
         search.query,
+        dupes.dupes,
         evaluate.evaluate,
         admin.indexes,
+        admin.remove,
         admin.export,
         cluster.worker,
         cluster.workers,
@@ -63,6 +87,7 @@ def _register() -> None:
         train.cancel,
         serve.serve,
     ):
+        command.short_help = first_sentence(command.help or "")
         main.add_command(command)
 
 

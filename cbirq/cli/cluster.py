@@ -121,7 +121,7 @@ def _supervise(commands: list[tuple[list[str], dict[str, str]]]) -> int:
     "the worker holds only that shard's rows in memory. Repeatable.",
 )
 @click.option("--name", "-n", default=None, help="Worker node name (default cbirq-PID@host).")
-@click.option("--loglevel", "-l", default="info", show_default=True)
+@click.option("--loglevel", "-l", default="info", show_default=True, help="Celery's log level.")
 def worker(
     queues: str,
     gpus: str,
@@ -136,6 +136,11 @@ def worker(
     On CPUs, one single-threaded process per core beats one process with a thread per core:
     torch's OpenMP threads spin while they wait and lose 3-5x as soon as another process needs
     a core (measured in scripts/bench_index.py).
+
+    \b
+    Example:
+      cbirq worker --queues extract,query
+      cbirq worker --queues train --concurrency 1
     """
     _need_broker("worker")
     queues = ",".join([queues, *shards])
@@ -176,7 +181,12 @@ def _active(info: dict) -> str:
 @click.option("--timeout", default=2.0, show_default=True, help="Seconds to wait for replies.")
 @json_option
 def workers(timeout: float, as_json: bool) -> None:
-    """The workers that answer: queues, GPU, processes x threads, what they are running."""
+    """The workers that answer: queues, GPU, processes x threads, what they are running.
+
+    \b
+    Example:
+      cbirq workers --json
+    """
     _need_broker("workers")
     from cbirq.cluster.celery_app import app
 

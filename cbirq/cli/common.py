@@ -9,21 +9,27 @@ from collections.abc import Callable
 import click
 
 from cbirq import settings as settings_module
-from cbirq.cli.dispatch import Dispatcher, dispatcher_for
-from cbirq.store import Store, open_store
+from cbirq.client.api import Client
+from cbirq.client.dispatch import Dispatcher
+from cbirq.errors import CbirqError
+from cbirq.store import Store
 
 
 def load_settings() -> settings_module.Settings:
     try:
         return settings_module.load()
     except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise CbirqError(str(exc)) from None
+
+
+def client(config: settings_module.Settings | None = None) -> Client:
+    """The API's client for this invocation: what every command works through."""
+    return Client(config or load_settings())
 
 
 def connect(config: settings_module.Settings) -> tuple[Store, Dispatcher]:
-    store = open_store(config)
-    store.ping()
-    return store, dispatcher_for(config)
+    found = client(config)
+    return found.store, found.dispatcher
 
 
 def echo_json(value: object) -> None:
@@ -32,6 +38,7 @@ def echo_json(value: object) -> None:
 
 index_option = click.option(
     "--index",
+    "-i",
     "index_name",
     default=settings_module.DEFAULT_INDEX,
     show_default=True,

@@ -7,6 +7,7 @@ every query ranks the whole library here, as one matrix product per block of que
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -17,11 +18,11 @@ from typing import TYPE_CHECKING
 import click
 
 from cbirq.cli.common import connect, echo_json, json_option, load_settings, progress_bars
-from cbirq.cli.dispatch import Dispatcher
-from cbirq.cli.indexer import IndexJob, run_index
-from cbirq.cli.library import walk_images
 from cbirq.cli.options import feature_model, model_options, ranking_options
-from cbirq.errors import CbirqError
+from cbirq.client.dispatch import Dispatcher
+from cbirq.client.indexer import IndexJob, run_index
+from cbirq.client.library import walk_images
+from cbirq.errors import CbirqError, UnknownIndex
 from cbirq.evaluation.labels import labels_for, read_csv
 from cbirq.search.specs import RankOptions, query_spec, resolve_options
 from cbirq.settings import Settings
@@ -71,6 +72,32 @@ class Indexer:
         summary = run_index(self.store, self.dispatcher, job, progress_bars(not self.quiet))
         for failure in summary.failed:
             click.echo(f"skipped {failure['path']}: {failure['error']}", err=True)
+
+
+def _check_labels(library: Path, labels: list[str]) -> None:
+    """Refuse a library with fewer than two labels: every image would be relevant to every
+    query, and P@1 = mAP = 1.0 would say nothing."""
+    found = sorted(set(labels))
+    if not library.is_dir():
+        raise CbirqError(f"{library} is not a folder")
+    if not found:
+        raise CbirqError(f"no images under {library}")
+    if len(found) == 1:
+        raise CbirqError(
+            f"every image under {library} has the label '{found[0]}': put the images in one "
+            "folder per label (or give --labels), with at least two labels"
+        )
+
+
+def _new_indexes(store: Store, names: list[str]) -> list[str]:
+    """Those of `names` that do not exist yet: the evaluation makes them, so it removes them."""
+    made = []
+    for name in names:
+        try:
+            store.info(name)
+        except UnknownIndex:
+            made.append(name)
+    return made
 
 
 def _sample(labels: list[str], count: int) -> list[int]:
@@ -135,9 +162,30 @@ def _print_report(report: dict, ks: list[int]) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="CSV of path,label rows, paths relative to the CSV [default: the folder names].",
 )
-@click.option("--index", "index_name", help="Index for the library [default: one per folder].")
+@click.option(
+    "--index",
+    "-i",
+    "index_name",
+    help="Index for the library, kept afterwards [default: one per folder and model, removed "
+    "afterwards unless --keep].",
+)
 @model_options
-@click.option("--k", "ks", default="1,5,10", show_default=True, callback=_ks, help="Cut-offs.")
+@click.option(
+    "--top",
+    "-k",
+    "--k",
+    "ks",
+    default="1,5,10",
+    show_default=True,
+    callback=_ks,
+    help="Cut-offs for P@k and R@k, separated by commas (as `cbirq query -k`).",
+)
+@click.option(
+    "--keep",
+    is_flag=True,
+    help="Keep the evaluation's own indexes (listed by `cbirq indexes`), so that the next run "
+    "reuses their features.",
+)
 @ranking_options
 @click.option(
     "--sheet",
@@ -157,6 +205,7 @@ def evaluate(
     flip: bool | None,
     chunk: int,
     ks: list[int],
+    keep: bool,
     sheet_dir: Path | None,
     as_json: bool,
     **ranking: object,
@@ -164,7 +213,13 @@ def evaluate(
     """Measure retrieval on labelled images: precision@k, recall@k, mAP over the whole
     ranking, per label. Relevant means: the same label (the image's folder name, or --labels).
 
-    Without --queries every library image queries the rest, itself excluded.
+    Without --queries every library image queries the rest, itself excluded. The library
+    needs at least two labels: with one, every image is relevant and the scores say nothing.
+
+    \b
+    Example:
+      cbirq eval ./labelled -k 1,5,10
+      cbirq eval ./library --queries ./queries --sheet sheets/ --json
     """
     started = time.monotonic()
     config = load_settings()
@@ -176,21 +231,29 @@ def evaluate(
     q_paths = _images(queries_dir) if queries_dir else lib_paths
     # Labels first: a missing one stops the run before any image is indexed.
     lib_labels, q_labels = labels_for(lib_paths, table), labels_for(q_paths, table)
+    _check_labels(library, lib_labels)
     index_folder = Indexer(store, dispatcher, config, chunk, as_json)
     lib_index = q_index = index_name or default_index(library, spec, weights)
-    index_folder(library, lib_index, spec, weights)
-    if queries_dir is not None or options.multiscale:
-        q_index = lib_index + (".qms" if options.multiscale else ".q")
-        index_folder(queries_dir or library, q_index, str(query_spec(spec, options)), weights)
-    report = _evaluate(
-        store,
-        (lib_index, lib_paths, lib_labels),
-        (q_index, q_paths, q_labels),
-        options,
-        ks,
-        sheet_dir,
-        f"{spec} ({weights}), {options.describe()}",
-    )
+    made = _new_indexes(store, [lib_index]) if not (index_name or keep) else []
+    try:
+        index_folder(library, lib_index, spec, weights)
+        if queries_dir is not None or options.multiscale:
+            q_index = lib_index + (".qms" if options.multiscale else ".q")
+            made += _new_indexes(store, [q_index]) if not keep else []
+            index_folder(queries_dir or library, q_index, str(query_spec(spec, options)), weights)
+        report = _evaluate(
+            store,
+            (lib_index, lib_paths, lib_labels),
+            (q_index, q_paths, q_labels),
+            options,
+            ks,
+            sheet_dir,
+            f"{spec} ({weights}), {options.describe()}",
+        )
+    finally:
+        for name in made:  # the evaluation's own indexes, unless asked to keep them
+            with contextlib.suppress(UnknownIndex):
+                store.drop_index(name)
     report = {
         "library": os.path.abspath(library),
         "queries": os.path.abspath(queries_dir) if queries_dir else None,
@@ -199,6 +262,7 @@ def evaluate(
         "ranking": options.describe(),
         "options": {**options.as_dict(), "plain": options == RankOptions.plain()},
         **report,
+        "kept": not made,
         "seconds": round(time.monotonic() - started, 2),
     }
     if as_json:

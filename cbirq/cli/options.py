@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
-from pathlib import Path
 
 import click
 
-from cbirq.errors import CbirqError
-from cbirq.search.specs import (
-    CHECKPOINT_MODEL,
-    FEATURES,
-    FeatureSpec,
-    checkpoint_key,
-    checkpoint_weights,
-)
+from cbirq.client.indexer import feature_model
+from cbirq.search.specs import DEFAULTS, FEATURES
 from cbirq.settings import DEFAULT_MODEL
-from cbirq.store import Store
+
+__all__ = ["feature_model", "model_options", "ranking_options"]
+
+
+def _default_for(option: str, off: object = False) -> str:
+    """'[default: ...]' naming each backbone whose own default differs from `off`."""
+
+    def value(source: dict, model: str) -> object:
+        return getattr(source[model], option) if model in source else off
+
+    source = FEATURES if option in ("pool", "flip") else DEFAULTS
+    differ = sorted(m for m in source if value(source, m) != off)
+    words = {True: "on", False: "off"}
+    shown = [f"{m}: {words.get(value(source, m), value(source, m))}" for m in differ]
+    other = words.get(off, off)
+    if not shown:
+        return f"[default: {other}]"
+    return f"[default: {', '.join(shown)}; {other} for other models]"
 
 
 def model_options(command: Callable) -> Callable:
@@ -26,6 +35,7 @@ def model_options(command: Callable) -> Callable:
         [
             click.option(
                 "--model",
+                "-m",
                 default=DEFAULT_MODEL,
                 show_default=True,
                 help="efficientnet_lite0, resnet20:CHECKPOINT (a `cbirq submit-train` result), "
@@ -43,13 +53,13 @@ def model_options(command: Callable) -> Callable:
                 "--pool",
                 type=click.Choice(["avg", "gem"]),
                 default=None,
-                help="Pool the last feature map by average or by GeM (p=3) [default: the "
-                "backbone's].",
+                help="Pool the last feature map by average or by GeM (p=3) "
+                + _default_for("pool", "avg"),
             ),
             click.option(
                 "--flip/--no-flip",
                 default=None,
-                help="Add the descriptor of the mirrored image [default: the backbone's].",
+                help="Add the descriptor of the mirrored image " + _default_for("flip"),
             ),
             click.option(
                 "--chunk",
@@ -78,49 +88,26 @@ def ranking_options(command: Callable) -> Callable:
             click.option(
                 "--center/--no-center",
                 default=None,
-                help="Subtract the library's mean vector [default: the backbone's].",
+                help="Subtract the library's mean vector " + _default_for("center"),
             ),
             click.option(
                 "--whiten/--no-whiten",
                 default=None,
-                help="PCA-whitening learned on the library [default: the backbone's].",
+                help="PCA-whitening learned on the library " + _default_for("whiten"),
             ),
             click.option(
                 "--qe",
                 type=click.IntRange(0, 1000),
                 default=None,
                 help="Query expansion: alpha-QE over the top N results, 0 for none "
-                "[default: the backbone's].",
+                + _default_for("qe", 0),
             ),
             click.option(
                 "--multiscale/--no-multiscale",
                 default=None,
-                help="Describe the query at scales 1, 0.71 and 0.5 [default: the backbone's].",
+                help="Describe the query at scales 1, 0.71 and 0.5 " + _default_for("multiscale"),
             ),
         ]
     ):
         command = option(command)
     return command
-
-
-def feature_model(
-    store: Store, model: str, weights: str, pool: str | None, flip: bool | None
-) -> tuple[str, str]:
-    """(feature spec, weights name) for --model/--weights/--pool/--flip. A bare model name
-    takes the backbone's default features. A checkpoint's bytes go into the store under its
-    content hash, so that workers on any host can load the same net."""
-    name, sep, path = model.partition(":")
-    if sep:
-        if name != CHECKPOINT_MODEL:
-            raise CbirqError(f"only {CHECKPOINT_MODEL} takes a checkpoint: --model resnet20:PATH")
-        try:
-            data = Path(path).read_bytes()
-        except OSError as exc:
-            raise CbirqError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
-        weights = checkpoint_weights(data)
-        store.put_artifact(checkpoint_key(weights), data)
-    spec = FeatureSpec.parse(name)
-    if "+" not in name:
-        spec = FEATURES.get(spec.model, spec)
-    chosen = {"pool": pool, "flip": flip}
-    return str(replace(spec, **{k: v for k, v in chosen.items() if v is not None})), weights

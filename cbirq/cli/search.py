@@ -1,74 +1,18 @@
-"""`cbirq index` and `cbirq query`: build an index of a folder, search it with an image."""
+"""`cbirq index` and `cbirq query`: build an index of a folder, search it with images."""
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import sys
 from pathlib import Path
 
 import click
 
-from cbirq.cli.common import (
-    connect,
-    echo_json,
-    index_option,
-    json_option,
-    load_settings,
-    progress_bars,
-)
-from cbirq.cli.dispatch import Dispatcher
-from cbirq.cli.indexer import IndexJob, Summary, run_index
-from cbirq.cli.options import feature_model, model_options, ranking_options
-from cbirq.cli.sharded import ranked
-from cbirq.cluster.celery_app import RANK_TASK
+from cbirq.cli.common import client, echo_json, index_option, json_option, progress_bars
+from cbirq.cli.options import model_options, ranking_options
+from cbirq.client.api import Client
+from cbirq.client.indexer import Summary
 from cbirq.errors import CbirqError
-from cbirq.search.specs import resolve_options
 from cbirq.settings import ENGINES
-from cbirq.store import Store
-
-QUERY_BLOB_TTL = 600
-
-
-@dataclass(frozen=True)
-class QueryRequest:
-    """What `cbirq query` and `POST /api/query` ask: index, cut-off, metric, ranking options
-    as given (None: the index model's default), shards."""
-
-    index: str
-    top: int = 5
-    metric: str = "cosine"
-    ranking: Mapping[str, object] = field(default_factory=dict)
-    shards: int = 1
-
-
-def ask(
-    store: Store, dispatcher: Dispatcher, request: QueryRequest, data: bytes, path: str | None
-) -> dict:
-    """The query's answer (`cbirq query --json` less its `query`). In-process the task reads
-    the image at `path`; workers get `data` through the store, as they may not see the file."""
-    info = store.info(request.index)  # an unknown index fails here, before any work is sent
-    options = resolve_options(info.model, **request.ranking)
-    if dispatcher.embedded and path is not None:
-        source = {"path": path}
-    else:
-        key = f"query:{uuid.uuid4().hex}"
-        store.put_blobs({key: data}, QUERY_BLOB_TTL)
-        source = {"blob": key}
-    if request.shards > 1:
-        args = (request.top, request.metric, options, request.shards)
-        answer = ranked(dispatcher, request.index, source, *args)
-    else:
-        answer = dispatcher.submit(
-            RANK_TASK,
-            index=request.index,
-            query=source,
-            top=request.top,
-            metric=request.metric,
-            options=options.as_dict(),
-        ).get()
-    return {**answer, "ranking": options.describe()}
 
 
 def _print_summary(summary: Summary) -> None:
@@ -116,48 +60,66 @@ def index(
     Incremental: unchanged files are skipped, renamed or copied files reuse their stored
     features, changed files are extracted again. Unreadable images are reported and the rest
     are indexed.
+
+    \b
+    Example:
+      cbirq index ./photos                  # into the index 'default'
+      cbirq index ./photos -i r50 -m resnet50 --prune
     """
-    config = load_settings()
-    store, dispatcher = connect(config)
-    model, weights = feature_model(store, model, weights, pool, flip)
-    job = IndexJob(
+    found = client().index(
         directory,
         index_name,
         model,
         weights,
-        chunk,
-        config.inflight,
-        shared_fs,
-        prune,
-        blob_ttl=config.visibility_timeout + 3600,
+        pool=pool,
+        flip=flip,
+        chunk=chunk,
         engine=engine,
-        max_file_bytes=config.max_file_bytes,
+        shared_fs=shared_fs,
+        prune=prune,
+        progress=progress_bars(not as_json),
     )
-    summary = run_index(store, dispatcher, job, progress_bars(not as_json))
     if as_json:
-        echo_json(summary.as_dict())
+        echo_json(found)
     else:
-        _print_summary(summary)
+        _print_summary(Summary(**found))
 
 
-def _read_query(file: Path) -> bytes:
-    try:
-        return file.read_bytes()
-    except FileNotFoundError:
-        raise CbirqError(f"query image {file} does not exist") from None
-    except OSError as exc:
-        raise CbirqError(f"cannot read query image {file}: {exc.strerror or exc}") from None
+def _query_files(files: tuple[str, ...]) -> list[str]:
+    """The query files: as given, with `-` standing for paths read from stdin, one a line."""
+    found = []
+    for file in files:
+        if file == "-":
+            found += [line.strip() for line in sys.stdin if line.strip()]
+        else:
+            found.append(file)
+    if not found:
+        raise CbirqError("no query image: give FILE, or - with paths on stdin")
+    return found
+
+
+def _print_answer(answer: dict, index_name: str, metric: str) -> None:
+    better = "higher" if metric == "cosine" else "lower"
+    click.echo(
+        f"{answer['query']}: index '{index_name}' ({answer['model']}); score: {metric} after "
+        f"{answer['ranking']} ranks them ({better} is closer); cosine: plain cosine of the features"
+    )
+    click.echo(f"{'rank':>4}  {'score':>8}  {'cosine':>8}  path")
+    for hit in answer["results"]:
+        cosine = f"{hit['cosine']:>8.4f}" if "cosine" in hit else f"{'-':>8}"
+        click.echo(f"{hit['rank']:>4}  {hit['score']:>8.4f}  {cosine}  {hit['path']}")
 
 
 @click.command()
-@click.argument("file", type=click.Path(path_type=Path))
+@click.argument("files", nargs=-1, required=True, metavar="FILE...")
 @index_option
 @click.option(
     "--top",
+    "-k",
     default=5,
     show_default=True,
     type=click.IntRange(1, 1000),
-    help="How many library images to list.",
+    help="How many library images to list for each query (the cut-off, as in `cbirq eval -k`).",
 )
 @click.option(
     "--metric",
@@ -166,6 +128,11 @@ def _read_query(file: Path) -> bytes:
     show_default=True,
     help="cosine: similarity, higher is closer; euclidean: distance between the "
     "L2-normalised vectors, lower is closer.",
+)
+@click.option(
+    "--min-score",
+    type=click.FloatRange(-1.0, 1.0),
+    help="Leave out results whose plain cosine to the query is below this [default: none].",
 )
 @ranking_options
 @click.option(
@@ -177,40 +144,71 @@ def _read_query(file: Path) -> bytes:
 @click.option(
     "--sheet",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Also draw the query and its results with rank and score into this PNG.",
+    help="Also draw the query and its results with rank and score into this PNG (one query only).",
 )
+@click.option("--paths-only", "-f", is_flag=True, help="Print only the result paths, one a line.")
 @json_option
 def query(
-    file: Path,
+    files: tuple[str, ...],
+    index_name: str,
+    top: int,
+    metric: str,
+    min_score: float | None,
+    shards: int | None,
+    sheet: Path | None,
+    paths_only: bool,
+    as_json: bool,
+    **ranking: object,
+) -> None:
+    """List the library images most like each FILE, best first, with their scores.
+
+    FILE may be `-`: query paths are read from stdin, one a line. With one FILE, --json prints
+    one object; with several (or -), a list of them.
+
+    \b
+    Example:
+      cbirq query q.jpg -k 10
+      cbirq query q.jpg -f | xargs -d '\\n' ls -l
+      find shots -name '*.jpg' | cbirq query - --json
+    """
+    paths = _query_files(files)
+    if sheet is not None and len(paths) > 1:
+        raise CbirqError("--sheet draws one query: give a single FILE")
+    api = client()
+    answers = [
+        _ask(api, path, index_name, top, metric, shards, ranking, min_score) for path in paths
+    ]
+    if sheet is not None:
+        from cbirq.search.sheet import query_sheet, save
+
+        save(query_sheet(answers[0]), sheet)
+    if as_json:
+        echo_json(answers[0] if len(files) == 1 and files[0] != "-" else answers)
+        return
+    for n, answer in enumerate(answers):
+        if paths_only:
+            for hit in answer["results"]:
+                click.echo(hit["path"])
+            continue
+        if n:
+            click.echo()
+        _print_answer(answer, index_name, metric)
+    if sheet is not None:
+        click.echo(f"contact sheet: {sheet}", err=paths_only)
+
+
+def _ask(
+    api: Client,
+    path: str,
     index_name: str,
     top: int,
     metric: str,
     shards: int | None,
-    sheet: Path | None,
-    as_json: bool,
-    **ranking: object,
-) -> None:
-    """List the library images most like FILE, best first, with their scores."""
-    config = load_settings()
-    store, dispatcher = connect(config)
-    data = _read_query(file)
-    request = QueryRequest(index_name, top, metric, ranking, shards or config.rank_shards)
-    answer = ask(store, dispatcher, request, data, os.path.abspath(file))
-    answer = {"query": os.path.abspath(file), **answer}
-    if sheet is not None:
-        from cbirq.search.sheet import query_sheet, save
-
-        save(query_sheet(answer), sheet)
-    if as_json:
-        echo_json(answer)
-        return
-    better = "higher" if metric == "cosine" else "lower"
-    click.echo(
-        f"{answer['query']}: index '{index_name}' ({answer['model']}), "
-        f"{metric} ({better} is closer), {answer['ranking']}"
-    )
-    click.echo(f"{'rank':>4}  {'score':>8}  path")
-    for hit in answer["results"]:
-        click.echo(f"{hit['rank']:>4}  {hit['score']:>8.4f}  {hit['path']}")
-    if sheet is not None:
-        click.echo(f"contact sheet: {sheet}")
+    ranking: dict,
+    min_score: float | None,
+) -> dict:
+    answer = api.query(path, index_name, top, metric, shards=shards, **ranking)
+    if min_score is not None:
+        kept = [hit for hit in answer["results"] if hit.get("cosine", hit["score"]) >= min_score]
+        answer["results"] = kept
+    return answer

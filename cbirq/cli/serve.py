@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 
 from cbirq.cli.common import connect, load_settings
-from cbirq.cli.dispatch import Dispatcher
-from cbirq.cli.search import QueryRequest, ask
+from cbirq.client.dispatch import Dispatcher
+from cbirq.client.querying import QueryRequest, ask
 from cbirq.errors import CbirqError
 from cbirq.settings import DEFAULT_INDEX, Settings
 from cbirq.store import Store
@@ -30,6 +30,7 @@ from cbirq.store import Store
 )
 @click.option(
     "--index",
+    "-i",
     "index_name",
     default=DEFAULT_INDEX,
     show_default=True,
@@ -42,7 +43,9 @@ def serve(host: str, port: int, index_name: str) -> None:
     query workers when CBIRQ_BROKER_URL is set. With CBIRQ_SERVE_TOKEN set, every request must
     carry it: open http://HOST:PORT/?token=TOKEN once in the browser.
 
-    Example: cbirq serve --port 8000 --index photos
+    \b
+    Example:
+      cbirq serve --port 8000 --index photos
     """
     try:
         import uvicorn

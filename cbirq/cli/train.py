@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Callable
@@ -10,11 +11,11 @@ from pathlib import Path
 import click
 
 from cbirq.cli.common import connect, echo_json, json_option, load_settings
-from cbirq.cli.dispatch import Pending
+from cbirq.client.dispatch import Pending
 from cbirq.cluster.celery_app import TRAIN_TASK
 from cbirq.errors import CbirqError
 from cbirq.store import Store
-from cbirq.training.config import DEVICES, SCHEDULES, TrainConfig
+from cbirq.training.config import DEVICES, SCHEDULES, TrainConfig, data_layout
 from cbirq.training.jobs import TERMINAL, artifact_key, lease_key, new_job
 
 POLL_SECONDS = 0.5
@@ -97,7 +98,9 @@ def follow(
         time.sleep(POLL_SECONDS)
 
 
-def fetch_checkpoint(store: Store, job_id: str, out: Path, latest: bool = False) -> None:
+def fetch_checkpoint(
+    store: Store, job_id: str, out: Path, latest: bool = False, quiet: bool = False
+) -> dict:
     job = store.get_job(job_id)
     data = store.get_artifact(artifact_key(job_id, "last" if latest else "final"))
     if data is None:
@@ -105,22 +108,38 @@ def fetch_checkpoint(store: Store, job_id: str, out: Path, latest: bool = False)
             f"job {job_id} is {job['state']} and has no "
             f"{'checkpoint' if latest else 'final checkpoint'} yet"
         )
-    out.write_bytes(data)
-    click.echo(f"wrote {out} (epoch {job['epoch']}/{job['epochs']})")
+    try:
+        out.write_bytes(data)
+    except OSError as exc:
+        raise CbirqError(f"cannot write {out}: {exc.strerror or exc}") from None
+    click.echo(f"wrote {out} (epoch {job['epoch']}/{job['epochs']})", err=quiet)
+    return {"id": job_id, "path": str(out), "epoch": job["epoch"], "epochs": job["epochs"]}
 
 
-def _finish(store: Store, job: dict, out: Path | None) -> None:
+def _finish(store: Store, job: dict, out: Path | None, quiet: bool = False) -> None:
     if job["state"] == "failed":
         raise CbirqError(f"job {job['id']} failed: {job['error']}")
     if job["state"] == "cancelled":
         raise CbirqError(f"job {job['id']} was cancelled at epoch {job['epoch']}/{job['epochs']}")
     if out is not None:
-        fetch_checkpoint(store, job["id"], out)
+        fetch_checkpoint(store, job["id"], out, quiet=quiet)
+
+
+@contextlib.contextmanager
+def _quiet(enabled: bool):
+    """Epoch lines to stderr while --json keeps stdout for the one JSON value."""
+    if not enabled:
+        yield
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
 
 
 @click.command("submit-train")
 @click.option("--data", help="CIFAR-10 folder on the worker [default: $CBIRQ_DATA_DIR/cifar10].")
-@click.option("--epochs", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option(
+    "--epochs", default=10, show_default=True, type=click.IntRange(1, 1000), help="Epochs to train."
+)
 @click.option(
     "--schedule",
     type=click.Choice(SCHEDULES),
@@ -134,16 +153,28 @@ def _finish(store: Store, job: dict, out: Path | None) -> None:
     "--lr",
     type=click.FloatRange(min=0, min_open=True),
     help="Base (recommended) or peak (fast) learning rate; fast's conv filters (Muon) "
-    "peak at an eighth of it.",
+    "peak at an eighth of it [default: 0.1 recommended, 0.4 fast].",
 )
-@click.option("--batch-size", type=click.IntRange(1, 65536), default=128, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 65536),
+    default=128,
+    show_default=True,
+    help="Training images per step.",
+)
 @click.option(
     "--resume",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Continue this checkpoint at its epoch (e.g. the course's pretrain_model.pth).",
 )
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+@click.option(
+    "--device",
+    type=click.Choice(DEVICES),
+    default="auto",
+    show_default=True,
+    help="Where the worker trains: auto takes its GPU if it has one.",
+)
 @click.option("--wait", is_flag=True, help="Follow the job and write the final checkpoint.")
 @click.option(
     "--out",
@@ -156,17 +187,28 @@ def _finish(store: Store, job: dict, out: Path | None) -> None:
 def submit_train(
     data, epochs, schedule, lr, batch_size, resume, seed, device, wait, out, as_json
 ) -> None:
-    """Queue a ResNet20 / CIFAR-10 training job on the `train` queue and print its id."""
+    """Queue a ResNet20 / CIFAR-10 training job on the `train` queue and print its id.
+
+    \b
+    Example:
+      cbirq submit-train --data ./cifar10 --schedule fast --wait
+    """
     config = TrainConfig(
         epochs=epochs, schedule=schedule, lr=lr, batch_size=batch_size, seed=seed, device=device
     )
-    store, dispatcher = connect(load_settings())
-    job = new_job(config.__dict__, data, str(resume) if resume else None)
+    settings = load_settings()
+    store, dispatcher = connect(settings)
+    checkpoint = None
     if resume is not None:
         try:
-            store.put_artifact(artifact_key(job["id"], "resume"), resume.read_bytes())
+            checkpoint = resume.read_bytes()
         except OSError as exc:
             raise CbirqError(f"cannot read checkpoint {resume}: {exc.strerror or exc}") from None
+    if dispatcher.embedded:  # the data is here: check it before making a job that would fail
+        data_layout(Path(data) if data else settings.data_dir / "cifar10")
+    job = new_job(config.__dict__, data, str(resume) if resume else None)
+    if checkpoint is not None:
+        store.put_artifact(artifact_key(job["id"], "resume"), checkpoint)
     store.put_job(job)
     pending = dispatcher.start(TRAIN_TASK, job_id=job["id"])
     if not (wait or dispatcher.embedded):
@@ -193,7 +235,12 @@ def _quiet_wait(store: Store, job_id: str, pending: Pending) -> dict:
 @click.argument("job_id")
 @json_option
 def status(job_id: str, as_json: bool) -> None:
-    """Show a job's state and its latest epoch."""
+    """Show a job's state and its latest epoch.
+
+    \b
+    Example:
+      cbirq status 3f2a9c1b7d4e --json
+    """
     store, _ = connect(load_settings())
     job = store.get_job(job_id)
     if as_json:
@@ -220,12 +267,18 @@ def _orphaned(store: Store, job: dict) -> bool:
 
 @click.command()
 @click.argument("job_id")
-@checkpoint_out(None, "Also write the final checkpoint here.")
-def wait(job_id: str, out: Path | None) -> None:
+@checkpoint_out(None, "Also write the final checkpoint here [default: none].")
+@json_option
+def wait(job_id: str, out: Path | None, as_json: bool) -> None:
     """Follow a job until it ends; exit status 1 if it failed or was cancelled.
 
     In-process (no broker), a job whose process died goes on here from its last epoch; on
-    workers, Redis delivers it again to another worker.
+    workers, Redis delivers it again to another worker. With --json, the epochs are not
+    printed as they end; the final job record is, whatever the outcome.
+
+    \b
+    Example:
+      cbirq wait 3f2a9c1b7d4e -o final.pth
     """
     store, dispatcher = connect(load_settings())
 
@@ -236,17 +289,29 @@ def wait(job_id: str, out: Path | None) -> None:
         click.echo(f"job {job_id}: its process is gone; resuming at epoch {job['epoch']}", err=True)
         return dispatcher.start(TRAIN_TASK, job_id=job_id)
 
-    _finish(store, follow(store, job_id, revive=revive if dispatcher.embedded else None), out)
+    with _quiet(as_json):
+        final = follow(store, job_id, revive=revive if dispatcher.embedded else None)
+    if as_json:
+        echo_json(final)
+    _finish(store, final, out, quiet=as_json)
 
 
 @click.command()
 @click.argument("job_id")
 @checkpoint_out("final.pth", "Where to write the checkpoint.")
 @click.option("--latest", is_flag=True, help="The last epoch's checkpoint of an unfinished job.")
-def fetch(job_id: str, out: Path, latest: bool) -> None:
-    """Write a job's final checkpoint (torch.load(path)['net'] is the ResNet20 state_dict)."""
+@json_option
+def fetch(job_id: str, out: Path, latest: bool, as_json: bool) -> None:
+    """Write a job's final checkpoint (torch.load(path)['net'] is the ResNet20 state_dict).
+
+    \b
+    Example:
+      cbirq fetch 3f2a9c1b7d4e -o final.pth
+    """
     store, _ = connect(load_settings())
-    fetch_checkpoint(store, job_id, out, latest)
+    written = fetch_checkpoint(store, job_id, out, latest, quiet=as_json)
+    if as_json:
+        echo_json(written)
 
 
 @click.command()
@@ -258,7 +323,12 @@ def fetch(job_id: str, out: Path, latest: bool) -> None:
 )
 @json_option
 def report(job_id: str, plot: Path | None, as_json: bool) -> None:
-    """The per-epoch table: lr, train loss/accuracy, test loss/accuracy, time."""
+    """The per-epoch table: lr, train loss/accuracy, test loss/accuracy, time.
+
+    \b
+    Example:
+      cbirq report 3f2a9c1b7d4e --plot acc.png
+    """
     store, _ = connect(load_settings())
     job = store.get_job(job_id)
     if as_json:
@@ -283,10 +353,17 @@ def report(job_id: str, plot: Path | None, as_json: bool) -> None:
 
 
 @click.command()
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+@click.option(
+    "--limit", default=20, show_default=True, type=click.IntRange(1, 1000), help="Jobs to list."
+)
 @json_option
 def jobs(limit: int, as_json: bool) -> None:
-    """Recent training jobs, newest first."""
+    """Recent training jobs, newest first.
+
+    \b
+    Example:
+      cbirq jobs --limit 5
+    """
     store, _ = connect(load_settings())
     found = store.jobs(limit)
     if as_json:
@@ -303,8 +380,14 @@ def jobs(limit: int, as_json: bool) -> None:
 
 @click.command()
 @click.argument("job_id")
-def cancel(job_id: str) -> None:
-    """Stop a queued or running job; its last checkpoint stays (cbirq fetch --latest)."""
+@json_option
+def cancel(job_id: str, as_json: bool) -> None:
+    """Stop a queued or running job; its last checkpoint stays (cbirq fetch --latest).
+
+    \b
+    Example:
+      cbirq cancel 3f2a9c1b7d4e
+    """
     store, _ = connect(load_settings())
     job = store.get_job(job_id)
     if job["state"] in TERMINAL:
@@ -313,6 +396,10 @@ def cancel(job_id: str) -> None:
     if job["state"] == "queued":  # a worker that takes it later sees the flag and skips it
         job.update(state="cancelled", updated=time.time())
         store.put_job(job)
-        click.echo(f"cancelled job {job_id}")
+        message, state = f"cancelled job {job_id}", "cancelled"
     else:
-        click.echo(f"cancelling job {job_id}: it stops within seconds, at its next heartbeat")
+        message, state = f"cancelling job {job_id}: it stops within seconds", "cancelling"
+    if as_json:
+        echo_json({"id": job_id, "state": state})
+    else:
+        click.echo(message)

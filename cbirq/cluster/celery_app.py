@@ -44,8 +44,17 @@ def _transport_options(settings: settings_module.Settings) -> dict:
     }
 
 
+def _settings() -> settings_module.Settings:
+    """The environment's settings; the defaults where it is wrong, since this runs at import:
+    the command that reads the settings reports the bad variable in one line."""
+    try:
+        return settings_module.load()
+    except ValueError:
+        return settings_module.load({})
+
+
 def make_app(settings: settings_module.Settings | None = None) -> Celery:
-    settings = settings or settings_module.load()
+    settings = settings or _settings()
     url = settings.broker_url or "memory://"
     app = Celery(
         "cbirq",

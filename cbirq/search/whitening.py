@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cbirq.store import Store
+from cbirq.store.base import whitening_key
 
 # Axes with tiny variance are noise: dividing by their square root would blow it up. Adding
 # this share of the mean variance to every axis (shrinkage) keeps them small.
@@ -74,7 +75,7 @@ def state(cursor: object, count: int) -> str:
 
 
 def artifact_key(index: str) -> str:
-    return f"whitening:{index}"
+    return whitening_key(index)
 
 
 def for_index(store: Store, index: str, matrix: Callable[[], np.ndarray], stamp: str) -> Whitening:

@@ -29,6 +29,8 @@ class IndexInfo:
     weights: str
     dim: int = 0  # 0 until the first features arrive
     count: int = 0
+    sources: tuple[str, ...] = ()  # the folders `cbirq index` was run on, oldest first
+    updated: float | None = None  # when one of them was last indexed (Unix time)
 
     def check_model(self, model: str, weights: str) -> None:
         if (model, weights) != (self.model, self.weights):
@@ -58,6 +60,11 @@ def check_index_name(name: str) -> str:
     if not INDEX_NAME.fullmatch(name):
         raise CbirqError(f"bad index name {name!r}: use up to 64 letters, digits, '_', '.' or '-'")
     return name
+
+
+def whitening_key(name: str) -> str:
+    """The artifact that holds the whitening learned on index `name` (cbirq.search.whitening)."""
+    return f"whitening:{name}"
 
 
 def check_dim(info: IndexInfo, features: dict[str, bytes]) -> int:
@@ -93,6 +100,13 @@ class Store(Protocol):
 
     def remove(self, name: str, paths: Iterable[str]) -> int:
         """Drop the paths' entries, and the features no other path points at."""
+
+    def note_source(self, name: str, folder: str, when: float) -> None:
+        """Record that `folder` was indexed into `name` at `when`."""
+
+    def drop_index(self, name: str) -> None:
+        """Delete the index: entries, features, change log, sources, learned whitening.
+        Readers that cached it reload (its generation moves on); UnknownIndex if none."""
 
     def features(self, name: str, hashes: Sequence[str]) -> list[bytes | None]: ...
 

@@ -7,9 +7,11 @@ Keys, all under `cbirq:`:
     index:N:paths           hash path -> content hash
     index:N:feats           hash content hash -> float32 bytes
     index:N:log             list of JSON [path, hash]: what query workers have not seen yet
-    index:N:gen             bumped when entries are removed (readers reload everything)
+    index:N:gen             bumped when entries are removed (readers reload everything); kept
+                            when the index is dropped, so a new one of that name moves it on
     index:N:refs            hash content hash -> how many paths point at it
     index:N:garbage         set of hashes no path points at, deleted at the next generation
+    index:N:sources         hash folder -> Unix time it was last indexed
     blob:KEY                image bytes on their way to a worker, with a TTL
     job:ID                  JSON record of a training job
     jobs                    sorted set of job ids by creation time
@@ -28,7 +30,15 @@ from redis.retry import Retry
 
 from cbirq.errors import Unavailable, UnknownIndex, UnknownJob
 from cbirq.settings import redact
-from cbirq.store.base import Cursor, Entry, IndexInfo, check_dim, check_index_name, log_overgrown
+from cbirq.store.base import (
+    Cursor,
+    Entry,
+    IndexInfo,
+    check_dim,
+    check_index_name,
+    log_overgrown,
+    whitening_key,
+)
 
 PREFIX = "cbirq:"
 
@@ -178,11 +188,17 @@ class RedisStore:
         pipe.get(self._key(name, "meta"))
         pipe.get(self._key(name, "dim"))
         pipe.hlen(self._key(name, "paths"))
-        meta, dim, count = pipe.execute()
+        pipe.hgetall(self._key(name, "sources"))
+        meta, dim, count, sources = pipe.execute()
         if meta is None:
             raise UnknownIndex(f"no index named '{name}' (see `cbirq indexes`)")
         fields = json.loads(meta)
-        return IndexInfo(name, fields["model"], fields["weights"], int(dim or 0), count)
+        found = sorted((float(t), f.decode()) for f, t in sources.items())
+        updated = found[-1][0] if found else None
+        folders = tuple(f for _, f in found)
+        return IndexInfo(
+            name, fields["model"], fields["weights"], int(dim or 0), count, folders, updated
+        )
 
     def indexes(self) -> list[IndexInfo]:
         names = sorted(n.decode() for n in self.r.smembers(f"{PREFIX}indexes"))
@@ -229,6 +245,19 @@ class RedisStore:
         if not paths:
             return 0
         return int(self._remove(keys=self._counted(name, "gen"), args=paths))
+
+    def note_source(self, name: str, folder: str, when: float) -> None:
+        self.r.hset(self._key(name, "sources"), folder, repr(when))
+
+    def drop_index(self, name: str) -> None:
+        self.info(name)
+        pipe = self.r.pipeline()
+        parts = ("meta", "dim", "paths", "feats", "refs", "garbage", "log", "sources")
+        pipe.delete(*(self._key(name, part) for part in parts))
+        pipe.incr(self._key(name, "gen"))
+        pipe.srem(f"{PREFIX}indexes", name)
+        pipe.delete(f"{PREFIX}artifact:{whitening_key(name)}")
+        pipe.execute()
 
     def features(self, name: str, hashes: Sequence[str]) -> list[bytes | None]:
         if not hashes:

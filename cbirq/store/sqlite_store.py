@@ -9,7 +9,15 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from cbirq.errors import UnknownIndex, UnknownJob
-from cbirq.store.base import Cursor, Entry, IndexInfo, check_dim, check_index_name, log_overgrown
+from cbirq.store.base import (
+    Cursor,
+    Entry,
+    IndexInfo,
+    check_dim,
+    check_index_name,
+    log_overgrown,
+    whitening_key,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS indexes (
@@ -26,6 +34,8 @@ CREATE TABLE IF NOT EXISTS log (
 CREATE TABLE IF NOT EXISTS garbage (idx TEXT NOT NULL, hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, created REAL NOT NULL, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS artifacts (key TEXT PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS sources (
+    idx TEXT NOT NULL, folder TEXT NOT NULL, updated REAL NOT NULL, PRIMARY KEY (idx, folder));
 CREATE TABLE IF NOT EXISTS leases (key TEXT PRIMARY KEY, owner TEXT NOT NULL, until REAL NOT NULL);
 """
 CHUNK = 500  # stay under SQLite's limit on bound parameters
@@ -44,9 +54,11 @@ class SqliteStore:
 
     def open_index(self, name: str, model: str, weights: str) -> IndexInfo:
         check_index_name(name)
+        # A fresh generation (the time in ns) for an index made again under a dropped one's
+        # name: a reader that cached the old one must not take the new one's log for its own.
         self.db.execute(
-            "INSERT OR IGNORE INTO indexes (name, model, weights) VALUES (?, ?, ?)",
-            (name, model, weights),
+            "INSERT OR IGNORE INTO indexes (name, model, weights, generation) VALUES (?, ?, ?, ?)",
+            (name, model, weights, time.time_ns()),
         )
         info = self.info(name)
         info.check_model(model, weights)
@@ -61,7 +73,11 @@ class SqliteStore:
         ).fetchone()
         if row is None:
             raise UnknownIndex(f"no index named '{name}' (see `cbirq indexes`)")
-        return IndexInfo(name, *row)
+        found = self.db.execute(
+            "SELECT folder, updated FROM sources WHERE idx = ? ORDER BY updated", (name,)
+        ).fetchall()
+        updated = max((t for _, t in found), default=None)
+        return IndexInfo(name, *row, tuple(f for f, _ in found), updated)
 
     def indexes(self) -> list[IndexInfo]:
         names = [n for (n,) in self.db.execute("SELECT name FROM indexes ORDER BY name")]
@@ -163,6 +179,18 @@ class SqliteStore:
             )
             self._next_generation(name, old.values())
         return removed
+
+    def note_source(self, name: str, folder: str, when: float) -> None:
+        self.db.execute("INSERT OR REPLACE INTO sources VALUES (?, ?, ?)", (name, folder, when))
+
+    def drop_index(self, name: str) -> None:
+        self.info(name)
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            for table in ("entries", "features", "garbage", "log", "sources"):
+                self.db.execute(f"DELETE FROM {table} WHERE idx = ?", (name,))
+            self.db.execute("DELETE FROM indexes WHERE name = ?", (name,))
+            self.db.execute("DELETE FROM artifacts WHERE key = ?", (whitening_key(name),))
 
     def features(self, name: str, hashes: Sequence[str]) -> list[bytes | None]:
         sql = "SELECT hash, vec FROM features WHERE idx = ? AND hash IN ({marks})"

@@ -10,7 +10,7 @@ import numpy as np
 from cbirq.cluster.celery_app import EMBED_TASK, RANK_TASK, SHARD_RANK_TASK, SHARD_STATS_TASK, app
 from cbirq.errors import ImageError
 from cbirq.search.index_cache import IndexCache, Shard
-from cbirq.search.ranking import embed_query, scan_shard, search, view
+from cbirq.search.ranking import embed_query, plain_cosines, scan_shard, search, view
 from cbirq.search.specs import RankOptions, query_spec
 from cbirq.tasks import runtime
 
@@ -87,14 +87,20 @@ def rank_shard(
 ) -> dict:
     """The shard's `top` best [path, hash, score] for the query `vector` (its raw features),
     ranked with `options` around the whole library's `mean`, after alpha-QE with
-    `neighbours` ([hash, score] of the library's best) when given."""
+    `neighbours` ([hash, score] of the library's best) when given; and `cosines`, each hit's
+    plain cosine to the query by content hash."""
     store = runtime.store()
     rows = _cache.get(store, index, Shard(shard, shards))
     if not rows.paths:  # a small index leaves some shards empty
-        return {"hits": [], "count": 0}
+        return {"hits": [], "count": 0, "cosines": {}}
     centre = None if mean is None else np.asarray(mean, np.float32)
     ranking = view(rows, store, index, RankOptions(**options), centre)
     query = ranking.query(np.asarray(vector, np.float32))
     found = [(h, float(s)) for h, s in neighbours or []]
     hits = scan_shard(rows, ranking, store, index, query, found, top)
-    return {"hits": [list(hit) for hit in hits], "count": len(rows.paths)}
+    plain = plain_cosines(store, index, np.asarray(vector, np.float32), hits)
+    return {
+        "hits": [list(hit) for hit in hits],
+        "count": len(rows.paths),
+        "cosines": {digest: cosine for (_, digest, _), cosine in zip(hits, plain)},
+    }

@@ -16,11 +16,11 @@ import torch
 from PIL import Image
 
 from cbirq.errors import CbirqError
+from cbirq.training.config import BATCHES_DIR, data_layout
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
-BATCHES_DIR = "cifar-10-batches-py"
 
 log = logging.getLogger(__name__)
 
@@ -224,16 +224,10 @@ def _write_cache(cache: Path, arrays: dict[str, np.ndarray]) -> None:
 def load_cifar(root: Path, cache_dir: Path | None = None) -> Cifar:
     """CIFAR-10 from `root/cifar-10-batches-py/` or `root/{train,test}/<class>/*`, decoded once
     into an .npz cache (read without pickle) under `cache_dir`."""
-    if not root.is_dir():
-        raise CbirqError(f"no CIFAR-10 data folder at {root} (set --data or CBIRQ_DATA_DIR)")
-    if (root / BATCHES_DIR).is_dir():
+    if data_layout(root) == "batches":
         read, source = _read_batches, root / BATCHES_DIR
-    elif (root / "train").is_dir() and (root / "test").is_dir():
-        read, source = _read_tree, root
     else:
-        raise CbirqError(
-            f"{root} holds neither {BATCHES_DIR}/ nor train/<class>/ and test/<class>/ folders"
-        )
+        read, source = _read_tree, root
     cache = cache_dir / f"cifar10-{_cache_key(source)}.npz" if cache_dir else None
     if cache and cache.exists():
         with np.load(cache, allow_pickle=False) as saved:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 from cbirq.errors import CbirqError
 
@@ -59,3 +60,20 @@ class TrainConfig:
         if self.weight_decay is not None:  # 0.0 is a choice, not a missing value
             return self.weight_decay
         return 2.5e-4 if self.fast else 5e-4
+
+
+BATCHES_DIR = "cifar-10-batches-py"  # torchvision's layout of the pickled batches
+
+
+def data_layout(root: Path) -> str:
+    """Which CIFAR-10 layout `root` holds ("batches" or "tree"); a CbirqError saying what is
+    missing otherwise. Stdlib only: `cbirq submit-train` checks its folder before the job."""
+    if not root.is_dir():
+        raise CbirqError(f"no CIFAR-10 data folder at {root} (set --data or CBIRQ_DATA_DIR)")
+    if (root / BATCHES_DIR).is_dir():
+        return "batches"
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        return "tree"
+    raise CbirqError(
+        f"{root} holds neither {BATCHES_DIR}/ nor train/<class>/ and test/<class>/ folders"
+    )

@@ -172,9 +172,9 @@ def test_indexes_table_columns_fit_long_names(isolated_home):
     store.add("a", [("x.jpg", "h1")], {"h1": np.ones(4, "<f4").tobytes()})
     lines = invoke("indexes").output.splitlines()
     assert [line.split() for line in lines] == [
-        ["name", "model", "weights", "dim", "images"],
-        ["a", "efficientnet_lite0", "imagenet", "4", "1"],
-        ["checkpoint-index", "resnet20+flip", "ckpt-" + "0" * 32, "0", "0"],
+        ["name", "model", "weights", "dim", "images", "updated", "source"],
+        ["a", "efficientnet_lite0", "imagenet", "4", "1", "-", "-"],
+        ["checkpoint-index", "resnet20+flip", "ckpt-" + "0" * 32, "0", "0", "-", "-"],
     ]
     starts = {line.index(word) for line, word in zip(lines, ["weights", "imagenet", "ckpt-"])}
     assert len(starts) == 1, "the weights column lines up"

@@ -222,19 +222,32 @@ def test_resume_continues_at_the_next_epoch(trained, tree):
 # Errors: exit status 1, one line, no traceback
 
 
-def test_bad_data_fails_the_job_with_one_line(tmp_path):
+def test_missing_data_is_refused_before_a_job_is_made():
     done = run("submit-train", "--data", "/nonexistent", "--epochs", "1")
-    assert_one_line_error(done, "failed: no CIFAR-10 data folder at /nonexistent")
+    assert_one_line_error(done, "no CIFAR-10 data folder at /nonexistent")
+    assert "job" not in done.stderr.split("Error:")[0]
+    assert run("jobs", "--json").stdout.strip() == "[]"
+    empty = run("submit-train", "--epochs", "1")  # the default: $CBIRQ_DATA_DIR/cifar10
+    assert_one_line_error(empty, "no CIFAR-10 data folder at")
+    assert run("jobs", "--json").stdout.strip() == "[]"
+
+
+def test_malformed_data_fails_the_job_with_one_line(tmp_path):
+    (tmp_path / "bad" / "cifar-10-batches-py").mkdir(parents=True)
+    done = run("submit-train", "--data", str(tmp_path / "bad"), "--epochs", "1")
+    assert_one_line_error(done, "failed: malformed CIFAR-10 data")
     job_id = job_id_from(done.stderr)
     status = run("status", job_id)
     assert status.returncode == 0
     assert status.stdout.splitlines()[0] == f"job {job_id}: failed, epoch 0/1"
-    assert "error: no CIFAR-10 data folder at /nonexistent" in status.stdout
+    assert "error: malformed CIFAR-10 data" in status.stdout
     fetch = run("fetch", job_id, "-o", str(tmp_path / "x.pth"))
     assert_one_line_error(fetch, f"job {job_id} is failed and has no final checkpoint yet")
     assert not (tmp_path / "x.pth").exists()
     wait = run("wait", job_id)
-    assert_one_line_error(wait, f"job {job_id} failed: no CIFAR-10 data folder")
+    assert_one_line_error(wait, f"job {job_id} failed: malformed CIFAR-10 data")
+    waited = run("wait", job_id, "--json")  # the record on stdout, the error on stderr
+    assert waited.returncode == 1 and json.loads(waited.stdout)["state"] == "failed"
 
 
 def _resnet18_checkpoint(path):

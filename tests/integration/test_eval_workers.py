@@ -34,7 +34,8 @@ def test_eval_with_a_checkpoint_on_workers_matches_embedded(
         {"net": resnet20().state_dict(), "epoch": 1, "history": [], "config": {}}, checkpoint
     )
     args = ["eval", str(tmp_path / "lib"), "--model", f"resnet20:{checkpoint}", "--k", "1,2,5"]
-    remote = cli_json(broker_env, *args, "--chunk", "2", "--whiten", "--qe", "2")
+    # --keep: the evaluation's index (and its whitening) would be removed when it ends.
+    remote = cli_json(broker_env, *args, "--chunk", "2", "--whiten", "--qe", "2", "--keep")
     local = cli_json({}, *args, "--whiten", "--qe", "2")
     # The checkpoint travels through Redis under its content hash; so does the whitening.
     assert redis_server.client().exists(f"cbirq:artifact:weights:{remote['weights']}")

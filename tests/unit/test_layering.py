@@ -20,9 +20,14 @@ ALLOWED = {
     "evaluation": {"errors", "store", "search"},
     "tasks": {"settings", "errors", "store", "cluster", "training", "search", "evaluation"},
     "web": {"errors", "store", "search"},
+    # the client side of the CLI and the Python API: tasks only in the embedded dispatcher
+    "client": {
+        *("settings", "errors", "store", "cluster", "training", "search", "evaluation"),
+        "tasks",
+    },
     "cli": {
         *("settings", "errors", "store", "cluster", "training", "search", "evaluation"),
-        *("tasks", "web"),
+        *("tasks", "web", "client"),
     },
 }
 

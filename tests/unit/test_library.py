@@ -2,7 +2,7 @@ import os
 import subprocess
 import sys
 
-from cbirq.cli.library import is_image_name, walk_images
+from cbirq.client.library import is_image_name, walk_images
 from cbirq.store import content_hash
 
 IMAGES = [

@@ -283,3 +283,36 @@ def test_a_lease_lapses_without_renewal(store):
     time.sleep(0.1)  # fakeredis and SQLite both read the real clock
     assert store.claim("job:1", "b", ttl=30)
     assert not store.claim("job:1", "a", ttl=30)
+
+
+def test_sources_record_each_folder_and_the_last_update(store):
+    store.open_index("a", "m", "w")
+    assert (store.info("a").sources, store.info("a").updated) == ((), None)
+    store.note_source("a", "/photos", 100.0)
+    store.note_source("a", "/more", 200.0)
+    store.note_source("a", "/photos", 300.0)
+    info = store.info("a")
+    assert info.sources == ("/more", "/photos") and info.updated == 300.0
+
+
+def test_drop_index_leaves_nothing_and_readers_reload(store):
+    store.open_index("a", "m", "w")
+    store.open_index("b", "m", "w")
+    store.add("a", [("x.jpg", "h1"), ("y.jpg", "h2")], {"h1": vec(1, 0), "h2": vec(0, 1)})
+    store.add("b", [("x.jpg", "h1")], {"h1": vec(1, 0)})
+    store.note_source("a", "/photos", 1.0)
+    store.put_artifact("whitening:a", b"learned")
+    cursor, _ = store.changes("a", None)
+    store.drop_index("a")
+    assert [i.name for i in store.indexes()] == ["b"]
+    with pytest.raises(UnknownIndex):
+        store.info("a")
+    assert store.get_artifact("whitening:a") is None
+    assert store.features("b", ["h1"]) == [vec(1, 0)]  # another index's rows stay
+    store.open_index("a", "m", "w")  # the same name again: empty, and cached readers reload
+    assert store.entries("a") == {} and store.known_hashes("a", ["h1", "h2"]) == set()
+    assert store.info("a").sources == ()
+    store.add("a", [("z.jpg", "h3")], {"h3": vec(1, 1)})
+    assert store.changes("a", cursor)[1] is None
+    with pytest.raises(UnknownIndex):
+        store.drop_index("nope")

@@ -11,7 +11,7 @@ sent together; no task waits on another.
 
 from __future__ import annotations
 
-from cbirq.cli.dispatch import Call, Dispatcher
+from cbirq.client.dispatch import Call, Dispatcher
 from cbirq.cluster.celery_app import EMBED_TASK, SHARD_RANK_TASK, SHARD_STATS_TASK, shard_queue
 from cbirq.search import topk
 from cbirq.search.specs import RankOptions
@@ -43,6 +43,8 @@ def ranked(
     features, stats = first[0], first[1:]
     mean = topk.mean([s["sum"] for s in stats], [s["count"] for s in stats]) if centred else None
 
+    cosines: dict[str, float] = {}  # plain cosine by content hash, from each shard
+
     def scan(neighbours: topk.Neighbours, k: int) -> list[topk.Hit]:
         calls = each_shard(
             SHARD_RANK_TASK,
@@ -54,13 +56,21 @@ def ranked(
         )
         answers = dispatcher.gather(calls)
         topk.require_rows(index, sum(answer["count"] for answer in answers))
+        for answer in answers:
+            cosines.update(answer.get("cosines", {}))  # a worker of an older release: none
         return topk.merge([answer["hits"] for answer in answers], k)
 
+    hits = topk.rounds(scan, top, options.qe)
+    plain = (
+        [cosines[digest] for _, digest, _ in hits]
+        if all(digest in cosines for _, digest, _ in hits)
+        else None
+    )
     return {
         "index": index,
         "model": features["model"],
         "weights": features["weights"],
         "metric": metric,
         "options": chosen,
-        "results": topk.results(topk.rounds(scan, top, options.qe), metric),
+        "results": topk.results(hits, metric, plain),
     }

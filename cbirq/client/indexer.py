@@ -7,14 +7,15 @@ however large the folder is.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from cbirq.cli.dispatch import Dispatcher, Pending
-from cbirq.cli.library import printable, utf8_name, walk_images
+from cbirq.client.dispatch import Dispatcher, Pending
+from cbirq.client.library import EXTENSIONS, printable, utf8_name, walk_images
 from cbirq.cluster.celery_app import EXTRACT_TASK
 from cbirq.cluster.shared_fs import read_file as read_image_file
 from cbirq.errors import (
@@ -25,8 +26,39 @@ from cbirq.errors import (
     Unavailable,
     UnknownIndex,
 )
+from cbirq.search.specs import (
+    CHECKPOINT_MODEL,
+    FEATURES,
+    FeatureSpec,
+    checkpoint_key,
+    checkpoint_weights,
+)
 from cbirq.settings import DEFAULT_MAX_FILE_MB
 from cbirq.store import Store, content_hash
+
+
+def feature_model(
+    store: Store, model: str, weights: str, pool: str | None, flip: bool | None
+) -> tuple[str, str]:
+    """(feature spec, weights name) for --model/--weights/--pool/--flip. A bare model name
+    takes the backbone's default features. A checkpoint's bytes go into the store under its
+    content hash, so that workers on any host can load the same net."""
+    name, sep, path = model.partition(":")
+    if sep:
+        if name != CHECKPOINT_MODEL:
+            raise CbirqError(f"only {CHECKPOINT_MODEL} takes a checkpoint: --model resnet20:PATH")
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise CbirqError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+        weights = checkpoint_weights(data)
+        store.put_artifact(checkpoint_key(weights), data)
+    spec = FeatureSpec.parse(name)
+    if "+" not in name:
+        spec = FEATURES.get(spec.model, spec)
+    chosen = {"pool": pool, "flip": flip}
+    return str(replace(spec, **{k: v for k, v in chosen.items() if v is not None})), weights
+
 
 # Errors that would hit every chunk alike: stop instead of failing each chunk in turn.
 FATAL = (BackboneError, IndexMismatch, Unavailable)
@@ -200,6 +232,9 @@ def run_index(
     summary = Summary(job.index, job.model, job.weights)
     entries, exists = existing_entries(store, job)
     work, found = plan(store, job, summary, entries, exists)
+    if not found and not job.prune:
+        extensions = ", ".join(sorted(EXTENSIONS))
+        raise CbirqError(f"no images under {job.root} (looked for {extensions})")
     if work.reuse:
         # Features a concurrent prune removed meanwhile are extracted again.
         gone = set(store.add(job.index, work.reuse, {}))
@@ -211,4 +246,6 @@ def run_index(
     )
     if job.prune:
         summary.pruned = prune(store, job, entries, found)
+    if summary.total:
+        store.note_source(job.index, os.path.abspath(job.root), time.time())
     return summary

@@ -1,0 +1,55 @@
+"""Asking a query: `cbirq query`, `POST /api/query` and `Client.query` send it the same way."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from cbirq.client.dispatch import Dispatcher
+from cbirq.client.sharded import ranked
+from cbirq.cluster.celery_app import RANK_TASK
+from cbirq.search.specs import resolve_options
+from cbirq.store import Store
+
+QUERY_BLOB_TTL = 600
+
+
+@dataclass(frozen=True)
+class QueryRequest:
+    """What `cbirq query` and `POST /api/query` ask: index, cut-off, metric, ranking options
+    as given (None: the index model's default), shards."""
+
+    index: str
+    top: int = 5
+    metric: str = "cosine"
+    ranking: Mapping[str, object] = field(default_factory=dict)
+    shards: int = 1
+
+
+def ask(
+    store: Store, dispatcher: Dispatcher, request: QueryRequest, data: bytes, path: str | None
+) -> dict:
+    """The query's answer (`cbirq query --json` less its `query`). In-process the task reads
+    the image at `path`; workers get `data` through the store, as they may not see the file."""
+    info = store.info(request.index)  # an unknown index fails here, before any work is sent
+    options = resolve_options(info.model, **request.ranking)
+    if dispatcher.embedded and path is not None:
+        source = {"path": path}
+    else:
+        key = f"query:{uuid.uuid4().hex}"
+        store.put_blobs({key: data}, QUERY_BLOB_TTL)
+        source = {"blob": key}
+    if request.shards > 1:
+        args = (request.top, request.metric, options, request.shards)
+        answer = ranked(dispatcher, request.index, source, *args)
+    else:
+        answer = dispatcher.submit(
+            RANK_TASK,
+            index=request.index,
+            query=source,
+            top=request.top,
+            metric=request.metric,
+            options=options.as_dict(),
+        ).get()
+    return {**answer, "ranking": options.describe()}

@@ -1,0 +1,234 @@
+"""Near-duplicate images: candidate pairs from the stored CNN features, confirmed by a local
+check on the pixels, grouped.
+
+A global CNN cosine alone does not separate the hard cases: two different crops of one gravel
+texture score 0.97, while a heavily recompressed copy of a blurred photo scores 0.5. So the
+features only nominate pairs (cosine at least a generous floor) and each nominee is confirmed
+by aligning small grey thumbnails of the two images: the centre of one is searched in the
+other over a range of scales and shifts (copies that were cropped, bordered or rescaled), by
+normalised cross-correlation (blind to brightness and contrast changes). A copy matches almost
+perfectly; another picture of the same subject does not.
+
+A pair's score is that correlation, plus BOOST when the features agree well (cosine >= AGREE):
+a strongly brightened copy loses some pixel agreement but keeps its features.
+
+Candidates never need the n x n matrix: rows are compared in blocks, and a low-dimensional
+projection with an exact bound on what it leaves out discards most pairs before the full
+vectors are compared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cbirq.errors import ImageError
+from cbirq.search.images import load_rgb
+
+# Chosen on a test set built with scripts/dupes_set.py --seed 0 and measured on another
+# (--seed 1, docs/dupes.md), so that the figures there are not fitted to the set they report.
+FLOOR = 0.65  # plain cosine a pair needs to be checked at all
+THRESHOLD = 0.85  # a pair's score (below) that makes it a duplicate
+AGREE, BOOST = 0.93, 0.25  # features that agree this well need less pixel evidence
+SURE = 0.97  # without pixels (a file gone or unreadable): the cosine alone must reach this
+BLOCK = 2048  # rows compared at once: BLOCK x n scores in memory
+PAIRS = 16_384  # pairs whose full vectors are compared at once
+PROJECTED = 64  # dimensions of the projection that discards most pairs
+SKETCH = 40  # long side of the grey thumbnail, pixels
+CENTRE = 0.6  # share of each side of the searched centre patch
+SCALES = np.geomspace(0.8, 1.25, 7)  # relative scales tried: crops of up to ~20% a side
+
+
+@dataclass(frozen=True)
+class Pair:
+    first: int
+    second: int
+    cosine: float
+    score: float | None = None  # see score(); None when the pixels could not be checked
+
+
+def _projection(matrix: np.ndarray, dims: int) -> np.ndarray:
+    """The top principal axes (uncentred) of a sample of rows: where most of the energy is."""
+    sample = matrix[:: max(1, len(matrix) // 20_000)].astype(np.float64)
+    _, _, axes = np.linalg.svd(sample, full_matrices=False)
+    return axes[:dims].T.astype(np.float32)
+
+
+def candidates(matrix: np.ndarray, floor: float = FLOOR, block: int = BLOCK) -> list[Pair]:
+    """Every pair (i < j) of unit rows with cosine >= floor, exactly, without an n x n matrix.
+    With P the projection and r a row's residual, x.y = Px.Py + rx.ry and |rx.ry| <= |rx||ry|:
+    a pair whose projected score plus that bound is under the floor cannot qualify."""
+    n, dim = matrix.shape
+    if n < 2:
+        return []
+    proj = _projection(matrix, min(PROJECTED, dim)) if dim > PROJECTED and n > block else None
+    low = matrix if proj is None else matrix @ proj
+    slack = (
+        np.zeros(n, np.float32)
+        if proj is None
+        else np.sqrt(np.maximum(0.0, 1.0 - np.einsum("ij,ij->i", low, low)))
+    )
+    found: list[Pair] = []
+    for start in range(0, n, block):
+        rows = slice(start, min(n, start + block))
+        bound = low[rows] @ low[start:].T + slack[rows, None] * slack[None, start:]
+        i, j = np.nonzero(bound >= floor - 1e-4)
+        keep = j > i  # each pair once, never a row with itself
+        i, j = i[keep] + start, j[keep] + start
+        for at in range(0, len(i), PAIRS):  # the bound may prune little: bounded memory
+            a, b = i[at : at + PAIRS], j[at : at + PAIRS]
+            exact = np.einsum("ij,ij->i", matrix[a], matrix[b])
+            sure = exact >= floor
+            found += [
+                Pair(int(x), int(y), float(c)) for x, y, c in zip(a[sure], b[sure], exact[sure])
+            ]
+    return found
+
+
+def _trimmed(img):
+    """The image without uniform margins (a border someone added), unless that is all."""
+    from PIL import ImageChops
+
+    corner = img.getpixel((0, 0))
+    diff = ImageChops.difference(img, img.point(lambda _: corner)).point(lambda v: v > 12 and 255)
+    box = diff.getbbox()
+    if box is None or (box[2] - box[0]) * (box[3] - box[1]) < 0.5 * img.width * img.height:
+        return img
+    return img.crop(box)
+
+
+def sketch(source: str | Path | bytes) -> Sketch:
+    """A grey thumbnail of the image without added margins, its long side SKETCH pixels."""
+    img = _trimmed(load_rgb(source).convert("L"))
+    scale = SKETCH / max(img.size)
+    size = (max(8, round(img.width * scale)), max(8, round(img.height * scale)))
+    return Sketch(np.asarray(img.resize(size, resample=_BOX), dtype=np.float32))
+
+
+class Sketch:
+    """A grey thumbnail with its centre patch and its copies at every relative scale, made
+    once per image however many pairs it is in."""
+
+    def __init__(self, image: np.ndarray) -> None:
+        from PIL import Image
+
+        h, w = image.shape
+        dh, dw = round(h * (1 - CENTRE) / 2), round(w * (1 - CENTRE) / 2)
+        self.centre = image[dh : h - dh, dw : w - dw]
+        pil = Image.fromarray(image)
+        self.scaled = [
+            np.asarray(pil.resize((max(4, round(w / s)), max(4, round(h / s))), _BOX), np.float32)
+            for s in SCALES
+        ]
+
+
+def _window_sums(image: np.ndarray, ph: int, pw: int) -> np.ndarray:
+    """The sum of every ph x pw window of `image` (an integral image)."""
+    c = np.pad(image.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    return c[ph:, pw:] - c[:-ph, pw:] - c[ph:, :-pw] + c[:-ph, :-pw]
+
+
+def _ncc(patch: np.ndarray, image: np.ndarray) -> float:
+    """The best normalised cross-correlation of `patch` at any position inside `image`
+    (through the FFT: the correlation at every shift at once)."""
+    ph, pw = patch.shape
+    h, w = image.shape
+    p = patch - patch.mean()
+    p_norm = float(np.linalg.norm(p))
+    # A flat patch says nothing: it would match any other flat region.
+    if h < ph or w < pw or p_norm < 1e-3 * ph * pw:
+        return -1.0
+    spectrum = np.fft.rfft2(image) * np.conj(np.fft.rfft2(p, s=(h, w)))
+    dots = np.fft.irfft2(spectrum, s=(h, w))[: h - ph + 1, : w - pw + 1]
+    sums = _window_sums(image.astype(np.float64), ph, pw)
+    energy = _window_sums(image.astype(np.float64) ** 2, ph, pw) - sums**2 / (ph * pw)
+    scores = dots / np.maximum(np.sqrt(np.maximum(energy, 0.0)) * p_norm, 1e-3 * p_norm)
+    return float(scores.max())
+
+
+def local_match(a: Sketch, b: Sketch) -> float:
+    """How well the centre of each sketch is found in the other, at the best scale and shift
+    (the worse of both directions): near 1 for copies, far lower for other pictures. Part of
+    one picture may be found in another that overlaps it, but only a copy holds the other's
+    centre as well."""
+    return min(
+        max(_ncc(one.centre, scaled) for scaled in other.scaled) for one, other in ((a, b), (b, a))
+    )
+
+
+def score(cosine: float, match: float) -> float:
+    """A checked pair's score: the local check, raised by BOOST when the features agree."""
+    return match + (BOOST if cosine >= AGREE else 0.0)
+
+
+def confirm(
+    pairs: Sequence[Pair],
+    load: Callable[[int], Sketch | None],
+    threshold: float = THRESHOLD,
+    sure: float = SURE,
+) -> list[Pair]:
+    """The pairs that are duplicates: score >= `threshold`, or, where a sketch is missing
+    (`load(i)` gives None when the file cannot be read), cosine >= `sure`."""
+    sketches: dict[int, Sketch | None] = {}
+
+    def get(i: int) -> Sketch | None:
+        if i not in sketches:
+            sketches[i] = load(i)
+        return sketches[i]
+
+    kept = []
+    for pair in pairs:
+        a, b = get(pair.first), get(pair.second)
+        if a is None or b is None:
+            if pair.cosine >= sure:
+                kept.append(pair)
+            continue
+        found = score(pair.cosine, local_match(a, b))
+        if found >= threshold:
+            kept.append(Pair(pair.first, pair.second, pair.cosine, found))
+    return kept
+
+
+def file_sketches(paths: Sequence[str]) -> Callable[[int], Sketch | None]:
+    """`load` for `confirm`: the sketch of paths[i], None when the file is gone or unreadable."""
+
+    def load(i: int) -> Sketch | None:
+        try:
+            return sketch(paths[i])
+        except (OSError, ImageError):
+            return None
+
+    return load
+
+
+def groups(count: int, pairs: Sequence[Pair]) -> list[list[int]]:
+    """Connected rows (union-find over the pairs), each group sorted, largest groups first."""
+    parent = list(range(count))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for pair in pairs:
+        parent[root(pair.first)] = root(pair.second)
+    found: dict[int, list[int]] = {}
+    for pair in pairs:
+        for i in (pair.first, pair.second):
+            members = found.setdefault(root(i), [])
+            if i not in members:
+                members.append(i)
+    return sorted((sorted(m) for m in found.values()), key=lambda m: (-len(m), m[0]))
+
+
+def _box():
+    from PIL import Image
+
+    return Image.Resampling.BOX
+
+
+_BOX = _box()

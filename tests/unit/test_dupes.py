@@ -1,0 +1,126 @@
+"""Near-duplicate search: candidates without an n x n matrix, the pixel check, grouping, and
+the API and `cbirq dupes` on real files."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image, ImageEnhance, ImageOps
+
+from cbirq.search import dupes
+from tests.conftest import make_photo
+
+
+def unit_rows(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    rows = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("block", [7, 2048])
+def test_candidates_are_exactly_the_pairs_over_the_floor(block):
+    rows = unit_rows(300, 96)
+    rows[150:160] = rows[:10] + 0.3 * unit_rows(10, 96, seed=1)  # ten close pairs
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    found = dupes.candidates(rows, floor=0.5, block=block)
+    sims = rows @ rows.T
+    want = {(i, j) for i in range(300) for j in range(i + 1, 300) if sims[i, j] >= 0.5}
+    assert {(p.first, p.second) for p in found} == want and len(want) >= 10
+    assert all(abs(p.cosine - sims[p.first, p.second]) < 1e-5 for p in found)
+
+
+def test_candidates_with_the_projection_bound_miss_nothing(monkeypatch):
+    monkeypatch.setattr(dupes, "PROJECTED", 8)  # the bound on what 8 of 64 dims leave out
+    rows = unit_rows(400, 64, seed=2)
+    rows[200:230] = rows[:30] + 0.4 * unit_rows(30, 64, seed=3)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    found = dupes.candidates(rows, floor=0.6, block=50)
+    sims = np.triu(rows @ rows.T, 1)
+    assert {(p.first, p.second) for p in found} == set(zip(*np.nonzero(sims >= 0.6)))
+
+
+def as_sketch(img: Image.Image) -> dupes.Sketch:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return dupes.sketch(buf.getvalue())
+
+
+def test_the_pixel_check_tells_copies_from_other_pictures():
+    photo = make_photo(1, (240, 180))
+    w, h = photo.size
+    copies = [
+        photo.resize((w // 2, h // 2)),
+        photo.crop((18, 9, w - 9, h - 18)).resize((w, h)),
+        ImageEnhance.Brightness(photo).enhance(1.3),
+        ImageOps.expand(photo, border=20, fill="white"),
+    ]
+    original = as_sketch(photo)
+    for copy in copies:
+        assert dupes.local_match(original, as_sketch(copy)) > 0.9
+    for seed in (2, 3, 4):
+        assert dupes.local_match(original, as_sketch(make_photo(seed, (240, 180)))) < 0.7
+    mirrored = as_sketch(ImageOps.mirror(photo))
+    assert dupes.local_match(original, mirrored) < dupes.THRESHOLD
+
+
+def test_confirm_falls_back_to_the_cosine_without_pixels():
+    pairs = [dupes.Pair(0, 1, 0.99), dupes.Pair(0, 2, 0.9)]
+    kept = dupes.confirm(pairs, lambda i: None)
+    assert [(p.first, p.second, p.score) for p in kept] == [(0, 1, None)]
+
+
+def test_groups_join_pairs_transitively():
+    pairs = [dupes.Pair(0, 3, 0.9), dupes.Pair(3, 5, 0.9), dupes.Pair(1, 2, 0.9)]
+    assert dupes.groups(6, pairs) == [[0, 3, 5], [1, 2]]
+
+
+@pytest.fixture
+def shots(tmp_path):
+    """Three pictures, two with edited copies: two groups to find."""
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    for seed in (1, 2, 3):
+        make_photo(seed, (240, 180)).save(folder / f"p{seed}.png")
+    one = make_photo(1, (240, 180))
+    one.resize((120, 90)).save(folder / "p1-small.jpg", quality=90)
+    ImageEnhance.Brightness(one).enhance(1.3).save(folder / "p1-bright.jpg", quality=60)
+    ImageOps.expand(make_photo(2, (240, 180)), border=16, fill="white").save(folder / "p2-b.png")
+    return folder
+
+
+def test_the_api_finds_the_groups(shots):
+    from cbirq import Client
+
+    cb = Client()
+    summary = cb.index(shots)
+    assert summary["indexed"] == 6
+    found = cb.dupes()
+    names = [sorted(p.rsplit("/", 1)[1] for p in g["paths"]) for g in found["groups"]]
+    assert names == [["p1-bright.jpg", "p1-small.jpg", "p1.png"], ["p2-b.png", "p2.png"]]
+    assert all(g["scores"][0] == pytest.approx(1.0) for g in found["groups"])
+    paths, matrix = cb.features()
+    assert len(paths) == 6 and matrix.shape == (6, 1280) and matrix.dtype == np.float32
+    answer = cb.query(shots / "p3.png", top=2)
+    assert answer["results"][0]["path"] == str(shots / "p3.png")
+
+
+def test_cbirq_dupes_as_a_user_runs_it(shots, tmp_path):
+    from cbirq.cli import main
+
+    runner = CliRunner()
+    assert runner.invoke(main, ["index", str(shots)]).exit_code == 0
+    done = runner.invoke(main, ["dupes", "--json", "--sheet", str(tmp_path / "sheets")])
+    assert done.exit_code == 0, done.output
+    found = json.loads(done.output)
+    assert [len(g["paths"]) for g in found["groups"]] == [3, 2] and found["images"] == 6
+    assert sorted(p.name for p in (tmp_path / "sheets").iterdir()) == [
+        "group-001.png",
+        "group-002.png",
+    ]
+    strict = json.loads(runner.invoke(main, ["dupes", "-t", "2", "--json"]).output)
+    assert strict["groups"] == []
+    text = runner.invoke(main, ["dupes"]).output
+    assert text.startswith("group 1 (3 images)")
