@@ -7,7 +7,14 @@ from pathlib import Path
 
 import click
 
-from cbirq.cli.common import client, echo_json, index_option, json_option
+from cbirq.cli.common import (
+    client,
+    echo_json,
+    force_option,
+    index_option,
+    json_option,
+    refuse_overwrite,
+)
 from cbirq.errors import CbirqError
 
 
@@ -78,26 +85,32 @@ def remove(names: tuple[str, ...], as_json: bool) -> None:
 @click.command()
 @index_option
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@force_option
 @json_option
-def export(index_name: str, out: Path, as_json: bool) -> None:
+def export(index_name: str, out: Path, force: bool, as_json: bool) -> None:
     """Write the index's L2-normalised features to OUT (.npy, float32, one row per image) and
-    the image paths, one per line in the same order, to OUT with a .txt suffix.
+    the image paths to OUT with a .jsonl suffix, one JSON string a line in the same order (a
+    newline or any other character in a file name cannot shift the rows).
 
     \b
     Example:
-      cbirq export features.npy        # features.npy and features.txt
-      cbirq export -i r50 r50.npy --json
+      cbirq export features.npy        # features.npy and features.jsonl
+      cbirq export -i r50 r50.npy --json --force
+      python -c "import json; print([json.loads(l) for l in open('features.jsonl')][:3])"
     """
     if out.suffix.lower() != ".npy":
         raise CbirqError(
             f"{out}: OUT must end in .npy (a NumPy float32 matrix), e.g. {out.stem}.npy"
         )
+    listing = out.with_suffix(".jsonl")
+    refuse_overwrite(force, out, listing)
+    import json
+
     import numpy as np
 
     paths, matrix = client().features(index_name)
     np.save(out, matrix, allow_pickle=False)
-    listing = out.with_suffix(".txt")
-    listing.write_text("".join(f"{p}\n" for p in paths), encoding="utf-8")
+    listing.write_text("".join(json.dumps(p) + "\n" for p in paths), encoding="utf-8")
     if as_json:
         echo_json({"index": index_name, "rows": matrix.shape[0], "dim": matrix.shape[1],
                    "features": str(out), "paths": str(listing)})  # fmt: skip

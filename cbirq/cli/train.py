@@ -10,7 +10,14 @@ from pathlib import Path
 
 import click
 
-from cbirq.cli.common import connect, echo_json, json_option, load_settings
+from cbirq.cli.common import (
+    connect,
+    echo_json,
+    force_option,
+    json_option,
+    load_settings,
+    refuse_overwrite,
+)
 from cbirq.client.dispatch import Pending
 from cbirq.cluster.celery_app import TRAIN_TASK
 from cbirq.errors import CbirqError
@@ -101,6 +108,7 @@ def follow(
 def fetch_checkpoint(
     store: Store, job_id: str, out: Path, latest: bool = False, quiet: bool = False
 ) -> dict:
+    """Write the job's checkpoint to `out`; the caller has checked it may replace it."""
     job = store.get_job(job_id)
     data = store.get_artifact(artifact_key(job_id, "last" if latest else "final"))
     if data is None:
@@ -176,16 +184,11 @@ def _quiet(enabled: bool):
     help="Where the worker trains: auto takes its GPU if it has one.",
 )
 @click.option("--wait", is_flag=True, help="Follow the job and write the final checkpoint.")
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default="final.pth",
-    show_default=True,
-    help="Where --wait writes the final checkpoint.",
-)
+@checkpoint_out("final.pth", "Where --wait writes the final checkpoint.")
+@force_option
 @json_option
 def submit_train(
-    data, epochs, schedule, lr, batch_size, resume, seed, device, wait, out, as_json
+    data, epochs, schedule, lr, batch_size, resume, seed, device, wait, out, force, as_json
 ) -> None:
     """Queue a ResNet20 / CIFAR-10 training job on the `train` queue and print its id.
 
@@ -198,6 +201,8 @@ def submit_train(
     )
     settings = load_settings()
     store, dispatcher = connect(settings)
+    if wait:
+        refuse_overwrite(force, out)
     checkpoint = None
     if resume is not None:
         try:
@@ -268,8 +273,9 @@ def _orphaned(store: Store, job: dict) -> bool:
 @click.command()
 @click.argument("job_id")
 @checkpoint_out(None, "Also write the final checkpoint here [default: none].")
+@force_option
 @json_option
-def wait(job_id: str, out: Path | None, as_json: bool) -> None:
+def wait(job_id: str, out: Path | None, force: bool, as_json: bool) -> None:
     """Follow a job until it ends; exit status 1 if it failed or was cancelled.
 
     In-process (no broker), a job whose process died goes on here from its last epoch; on
@@ -281,6 +287,8 @@ def wait(job_id: str, out: Path | None, as_json: bool) -> None:
       cbirq wait 3f2a9c1b7d4e -o final.pth
     """
     store, dispatcher = connect(load_settings())
+    if out is not None:
+        refuse_overwrite(force, out)
 
     def revive(job: dict) -> Pending | None:
         # In-process, nothing else would ever finish it: its lease lapsing means it is ours.
@@ -300,8 +308,9 @@ def wait(job_id: str, out: Path | None, as_json: bool) -> None:
 @click.argument("job_id")
 @checkpoint_out("final.pth", "Where to write the checkpoint.")
 @click.option("--latest", is_flag=True, help="The last epoch's checkpoint of an unfinished job.")
+@force_option
 @json_option
-def fetch(job_id: str, out: Path, latest: bool, as_json: bool) -> None:
+def fetch(job_id: str, out: Path, latest: bool, force: bool, as_json: bool) -> None:
     """Write a job's final checkpoint (torch.load(path)['net'] is the ResNet20 state_dict).
 
     \b
@@ -309,6 +318,7 @@ def fetch(job_id: str, out: Path, latest: bool, as_json: bool) -> None:
       cbirq fetch 3f2a9c1b7d4e -o final.pth
     """
     store, _ = connect(load_settings())
+    refuse_overwrite(force, out)
     written = fetch_checkpoint(store, job_id, out, latest, quiet=as_json)
     if as_json:
         echo_json(written)

@@ -22,6 +22,7 @@ from cbirq import settings as settings_module
 from cbirq.client.dispatch import Dispatcher, dispatcher_for
 from cbirq.client.indexer import IndexJob, feature_model, run_index
 from cbirq.client.querying import QueryRequest, ask
+from cbirq.cluster.shared_fs import read_file
 from cbirq.errors import CbirqError, ImageError, UnknownIndex
 from cbirq.settings import DEFAULT_INDEX, DEFAULT_MODEL
 from cbirq.store import Store, open_store
@@ -36,16 +37,14 @@ def _no_progress(_total: int) -> Callable[[int], None]:
     return lambda _done: None
 
 
-def read_image(file: str | Path) -> bytes:
-    """A query image's bytes, or a CbirqError that names the file."""
+def read_image(file: str | Path, max_bytes: int) -> bytes:
+    """A query image's bytes (a regular file, at most `max_bytes`: a FIFO or /dev/zero must
+    not hang or fill memory), or a CbirqError that names the file."""
     try:
-        return Path(file).read_bytes()
-    except FileNotFoundError:
-        raise ImageError(f"query image {file} does not exist") from None
-    except IsADirectoryError:
-        raise ImageError(f"query image {file} is a folder, not an image") from None
-    except OSError as exc:
-        raise ImageError(f"cannot read query image {file}: {exc.strerror or exc}") from None
+        return read_file(str(file), max_bytes)
+    except ImageError as exc:
+        reason = "does not exist" if str(exc) == "file not found" else str(exc)
+        raise ImageError(f"query image {file}: {reason}") from None
 
 
 class Client:
@@ -112,7 +111,7 @@ class Client:
     ) -> dict:
         """The `top` images of `index` most like `image`; `cbirq query --json`. `ranking`:
         plain, center, whiten, qe, multiscale (unset: the index model's default)."""
-        data = read_image(image)
+        data = read_image(image, self.settings.max_file_bytes)
         path = os.path.abspath(image)
         request = QueryRequest(index, top, metric, ranking, shards or self.settings.rank_shards)
         try:

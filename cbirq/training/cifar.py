@@ -144,10 +144,13 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         images = _uint8_rows(batch.get("data"))
         return images, _labels(batch.get("labels"), len(images))
     except OSError as exc:
-        raise CbirqError(f"cannot read CIFAR-10 batch {path}: {exc.strerror or exc}") from None
+        detail = f"cannot read {path.name}: {exc.strerror or exc}"
+        raise CbirqError(f"malformed CIFAR-10 data in {path.parent}: {detail}") from None
     except Exception as exc:  # whatever a crafted file makes the unpickler raise: one line
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CbirqError(f"malformed CIFAR-10 batch {path}: {detail}") from None
+        raise CbirqError(
+            f"malformed CIFAR-10 data in {path.parent}: {path.name}: {detail}"
+        ) from None
 
 
 def _read_batches(folder: Path) -> dict[str, np.ndarray]:

@@ -140,7 +140,7 @@ def test_export_writes_the_course_features_file(tmp_path):
     result = invoke("export", "--index", "ex", str(tmp_path / "features.npy"))
     assert result.exit_code == 0, result.output
     matrix = np.load(tmp_path / "features.npy", allow_pickle=False)
-    names = (tmp_path / "features.txt").read_text().splitlines()
+    names = [json.loads(line) for line in (tmp_path / "features.jsonl").read_text().splitlines()]
     assert matrix.shape == (4, 1280) and matrix.dtype == np.float32
     assert np.allclose(np.linalg.norm(matrix, axis=1), 1, atol=1e-5)
     assert len(names) == 4 and all(name.endswith(".png") for name in names)

@@ -18,7 +18,8 @@ def exported(tmp_path, index: str) -> tuple[np.ndarray, list[str]]:
     out = tmp_path / f"{index}.npy"
     result = CliRunner().invoke(main, ["export", "--index", index, str(out)])
     assert result.exit_code == 0, result.output
-    return np.load(out), out.with_suffix(".txt").read_text().splitlines()
+    lines = out.with_suffix(".jsonl").read_text().splitlines()
+    return np.load(out), [json.loads(line) for line in lines]
 
 
 def test_index_with_onnx_then_torch_gives_the_same_features(tmp_path, isolated_home):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -15,7 +17,8 @@ SMALL = ["--model", "mobilenet_v3_small", "--weights", "none"]
 def features(index: str, env: dict, out) -> dict[str, np.ndarray]:
     done = run_cli("export", "--index", index, str(out), env=env)
     assert done.returncode == 0, done.stderr
-    return dict(zip(out.with_suffix(".txt").read_text().splitlines(), np.load(out)))
+    lines = out.with_suffix(".jsonl").read_text().splitlines()
+    return dict(zip((json.loads(line) for line in lines), np.load(out)))
 
 
 def test_onnx_workers_match_torch_in_process(workers, broker_env, tmp_path):

@@ -72,7 +72,7 @@ def forged_cifar(root: Path) -> Path:
 def test_1_a_forged_cifar_batch_is_refused_not_a_segfault(tmp_path):
     evil = forged_cifar(tmp_path / "evil")
     done = run_cli("submit-train", "--data", str(evil), "--epochs", "1", "--wait", timeout=300)
-    one_line_error(done, "malformed CIFAR-10 batch", "data_batch_1", "must be uint8, not 'V8'")
+    one_line_error(done, "malformed CIFAR-10 data", "data_batch_1", "must be uint8, not 'V8'")
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +165,14 @@ def test_8_a_file_over_the_size_cap_is_refused_alone(workers, broker_env, tmp_pa
     assert [f["error"] for f in summary["failed"]] == [
         "file too large (2.0 MB; the limit is 1 MB, CBIRQ_MAX_FILE_MB)"
     ]
+
+
+def test_8_a_query_from_a_fifo_or_dev_zero_is_refused_at_once(tmp_path):
+    make_library(tmp_path / "lib", 2)
+    assert run_cli("index", str(tmp_path / "lib")).returncode == 0
+    os.mkfifo(tmp_path / "q.jpg")
+    one_line_error(run_cli("query", str(tmp_path / "q.jpg"), timeout=60), "a FIFO")
+    one_line_error(run_cli("query", "/dev/zero", timeout=60), "character device")
 
 
 # 3. Tampered ONNX cache (tests/unit/test_engines.py: a graph with other weights is refused).
@@ -380,3 +388,34 @@ def test_fuzz_crafted_batches_and_mutated_images_end_in_one_line_errors(tmp_path
     )
     assert done.returncode == 0, done.stderr[-3000:]  # a signal or an uncaught exception fails
     assert done.stdout.startswith("ok ") and int(done.stdout.split()[1]) > 100
+
+
+# 9. Export and checkpoints: names that survive anything, nothing overwritten silently.
+
+
+def test_9_export_keeps_rows_aligned_with_any_name_and_never_overwrites(tmp_path):
+    folder = tmp_path / "lib"
+    make_library(folder, 2)
+    odd = folder / "line\nbreak.png"
+    make_photo(50).save(odd)
+    assert run_cli("index", str(folder)).returncode == 0
+    out = tmp_path / "f.npy"
+    assert run_cli("export", str(out)).returncode == 0, "first export"
+    paths = [json.loads(line) for line in out.with_suffix(".jsonl").read_text().splitlines()]
+    assert len(paths) == len(np.load(out)) == 3 and str(odd) in paths
+    one_line_error(run_cli("export", str(out)), "exists: pass --force")
+    assert run_cli("export", str(out), "--force").returncode == 0
+
+
+def test_9_fetch_and_wait_never_overwrite_a_checkpoint(tmp_path):
+    kept = tmp_path / "final.pth"
+    kept.write_bytes(b"hours of training")
+    data = tmp_path / "cifar"
+    write_cifar_batches(data, cifar_arrays(2, 1))
+    args = ("--data", str(data), "--epochs", "1", "--batch-size", "8", "--wait", "-o", str(kept))
+    one_line_error(run_cli("submit-train", *args), "final.pth exists: pass --force")
+    assert kept.read_bytes() == b"hours of training"
+    assert json.loads(run_cli("jobs", "--json").stdout) == []  # refused before any job
+    one_line_error(run_cli("fetch", "nope", "-o", str(kept)), "exists: pass --force")
+    assert run_cli("submit-train", *args, "--force").returncode == 0
+    assert kept.read_bytes() != b"hours of training"
