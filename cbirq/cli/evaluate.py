@@ -69,6 +69,7 @@ class Indexer:
     def __call__(self, folder: Path, index: str, spec: str, weights: str) -> None:
         job = IndexJob(folder, index, spec, weights, self.chunk, self.config.inflight)
         job.max_file_bytes = self.config.max_file_bytes
+        job.result_timeout = self.config.result_timeout
         summary = run_index(self.store, self.dispatcher, job, progress_bars(not self.quiet))
         for failure in summary.failed:
             click.echo(f"skipped {failure['path']}: {failure['error']}", err=True)

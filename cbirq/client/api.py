@@ -96,6 +96,7 @@ class Client:
             blob_ttl=self.settings.visibility_timeout + 3600,
             engine=engine,
             max_file_bytes=self.settings.max_file_bytes,
+            result_timeout=self.settings.result_timeout,
         )
         return run_index(self.store, self.dispatcher, job, progress).as_dict()
 

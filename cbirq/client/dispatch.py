@@ -86,7 +86,7 @@ class LocalDispatcher:
         return [self.submit(call.task, **call.kwargs).get() for call in calls]
 
 
-def _no_answer(timeout: float, queues: list[str]) -> Unavailable:
+def no_answer(timeout: float, queues: list[str]) -> Unavailable:
     names = ", ".join(f"'{q}'" for q in sorted(set(queues)))
     return Unavailable(
         f"no answer from a worker within {timeout:.0f} s: is `cbirq worker` running for the "
@@ -107,7 +107,7 @@ class _Remote:
         try:
             return self.result.get(timeout=self.timeout)
         except CeleryTimeout:
-            raise _no_answer(self.timeout, [self.queue]) from None
+            raise no_answer(self.timeout, [self.queue]) from None
 
 
 class CeleryDispatcher:
@@ -137,7 +137,7 @@ class CeleryDispatcher:
             return sent.get(timeout=self.timeout)
         except CeleryTimeout:
             late = [q for q, part in zip(queues, sent.results) if not part.ready()]
-            raise _no_answer(self.timeout, late or queues) from None
+            raise no_answer(self.timeout, late or queues) from None
 
 
 def dispatcher_for(settings: Settings) -> Dispatcher:

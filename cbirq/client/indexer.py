@@ -8,22 +8,17 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from cbirq.client.dispatch import Dispatcher, Pending
+from cbirq.client.dispatch import Dispatcher
 from cbirq.client.library import EXTENSIONS, printable, utf8_name, walk_images
-from cbirq.cluster.celery_app import EXTRACT_TASK
+from cbirq.client.sender import ChunkSender
 from cbirq.cluster.shared_fs import read_file as read_image_file
 from cbirq.errors import (
-    BackboneError,
     CbirqError,
     ImageError,
-    IndexMismatch,
-    Unavailable,
     UnknownIndex,
 )
 from cbirq.search.specs import (
@@ -60,9 +55,6 @@ def feature_model(
     return str(replace(spec, **{k: v for k, v in chosen.items() if v is not None})), weights
 
 
-# Errors that would hit every chunk alike: stop instead of failing each chunk in turn.
-FATAL = (BackboneError, IndexMismatch, Unavailable)
-
 
 @dataclass
 class IndexJob:
@@ -77,6 +69,7 @@ class IndexJob:
     blob_ttl: int = 4 * 3600
     engine: str | None = None  # None: each worker's own CBIRQ_ENGINE
     max_file_bytes: int = DEFAULT_MAX_FILE_MB * 2**20
+    result_timeout: float = 600.0  # no answer for a chunk this long: the workers are gone
 
 
 @dataclass
@@ -143,84 +136,6 @@ def prune(store: Store, job: IndexJob, entries: dict[str, str], found: set[str])
     return store.remove(job.index, gone)
 
 
-class ChunkSender:
-    """Sends chunks with at most `inflight` outstanding, uploading image bytes when needed."""
-
-    def __init__(
-        self,
-        store: Store,
-        dispatcher: Dispatcher,
-        job: IndexJob,
-        summary: Summary,
-        progress: Callable[[int], None],
-    ) -> None:
-        self.store, self.dispatcher, self.job, self.summary = store, dispatcher, job, summary
-        self.progress = progress
-        self.ship_bytes = not (dispatcher.embedded or job.shared_fs)
-        self.run_id = uuid.uuid4().hex[:12]
-        self.pending: deque[tuple[list[dict], Pending]] = deque()
-
-    def send_all(self, items: list[dict]) -> None:
-        try:
-            for number, start in enumerate(range(0, len(items), self.job.chunk)):
-                while len(self.pending) >= self.job.inflight:
-                    self._finish_oldest()
-                self._send(number, items[start : start + self.job.chunk])
-            while self.pending:
-                self._finish_oldest()
-        finally:  # an error or Ctrl-C: the chunks still queued keep no bytes in the store
-            if self.ship_bytes and self.pending:
-                self.store.delete_blobs(i["blob"] for chunk, _ in self.pending for i in chunk)
-
-    def _send(self, number: int, chunk: list[dict]) -> None:
-        if self.ship_bytes:
-            chunk = self._upload(number, chunk)
-        pending = self.dispatcher.submit(
-            EXTRACT_TASK,
-            index=self.job.index,
-            model=self.job.model,
-            weights=self.job.weights,
-            items=chunk,
-            # Sent only when chosen, so workers of an older release still take the task.
-            **({"engine": self.job.engine} if self.job.engine else {}),
-        )
-        self.pending.append((chunk, pending))
-
-    def _upload(self, number: int, chunk: list[dict]) -> list[dict]:
-        blobs, shipped = {}, []
-        for item in chunk:
-            try:
-                data = read_image_file(item["path"], self.job.max_file_bytes)
-            except ImageError as exc:
-                self.summary.failed.append({"path": item["path"], "error": str(exc)})
-                continue
-            key = f"{self.run_id}:{number}:{item['hash']}"
-            blobs[key] = data
-            shipped.append({**item, "blob": key})
-        try:
-            self.store.put_blobs(blobs, self.job.blob_ttl)
-        except BaseException:
-            self.store.delete_blobs(blobs)  # a partial upload leaves nothing behind
-            raise
-        return shipped
-
-    def _finish_oldest(self) -> None:
-        chunk, pending = self.pending.popleft()
-        try:
-            result = pending.get()
-        except FATAL:
-            raise
-        except Exception as exc:  # one bad chunk must not lose the others
-            reason = str(exc) if isinstance(exc, CbirqError) else f"{type(exc).__name__}: {exc}"
-            result = {"indexed": 0, "failed": [{"path": i["path"], "error": reason} for i in chunk]}
-        finally:
-            if self.ship_bytes:
-                self.store.delete_blobs(item["blob"] for item in chunk)
-        self.summary.indexed += result["indexed"]
-        self.summary.failed.extend(result["failed"])
-        self.progress(len(chunk))
-
-
 def run_index(
     store: Store,
     dispatcher: Dispatcher,
@@ -241,9 +156,9 @@ def run_index(
         work.extract += [{"path": p, "hash": h} for p, h in work.reuse if p in gone]
         summary.reused = len(work.reuse) - len(gone)
         summary.indexed += summary.reused
-    ChunkSender(store, dispatcher, job, summary, progress_factory(len(work.extract))).send_all(
-        work.extract
-    )
+    progress = progress_factory(len(work.extract))
+    sender = ChunkSender(store, dispatcher, job, summary, progress, job.result_timeout)
+    sender.send_all(work.extract)
     if job.prune:
         summary.pruned = prune(store, job, entries, found)
     if summary.total:

@@ -11,6 +11,8 @@ from celery import Celery
 from cbirq import settings as settings_module
 
 EXTRACT_TASK = "cbirq.extract_batch"
+# How a worker reports an image whose uploaded bytes were gone: the client sends it again.
+BYTES_EXPIRED = "image bytes expired"
 RANK_TASK = "cbirq.rank_query"
 TRAIN_TASK = "cbirq.train_cifar"
 # Sharded ranking: the query's features, then each shard's row sum and its top k.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from cbirq.cluster.celery_app import EXTRACT_TASK, app
+from cbirq.cluster.celery_app import BYTES_EXPIRED, EXTRACT_TASK, app
 from cbirq.errors import CbirqError, ImageError
 from cbirq.search.indexing import extract_chunk
 from cbirq.tasks import runtime
@@ -16,7 +16,7 @@ def _reader(store):
             return runtime.read_local(item["path"])
         data = store.get_blob(item["blob"])
         if data is None:
-            raise ImageError("image bytes expired before a worker took the chunk; index again")
+            raise ImageError(f"{BYTES_EXPIRED} before a worker took the chunk; index again")
         return data
 
     return read

@@ -38,7 +38,7 @@ def test_cli_import_pulls_in_neither_torch_nor_numpy():
         ),
         ("eval", ["--queries", "--labels", "--k", "--plain", "--sheet", "--pool", "--flip"]),
         ("indexes", ["--json"]),
-        ("export", ["--index", ".txt"]),
+        ("export", ["--index", ".jsonl", "--force"]),
         ("worker", ["--queues", "--concurrency", "--shard"]),
     ],
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 
 import pytest
 
@@ -159,3 +160,44 @@ def test_kill_9_mid_training_resumes_from_the_last_checkpoint(pair, env, tmp_pat
     assert after["state"] == "done" and after["worker"].startswith(f"{survivor.name}@")
     assert [row["epoch"] for row in after["history"]] == [1, 2, 3]
     assert after["history"][: before["epoch"]] == before["history"], "resumed, not restarted"
+
+
+def test_with_default_settings_a_killed_worker_costs_seconds_not_the_visibility_timeout(
+    redis_node, tmp_path
+):
+    """Two workers and the default visibility timeout (600 s); one is killed with its whole
+    process group mid-index. The client sends the overdue chunk again: the job ends within 60 s
+    of the kill, with a full summary and every image exactly once."""
+    env = {
+        "CBIRQ_BROKER_URL": redis_node.url,
+        "CBIRQ_REDIS_PASSWORD": PASSWORD,
+        "CBIRQ_HOME": str(tmp_path / "home"),
+    }
+    pool = [Worker(f"d{i}", "extract", env, tmp_path / f"d{i}.log") for i in (1, 2)]
+    try:
+        for worker in pool:
+            worker.wait_ready()
+        files = make_library(tmp_path / "lib", 48)
+        run = start_cli(
+            env,
+            "index",
+            str(tmp_path / "lib"),
+            "--chunk",
+            "4",
+            "--json",
+            "--index",
+            "dflt",
+            *SLOW_MODEL,
+        )
+        victim = pool[0]
+        wait_until(lambda: len(SUCCEEDED.findall(victim.log.read_text())) >= 1, 180, "a chunk done")
+        wait_until(lambda: in_flight(victim), 120, "a chunk running on the victim")
+        victim.kill()
+        killed = time.monotonic()
+        summary = finish(run, timeout=300)
+        assert time.monotonic() - killed < 60
+        assert (summary["total"], summary["indexed"], summary["failed"]) == (48, 48, [])
+        assert_indexed_once(redis_node.client(), "dflt", files)
+    finally:
+        for worker in pool:
+            worker.stop()
