@@ -18,7 +18,7 @@ from cbirq.cli.common import (
     load_settings,
     refuse_overwrite,
 )
-from cbirq.client.dispatch import Pending
+from cbirq.client.dispatch import Dispatcher, Pending
 from cbirq.cluster.celery_app import TRAIN_TASK
 from cbirq.errors import CbirqError
 from cbirq.store import Store
@@ -71,22 +71,27 @@ class _EpochBar:
             self.bar = None
 
 
+Reviver = Callable[[dict, "Pending | None"], "Pending | None"]
+
+
 def follow(
     store: Store,
     job_id: str,
     pending: Pending | None = None,
-    revive: Callable[[dict], Pending | None] | None = None,
+    revive: Reviver | None = None,
+    show: bool = True,
 ) -> dict:
-    """Print each finished epoch until the job ends; returns the final record. `revive` may
-    start the job here when nothing runs it."""
+    """Print each finished epoch (unless not `show`) until the job ends; returns the final
+    record. `revive` may start the job again when nothing runs it any more."""
     shown, bar = 0, _EpochBar()
     while True:
         job = store.get_job(job_id)
-        for row in job["history"][shown:]:
-            bar.close()
-            click.echo(epoch_line(row, job["epochs"]))
-        shown = len(job["history"])
-        bar.show(job)
+        if show:
+            for row in job["history"][shown:]:
+                bar.close()
+                click.echo(epoch_line(row, job["epochs"]))
+            shown = len(job["history"])
+            bar.show(job)
         if job["state"] in TERMINAL:
             bar.close()
             return job
@@ -100,8 +105,8 @@ def follow(
                 store.put_job(job)
             pending = None
             continue
-        if pending is None and revive is not None:
-            pending = revive(job)
+        if revive is not None:
+            pending = revive(job, pending) or pending
         time.sleep(POLL_SECONDS)
 
 
@@ -223,17 +228,10 @@ def submit_train(
             click.echo(job["id"])
         return
     click.echo(f"job {job['id']}", err=True)
-    follow_job = _quiet_wait if as_json else follow
-    final = follow_job(store, job["id"], pending)
+    final = follow(store, job["id"], pending, reviver(store, dispatcher), show=not as_json)
     _finish(store, final, out if wait else None)
     if as_json:
         echo_json(final)
-
-
-def _quiet_wait(store: Store, job_id: str, pending: Pending) -> dict:
-    while not pending.ready() and store.get_job(job_id)["state"] not in TERMINAL:
-        time.sleep(POLL_SECONDS)
-    return store.get_job(job_id)
 
 
 @click.command()
@@ -259,6 +257,34 @@ def status(job_id: str, as_json: bool) -> None:
         click.echo(f"error: {job['error']}")
 
 
+REVIVE_CHECK_SECONDS = 5.0
+
+
+def reviver(store: Store, dispatcher: Dispatcher) -> Reviver:
+    """Sends a job again once whatever ran it is gone (its lease lapsed, within
+    CBIRQ_LEASE_TTL): in-process nothing else would, and on workers Redis would hand its
+    message to another worker only after the visibility timeout (600 s by default). The new
+    delivery takes the lapsed lease and resumes from the last epoch's checkpoint."""
+    checked = -REVIVE_CHECK_SECONDS
+
+    def revive(job: dict, pending: Pending | None) -> Pending | None:
+        nonlocal checked
+        if time.monotonic() - checked < REVIVE_CHECK_SECONDS:
+            return None
+        checked = time.monotonic()
+        if dispatcher.embedded and pending is not None and not pending.ready():
+            return None  # its thread here runs it
+        if not dispatcher.embedded and job["state"] != "running":
+            return None  # queued: a worker will take it
+        if not _orphaned(store, job):
+            return None
+        message = f"job {job['id']}: its process is gone; resuming at epoch {job['epoch']}"
+        click.echo(message, err=True)
+        return dispatcher.start(TRAIN_TASK, job_id=job["id"])
+
+    return revive
+
+
 def _orphaned(store: Store, job: dict) -> bool:
     """An unfinished job whose lease has lapsed: the process that ran it is gone."""
     if job["state"] in TERMINAL:
@@ -278,9 +304,10 @@ def _orphaned(store: Store, job: dict) -> bool:
 def wait(job_id: str, out: Path | None, force: bool, as_json: bool) -> None:
     """Follow a job until it ends; exit status 1 if it failed or was cancelled.
 
-    In-process (no broker), a job whose process died goes on here from its last epoch; on
-    workers, Redis delivers it again to another worker. With --json, the epochs are not
-    printed as they end; the final job record is, whatever the outcome.
+    A job whose process or worker died is sent again once its lease lapses
+    (CBIRQ_LEASE_TTL) and goes on from its last epoch: in-process here, else on another
+    worker. With --json, the epochs are not printed as they end; the final job record is,
+    whatever the outcome.
 
     \b
     Example:
@@ -289,16 +316,8 @@ def wait(job_id: str, out: Path | None, force: bool, as_json: bool) -> None:
     store, dispatcher = connect(load_settings())
     if out is not None:
         refuse_overwrite(force, out)
-
-    def revive(job: dict) -> Pending | None:
-        # In-process, nothing else would ever finish it: its lease lapsing means it is ours.
-        if not _orphaned(store, job):
-            return None
-        click.echo(f"job {job_id}: its process is gone; resuming at epoch {job['epoch']}", err=True)
-        return dispatcher.start(TRAIN_TASK, job_id=job_id)
-
     with _quiet(as_json):
-        final = follow(store, job_id, revive=revive if dispatcher.embedded else None)
+        final = follow(store, job_id, revive=reviver(store, dispatcher))
     if as_json:
         echo_json(final)
     _finish(store, final, out, quiet=as_json)

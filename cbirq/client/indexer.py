@@ -55,7 +55,6 @@ def feature_model(
     return str(replace(spec, **{k: v for k, v in chosen.items() if v is not None})), weights
 
 
-
 @dataclass
 class IndexJob:
     root: Path

@@ -201,3 +201,39 @@ def test_with_default_settings_a_killed_worker_costs_seconds_not_the_visibility_
     finally:
         for worker in pool:
             worker.stop()
+
+
+def test_a_killed_training_worker_is_replaced_within_the_lease_not_the_visibility_timeout(
+    redis_node, tmp_path
+):
+    """The default visibility timeout (600 s) and a short lease: `cbirq wait` sees the lease
+    lapse and sends the job again; the other worker resumes it from its checkpoint."""
+    write_cifar_tree(tmp_path / "cifar", cifar_arrays(40, 2))
+    env = {
+        "CBIRQ_BROKER_URL": redis_node.url,
+        "CBIRQ_REDIS_PASSWORD": PASSWORD,
+        "CBIRQ_HOME": str(tmp_path / "home"),
+        "CBIRQ_DATA_DIR": str(tmp_path),
+        "CBIRQ_LEASE_TTL": "5",
+    }
+    pool = [Worker(f"t{i}", "train", env, tmp_path / f"t{i}.log") for i in (1, 2)]
+    try:
+        for worker in pool:
+            worker.wait_ready()
+        args = ("--data", "cifar", "--epochs", "3", "--batch-size", "16", "--json")
+        job_id = json.loads(run_cli("submit-train", *args, env=env).stdout)["id"]
+        wait_until(lambda: job_state(env, job_id)["epoch"] >= 1, 180, "the first checkpoint")
+        before = job_state(env, job_id)
+        victim = next(w for w in pool if before["worker"].startswith(f"{w.name}@"))
+        victim.kill()
+        killed = time.monotonic()
+        waited = run_cli("wait", job_id, env=env, timeout=240)
+        assert waited.returncode == 0, waited.stderr
+        assert "its process is gone; resuming at epoch" in waited.stderr
+        assert time.monotonic() - killed < 120
+        after = job_state(env, job_id)
+        assert after["state"] == "done" and [r["epoch"] for r in after["history"]] == [1, 2, 3]
+        assert after["history"][: before["epoch"]] == before["history"], "resumed, not restarted"
+    finally:
+        for worker in pool:
+            worker.stop()
