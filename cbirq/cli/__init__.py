@@ -22,6 +22,17 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
 SIGPIPE_STATUS = 141  # 128 + SIGPIPE: what a shell reports for `yes | head -1`'s `yes`
 
 
+def connection_message(exc: BaseException) -> str:
+    # Redis refuses writes at maxmemory (noeviction): "OOM command not allowed when used
+    # memory > 'maxmemory'", reworded inside a pipeline's error.
+    if "used memory > 'maxmemory'" in str(exc):
+        return (
+            "Redis is out of memory (its maxmemory is reached): raise maxmemory "
+            "(CBIRQ_REDIS_MAXMEMORY in compose) or free space with `cbirq rm INDEX`"
+        )
+    return f"lost the connection to Redis or the broker: {exc}"
+
+
 def _quiet_broken_pipe() -> None:
     """The reader went away (`cbirq query q.jpg | head -1`): stop at once and silently, as
     Unix tools do. Later writes (the interpreter's final flush) go to /dev/null."""
@@ -42,7 +53,7 @@ class CbirqGroup(click.Group):
             click.echo(f"Error: {exc}", err=True)
             sys.exit(1)
         except _connection_errors() as exc:
-            click.echo(f"Error: lost the connection to Redis or the broker: {exc}", err=True)
+            click.echo(f"Error: {connection_message(exc)}", err=True)
             sys.exit(1)
 
 

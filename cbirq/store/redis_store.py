@@ -164,12 +164,28 @@ class RedisStore:
         self.r.set_retry(Retry(ExponentialBackoff(), 0))
         try:
             self.r.ping()
+            self._refuse_eviction()
         except redis.AuthenticationError as exc:
             raise Unavailable(f"Redis at {redact(self.url)} refused the password: {exc}") from None
         except redis.RedisError as exc:
             raise Unavailable(f"cannot reach Redis at {redact(self.url)}: {exc}") from None
         finally:
             self.r.set_retry(patient)
+
+    def _refuse_eviction(self) -> None:
+        """An evicting Redis drops whole indexes and queued chunks without a word under memory
+        pressure: refuse it (compose runs Redis with noeviction)."""
+        try:
+            config = self.r.config_get("maxmemory*")
+        except redis.ResponseError:  # CONFIG renamed or not allowed to this user: trust it
+            return
+        policy = config.get("maxmemory-policy", b"noeviction")
+        policy = policy.decode() if isinstance(policy, bytes) else policy
+        if int(config.get("maxmemory", 0) or 0) and policy != "noeviction":
+            raise Unavailable(
+                f"Redis at {redact(self.url)} evicts keys when full (maxmemory-policy {policy}): "
+                "indexes and queued chunks would vanish; set maxmemory-policy noeviction"
+            )
 
     def open_index(self, name: str, model: str, weights: str) -> IndexInfo:
         check_index_name(name)

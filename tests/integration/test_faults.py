@@ -237,3 +237,39 @@ def test_a_killed_training_worker_is_replaced_within_the_lease_not_the_visibilit
     finally:
         for worker in pool:
             worker.stop()
+
+
+@pytest.fixture
+def lone_redis(tmp_path):
+    server = RedisServer(tmp_path / "redis")
+    (tmp_path / "redis").mkdir()
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_a_redis_that_evicts_is_refused_at_connect(lone_redis):
+    lone_redis.client().config_set("maxmemory", "64mb")
+    lone_redis.client().config_set("maxmemory-policy", "allkeys-lru")
+    env = {"CBIRQ_BROKER_URL": lone_redis.url, "CBIRQ_REDIS_PASSWORD": PASSWORD}
+    done = run_cli("indexes", env=env)
+    assert done.returncode == 1
+    assert done.stderr.strip().endswith(
+        "evicts keys when full (maxmemory-policy allkeys-lru): indexes and queued chunks "
+        "would vanish; set maxmemory-policy noeviction"
+    )
+    lone_redis.client().config_set("maxmemory-policy", "noeviction")
+    assert run_cli("indexes", env=env).returncode == 0
+
+
+def test_redis_out_of_memory_is_reported_as_such(lone_redis, tmp_path):
+    make_library(tmp_path / "lib", 4)
+    env = {"CBIRQ_BROKER_URL": lone_redis.url, "CBIRQ_REDIS_PASSWORD": PASSWORD}
+    used = int(lone_redis.client().info("memory")["used_memory"])
+    lone_redis.client().config_set("maxmemory", str(used + 1024))  # noeviction: writes fail
+    done = run_cli("index", str(tmp_path / "lib"), env=env)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "Error: Redis is out of memory (its maxmemory is reached): raise maxmemory "
+        "(CBIRQ_REDIS_MAXMEMORY in compose) or free space with `cbirq rm INDEX`"
+    )

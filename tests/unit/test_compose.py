@@ -86,3 +86,10 @@ def test_images_can_be_named_for_machines_without_docker_hub(compose):
     dockerfile = (REPO / "Dockerfile").read_text()
     assert "ARG BASE_IMAGE=python:3.11-slim-bookworm\nFROM ${BASE_IMAGE}" in dockerfile
     assert "--no-index --find-links /wheelhouse" in dockerfile
+
+
+def test_workers_and_the_web_page_have_health_checks(compose):
+    services = compose["services"]
+    for name in ("worker", "query", "gpu-worker"):
+        assert "cbirq workers" in services[name]["healthcheck"]["test"][1]
+    assert "8000" in " ".join(services["web"]["healthcheck"]["test"])
