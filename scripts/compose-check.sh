@@ -59,8 +59,9 @@ done_step
 
 step "index and query"
 .venv/bin/python scripts/compose_check.py photos "$work/photos" 300
+began=$SECONDS
 "$cli" index "$work/photos" --index check --json > "$work/index.json"
-.venv/bin/python scripts/compose_check.py summary "$work/index.json" 300
+.venv/bin/python scripts/compose_check.py summary "$work/index.json" 300 $((SECONDS - began + 1))
 "$cli" query "$work/photos/set0/img003.png" --index check --json > "$work/query.json"
 .venv/bin/python scripts/compose_check.py first "$work/query.json" img003.png
 done_step

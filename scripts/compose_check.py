@@ -60,8 +60,10 @@ def photos(folder: str, count: str, start: str = "0") -> None:
     make_library(Path(folder), int(count), int(start))
 
 
-def summary(path: str, count: str) -> None:
+def summary(path: str, count: str, seconds: str = "") -> None:
     found = json.loads(Path(path).read_text())
+    if seconds:
+        print(f"2 worker containers: {count} photos at {int(count) / int(seconds):.0f} images/s")
     if found["indexed"] != int(count) or found["failed"]:
         fail(f"indexed {found['indexed']} of {count}, failed: {found['failed'][:3]}")
 
@@ -137,7 +139,9 @@ def all_take_work(folder: str, count: str) -> None:
     ids = subprocess.run([*PROJECT, "ps", "-q", "worker"], capture_output=True, text=True)
     workers = ids.stdout.split()
     began = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 1))
+    started = time.monotonic()
     found = cli_json("index", folder, "--index", "three", "--chunk", "8")
+    rate = int(count) / (time.monotonic() - started)
     if found["indexed"] != int(count):
         fail(f"three workers indexed {found['indexed']} of {count}")
     idle = []
@@ -147,7 +151,7 @@ def all_take_work(folder: str, count: str) -> None:
             idle.append(worker[:12])
     if len(workers) != 3 or idle:
         fail(f"{len(workers)} worker containers, idle: {idle}")
-    print("3 worker containers all took chunks")
+    print(f"3 worker containers all took chunks: {count} photos at {rate:.0f} images/s")
 
 
 def main() -> None:
