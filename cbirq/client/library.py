@@ -1,4 +1,4 @@
-"""Finding a folder's images and hashing their content (client side, no numpy)."""
+"""Finding a folder's images, and names that JSON and the store can carry (no numpy)."""
 
 from __future__ import annotations
 
