@@ -8,19 +8,8 @@ from cbirq.errors import CbirqError, IndexMismatch, UnknownIndex
 from cbirq.store import base
 from cbirq.store.base import IndexInfo
 from cbirq.store.redis_store import RedisStore
-from cbirq.store.sqlite_store import SqliteStore
 
 MODEL, WEIGHTS = "resnet18", "imagenet"
-
-
-@pytest.fixture(params=["redis", "sqlite"])
-def store(request, tmp_path):
-    if request.param == "redis":
-        yield RedisStore(fakeredis.FakeRedis())
-    else:
-        store = SqliteStore(tmp_path / "s.db")
-        yield store
-        store.db.close()
 
 
 @pytest.fixture

@@ -7,20 +7,8 @@ import random
 
 import fakeredis
 import numpy as np
-import pytest
 
 from cbirq.store.redis_store import RedisStore
-from cbirq.store.sqlite_store import SqliteStore
-
-
-@pytest.fixture(params=["redis", "sqlite"])
-def store(request, tmp_path):
-    if request.param == "redis":
-        yield RedisStore(fakeredis.FakeRedis())
-    else:
-        store = SqliteStore(tmp_path / "s.db")
-        yield store
-        store.db.close()
 
 
 def vec(seed: int) -> bytes:
