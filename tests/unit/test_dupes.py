@@ -42,6 +42,13 @@ def test_candidates_with_the_projection_bound_miss_nothing(monkeypatch):
     assert {(p.first, p.second) for p in found} == set(zip(*np.nonzero(sims >= 0.6)))
 
 
+def test_the_projection_is_the_main_axes():
+    rows = unit_rows(500, 32, seed=4) * np.geomspace(4, 0.1, 32).astype(np.float32)
+    axes = dupes._projection(rows, 4)
+    _, _, main = np.linalg.svd(rows.astype(np.float64))
+    assert np.allclose(np.abs(axes.T @ main[:4].T), np.eye(4), atol=1e-3)
+
+
 def as_sketch(img: Image.Image) -> dupes.Sketch:
     buf = io.BytesIO()
     img.save(buf, "PNG")
