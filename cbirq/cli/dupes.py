@@ -16,7 +16,8 @@ from cbirq.cli.common import client, echo_json, index_option, json_option
     "-t",
     type=click.FloatRange(0.0, 2.0),
     help="Score a pair needs to be a duplicate: the pixel check's correlation (up to 1), "
-    "+0.25 when the features' cosine is at least 0.93; lower finds more [default: 0.85].",
+    "+0.5 x (cosine - 0.8), +0.25 when the features' cosine is at least 0.94; lower finds "
+    "more [default: 0.86].",
 )
 @click.option(
     "--sheet",

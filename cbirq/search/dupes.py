@@ -9,8 +9,13 @@ other over a range of scales and shifts (copies that were cropped, bordered or r
 normalised cross-correlation (blind to brightness and contrast changes). A copy matches almost
 perfectly; another picture of the same subject does not.
 
-A pair's score is that correlation, plus BOOST when the features agree well (cosine >= AGREE):
-a strongly brightened copy loses some pixel agreement but keeps its features.
+A pair's score is that correlation, moved by WEIGHT per unit of cosine away from PIVOT, plus
+BOOST when the features agree well (cosine >= AGREE): a strongly brightened copy loses some
+pixel agreement but keeps its features, while two smooth, low-texture pictures (sky, blurred
+photos) can correlate by accident but their features tell them apart.
+
+Groups do not chain through one link: two groups merge only when most of the pairs between
+them are duplicates (copies of one picture are copies of each other).
 
 Candidates never need the n x n matrix: rows are compared in blocks, and a low-dimensional
 projection with an exact bound on what it leaves out discards most pairs before the full
@@ -31,15 +36,19 @@ from cbirq.search.images import load_rgb
 # Chosen on a test set built with scripts/dupes_set.py --seed 0 and measured on another
 # (--seed 1, docs/dupes.md), so that the figures there are not fitted to the set they report.
 FLOOR = 0.65  # plain cosine a pair needs to be checked at all
-THRESHOLD = 0.85  # a pair's score (below) that makes it a duplicate
-AGREE, BOOST = 0.93, 0.25  # features that agree this well need less pixel evidence
+THRESHOLD = 0.86  # a pair's score (below) that makes it a duplicate: mid of seed 0's safe range
+AGREE, BOOST = 0.94, 0.25  # features that agree this well need less pixel evidence
+PIVOT, WEIGHT = 0.8, 0.5  # and the cosine's distance from PIVOT moves the score a little
 SURE = 0.97  # without pixels (a file gone or unreadable): the cosine alone must reach this
-BLOCK = 2048  # rows compared at once: BLOCK x n scores in memory
+BLOCK = 2048  # rows compared at once
+COLUMNS = 16_384  # columns of a block of bounds: BLOCK x COLUMNS scores in memory
 PAIRS = 16_384  # pairs whose full vectors are compared at once
-PROJECTED = 64  # dimensions of the projection that discards most pairs
-SKETCH = 40  # long side of the grey thumbnail, pixels
+PROJECTED = 256  # dimensions of the projection whose bound discards most pairs
+SKETCH = 64  # long side of the grey thumbnail, pixels
 CENTRE = 0.6  # share of each side of the searched centre patch
-SCALES = np.geomspace(0.8, 1.25, 7)  # relative scales tried: crops of up to ~20% a side
+# Relative scales tried (crops of up to ~20% a side); steps of 3.8%: at 64 pixels a coarser
+# step misaligns fine textures (brick, text) enough to lose copies.
+SCALES = np.geomspace(0.8, 1.25, 13)
 
 
 @dataclass(frozen=True)
@@ -51,40 +60,52 @@ class Pair:
 
 
 def _projection(matrix: np.ndarray, dims: int) -> np.ndarray:
-    """The top principal axes (uncentred) of a sample of rows: where most of the energy is."""
-    sample = matrix[:: max(1, len(matrix) // 20_000)].astype(np.float64)
-    _, _, axes = np.linalg.svd(sample, full_matrices=False)
-    return axes[:dims].T.astype(np.float32)
+    """The top principal axes (uncentred) of a sample of rows: where most of the energy is.
+    Through the dim x dim second-moment matrix: an SVD of the sample itself took seconds."""
+    sample = matrix[:: max(1, len(matrix) // 20_000)]
+    _, axes = np.linalg.eigh((sample.T @ sample).astype(np.float64))  # ascending eigenvalues
+    return np.ascontiguousarray(axes[:, ::-1][:, :dims], dtype=np.float32)
+
+
+def _bounding(matrix: np.ndarray, block: int) -> np.ndarray:
+    """Rows whose dot products bound the cosines from above, in few dimensions: with P the
+    projection and r a row's residual, x.y = Px.Py + rx.ry and rx.ry <= |rx||ry|, so each row
+    is Px with |rx| as one more coordinate (one matmul gives the bound, no temporaries)."""
+    n, dim = matrix.shape
+    if dim <= PROJECTED + 1 or n <= block:
+        return matrix
+    low = matrix @ _projection(matrix, PROJECTED)
+    slack = np.sqrt(np.maximum(0.0, 1.0 - np.einsum("ij,ij->i", low, low)))
+    return np.hstack([low, slack[:, None]]).astype(np.float32)
+
+
+def _exact(matrix: np.ndarray, i: np.ndarray, j: np.ndarray, floor: float) -> list[Pair]:
+    """The pairs (i[k], j[k]) whose full cosine is >= floor, PAIRS at a time (bounded memory
+    however little the bound pruned)."""
+    found = []
+    for at in range(0, len(i), PAIRS):
+        a, b = i[at : at + PAIRS], j[at : at + PAIRS]
+        exact = np.einsum("ij,ij->i", matrix[a], matrix[b])
+        sure = exact >= floor
+        found += [Pair(int(x), int(y), float(c)) for x, y, c in zip(a[sure], b[sure], exact[sure])]
+    return found
 
 
 def candidates(matrix: np.ndarray, floor: float = FLOOR, block: int = BLOCK) -> list[Pair]:
-    """Every pair (i < j) of unit rows with cosine >= floor, exactly, without an n x n matrix.
-    With P the projection and r a row's residual, x.y = Px.Py + rx.ry and |rx.ry| <= |rx||ry|:
-    a pair whose projected score plus that bound is under the floor cannot qualify."""
-    n, dim = matrix.shape
+    """Every pair (i < j) of unit rows with cosine >= floor, exactly, without an n x n matrix:
+    blocks of rows x COLUMNS of the bound (_bounding), the full vectors only where it passes."""
+    n = len(matrix)
     if n < 2:
         return []
-    proj = _projection(matrix, min(PROJECTED, dim)) if dim > PROJECTED and n > block else None
-    low = matrix if proj is None else matrix @ proj
-    slack = (
-        np.zeros(n, np.float32)
-        if proj is None
-        else np.sqrt(np.maximum(0.0, 1.0 - np.einsum("ij,ij->i", low, low)))
-    )
+    low = _bounding(matrix, block)
     found: list[Pair] = []
     for start in range(0, n, block):
-        rows = slice(start, min(n, start + block))
-        bound = low[rows] @ low[start:].T + slack[rows, None] * slack[None, start:]
-        i, j = np.nonzero(bound >= floor - 1e-4)
-        keep = j > i  # each pair once, never a row with itself
-        i, j = i[keep] + start, j[keep] + start
-        for at in range(0, len(i), PAIRS):  # the bound may prune little: bounded memory
-            a, b = i[at : at + PAIRS], j[at : at + PAIRS]
-            exact = np.einsum("ij,ij->i", matrix[a], matrix[b])
-            sure = exact >= floor
-            found += [
-                Pair(int(x), int(y), float(c)) for x, y, c in zip(a[sure], b[sure], exact[sure])
-            ]
+        rows = low[start : start + block]
+        for col in range(start, n, COLUMNS):  # only j >= i: the upper triangle
+            i, j = np.nonzero(rows @ low[col : col + COLUMNS].T >= floor - 1e-4)
+            i, j = i + start, j + col
+            keep = j > i  # each pair once, never a row with itself
+            found += _exact(matrix, i[keep], j[keep], floor)
     return found
 
 
@@ -160,8 +181,8 @@ def local_match(a: Sketch, b: Sketch) -> float:
 
 
 def score(cosine: float, match: float) -> float:
-    """A checked pair's score: the local check, raised by BOOST when the features agree."""
-    return match + (BOOST if cosine >= AGREE else 0.0)
+    """A checked pair's score: the local check, moved by the features' agreement."""
+    return match + WEIGHT * (cosine - PIVOT) + (BOOST if cosine >= AGREE else 0.0)
 
 
 def confirm(
@@ -205,24 +226,24 @@ def file_sketches(paths: Sequence[str]) -> Callable[[int], Sketch | None]:
 
 
 def groups(count: int, pairs: Sequence[Pair]) -> list[list[int]]:
-    """Connected rows (union-find over the pairs), each group sorted, largest groups first."""
-    parent = list(range(count))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for pair in pairs:
-        parent[root(pair.first)] = root(pair.second)
-    found: dict[int, list[int]] = {}
-    for pair in pairs:
-        for i in (pair.first, pair.second):
-            members = found.setdefault(root(i), [])
-            if i not in members:
-                members.append(i)
-    return sorted((sorted(m) for m in found.values()), key=lambda m: (-len(m), m[0]))
+    """Groups of rows joined by the pairs, each sorted, largest groups first. Strongest pairs
+    first; a pair joins two groups only when at least half of the pairs between their members
+    are duplicates too, so one false pair cannot chain two groups into one."""
+    linked = {(min(p.first, p.second), max(p.first, p.second)) for p in pairs}
+    owner = list(range(count))
+    members: dict[int, list[int]] = {}
+    for pair in sorted(pairs, key=lambda p: -(p.cosine if p.score is None else p.score)):
+        a, b = owner[pair.first], owner[pair.second]
+        if a == b:
+            continue
+        left, right = members.get(a, [a]), members.get(b, [b])
+        support = sum((min(x, y), max(x, y)) in linked for x in left for y in right)
+        if 2 * support >= len(left) * len(right):
+            for x in right:
+                owner[x] = a
+            members[a] = left + right
+            members.pop(b, None)
+    return sorted((sorted(m) for m in members.values()), key=lambda m: (-len(m), m[0]))
 
 
 def _box():

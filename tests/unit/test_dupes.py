@@ -42,6 +42,13 @@ def test_candidates_with_the_projection_bound_miss_nothing(monkeypatch):
     assert {(p.first, p.second) for p in found} == set(zip(*np.nonzero(sims >= 0.6)))
 
 
+def test_the_projection_is_the_main_axes():
+    rows = unit_rows(500, 32, seed=4) * np.geomspace(4, 0.1, 32).astype(np.float32)
+    axes = dupes._projection(rows, 4)
+    _, _, main = np.linalg.svd(rows.astype(np.float64))
+    assert np.allclose(np.abs(axes.T @ main[:4].T), np.eye(4), atol=1e-3)
+
+
 def as_sketch(img: Image.Image) -> dupes.Sketch:
     buf = io.BytesIO()
     img.save(buf, "PNG")
@@ -75,6 +82,23 @@ def test_confirm_falls_back_to_the_cosine_without_pixels():
 def test_groups_join_pairs_transitively():
     pairs = [dupes.Pair(0, 3, 0.9), dupes.Pair(3, 5, 0.9), dupes.Pair(1, 2, 0.9)]
     assert dupes.groups(6, pairs) == [[0, 3, 5], [1, 2]]
+
+
+def test_one_false_pair_does_not_chain_two_groups():
+    triangle = [(0, 1), (1, 2), (0, 2)]
+    pairs = [dupes.Pair(a + k, b + k, 0.9, 1.0) for k in (0, 3) for a, b in triangle]
+    weak = dupes.Pair(2, 3, 0.7, 0.9)  # a false pair, weaker than the copies' own
+    assert dupes.groups(6, [*pairs, weak]) == [[0, 1, 2], [3, 4, 5]]
+    # Most pairs between the two present: one group after all.
+    more = [dupes.Pair(a, b, 0.9, 0.9) for a in (0, 1, 2) for b in (3, 4)]
+    assert dupes.groups(6, pairs + more) == [[0, 1, 2, 3, 4, 5]]
+
+
+def test_the_score_weighs_the_features():
+    # Smooth pictures that correlate by accident but whose features differ score lower...
+    assert dupes.score(0.68, 0.87) < dupes.THRESHOLD <= dupes.score(0.85, 0.87)
+    # ...and features that agree well carry a brightened copy's weaker pixel match.
+    assert dupes.score(0.95, 0.6) >= dupes.THRESHOLD > dupes.score(0.9, 0.6)
 
 
 @pytest.fixture
