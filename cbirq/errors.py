@@ -31,3 +31,23 @@ class BackboneError(CbirqError):
 
 class Unavailable(CbirqError):
     """The broker or the store cannot be reached."""
+
+
+def connection_errors() -> tuple[type[BaseException], ...]:
+    """What a lost or refusing Redis or broker raises (imported late: the CLI starts fast)."""
+    import kombu.exceptions
+    import redis
+
+    return (redis.RedisError, kombu.exceptions.OperationalError, ConnectionError)
+
+
+def connection_message(exc: BaseException) -> str:
+    """One line for one of `connection_errors()`, for the CLI and the web API alike."""
+    # Redis refuses writes at maxmemory (noeviction): "OOM command not allowed when used
+    # memory > 'maxmemory'", reworded inside a pipeline's error.
+    if "used memory > 'maxmemory'" in str(exc):
+        return (
+            "Redis is out of memory (its maxmemory is reached): raise maxmemory "
+            "(CBIRQ_REDIS_MAXMEMORY in compose) or free space with `cbirq rm INDEX`"
+        )
+    return f"lost the connection to Redis or the broker: {exc}"

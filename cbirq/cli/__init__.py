@@ -9,28 +9,9 @@ import sys
 import click
 
 from cbirq import __version__
-from cbirq.errors import CbirqError
-
-
-def _connection_errors() -> tuple[type[BaseException], ...]:
-    import kombu.exceptions
-    import redis
-
-    return (redis.RedisError, kombu.exceptions.OperationalError, ConnectionError)
-
+from cbirq.errors import CbirqError, connection_errors, connection_message
 
 SIGPIPE_STATUS = 141  # 128 + SIGPIPE: what a shell reports for `yes | head -1`'s `yes`
-
-
-def connection_message(exc: BaseException) -> str:
-    # Redis refuses writes at maxmemory (noeviction): "OOM command not allowed when used
-    # memory > 'maxmemory'", reworded inside a pipeline's error.
-    if "used memory > 'maxmemory'" in str(exc):
-        return (
-            "Redis is out of memory (its maxmemory is reached): raise maxmemory "
-            "(CBIRQ_REDIS_MAXMEMORY in compose) or free space with `cbirq rm INDEX`"
-        )
-    return f"lost the connection to Redis or the broker: {exc}"
 
 
 def _quiet_broken_pipe() -> None:
@@ -52,7 +33,7 @@ class CbirqGroup(click.Group):
         except CbirqError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(1)
-        except _connection_errors() as exc:
+        except connection_errors() as exc:
             click.echo(f"Error: {connection_message(exc)}", err=True)
             sys.exit(1)
 

@@ -27,7 +27,14 @@ from starlette.schemas import SchemaGenerator
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from cbirq.errors import CbirqError, ImageError, UnknownIndex, UnknownJob
+from cbirq.errors import (
+    CbirqError,
+    ImageError,
+    UnknownIndex,
+    UnknownJob,
+    connection_errors,
+    connection_message,
+)
 from cbirq.store import Store
 from cbirq.web.library import LibraryPaths, library_file, thumbnail
 from cbirq.web.uploads import TooLarge, read_form
@@ -207,15 +214,7 @@ def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
 
 
 def _unavailable(_: Request, exc: Exception) -> JSONResponse:
-    message = f"lost the connection to Redis or the broker: {exc}"
-    return JSONResponse({"error": message}, status_code=503)
-
-
-def _connection_errors() -> tuple[type[Exception], ...]:
-    import kombu.exceptions
-    import redis
-
-    return (redis.RedisError, kombu.exceptions.OperationalError, ConnectionError)
+    return JSONResponse({"error": connection_message(exc)}, status_code=503)
 
 
 _HANDLERS = {
@@ -224,7 +223,7 @@ _HANDLERS = {
     UnknownIndex: _error(404),
     UnknownJob: _error(404),
     CbirqError: _error(400),
-    **{error: _unavailable for error in _connection_errors()},
+    **{error: _unavailable for error in connection_errors()},
 }
 
 
