@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
 import uuid
@@ -68,12 +69,12 @@ class ChunkSender:
         self.flying: list[Chunk] = []
         self.waiting: deque[Chunk] = deque()
         self.durations: list[float] = []
-        self.numbers = iter(range(1 << 62))
+        self.numbers = itertools.count()  # chunk numbers name their blobs
 
     def send_all(self, items: list[dict]) -> None:
         size = self.job.chunk
-        self.waiting = deque(Chunk(next(self.numbers), items[i : i + size])
-                             for i in range(0, len(items), size))  # fmt: skip
+        starts = range(0, len(items), size)
+        self.waiting = deque(Chunk(next(self.numbers), items[i : i + size]) for i in starts)
         try:
             while self.waiting or self.flying:
                 while self.waiting and len(self.flying) < self.job.inflight:
