@@ -240,12 +240,13 @@ def round_trip_ms(env: dict, model: list[str], folder: Path, runs: int) -> float
     return statistics.median(timed(once) for _ in range(runs)) * 1000
 
 
-def fill_index(url: str, name: str, bb: Backbone, count: int) -> None:
-    store = RedisStore.from_url(url)
-    store.open_index(name, bb.name, bb.weights)
+def fill_index(store, name: str, model: tuple[str, str, int], count: int) -> None:
+    """`count` random unit vectors under made-up paths, as index `name` of `model` (name,
+    weights, dim) holds them: for ranking costs, where what the vectors are does not matter."""
+    store.open_index(name, model[0], model[1])
     rng = np.random.default_rng(0)
     for start in range(0, count, 1000):
-        vecs = rng.standard_normal((min(1000, count - start), bb.dim)).astype("<f4")
+        vecs = rng.standard_normal((min(1000, count - start), model[2])).astype("<f4")
         vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
         hashes = [f"{start + i:032x}" for i in range(len(vecs))]
         entries = [(f"/photos/{start + i:06d}.jpg", h) for i, h in enumerate(hashes)]
@@ -298,7 +299,7 @@ def queue_rows(args, env: dict, lib: Path, tmp: Path) -> tuple[list[tuple[str, f
 
 def query_times(args, env: dict, url: str, bb: Backbone, tmp: Path) -> list[float]:
     log(f"query on {args.big} vectors")
-    fill_index(url, "big", bb, args.big)
+    fill_index(RedisStore.from_url(url), "big", (bb.name, bb.weights, bb.dim), args.big)
     with ExitStack() as stack:
         start_workers(stack, 1, os.cpu_count() or 1, "query", env, tmp)
         query = ["query", str(QUERY), "--index", "big"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -71,9 +72,9 @@ class LocalDispatcher:
     embedded = True
 
     def submit(self, task: str, **kwargs: Any) -> _Done:
-        from cbirq.cluster.celery_app import app
-        from cbirq.tasks import extract, rank, train  # noqa: F401  (registers them; imports torch)
+        from cbirq.cluster.celery_app import TASK_MODULES, app
 
+        importlib.import_module(TASK_MODULES[task])  # registers it
         try:
             return _Done(app.tasks[task](**kwargs))
         except Exception as exc:  # raised when the result is read, as from a worker

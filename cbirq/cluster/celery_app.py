@@ -28,6 +28,13 @@ ROUTES = {
     EMBED_TASK: {"queue": "query"},
 }
 QUERY_TASKS = (RANK_TASK, EMBED_TASK, SHARD_STATS_TASK, SHARD_RANK_TASK)
+# Where each task is defined: the embedded CLI imports only the one it runs (training's
+# imports torch, which a query served by ONNX Runtime does without).
+TASK_MODULES = {
+    EXTRACT_TASK: "cbirq.tasks.extract",
+    TRAIN_TASK: "cbirq.tasks.train",
+    **{task: "cbirq.tasks.rank" for task in QUERY_TASKS},
+}
 
 
 def shard_queue(number: int, count: int) -> str:
@@ -62,7 +69,7 @@ def make_app(settings: settings_module.Settings | None = None) -> Celery:
         "cbirq",
         broker=url,
         backend=settings.broker_url and url,
-        include=["cbirq.tasks.extract", "cbirq.tasks.rank", "cbirq.tasks.train"],
+        include=sorted(set(TASK_MODULES.values())),
     )
     app.conf.update(
         # Never pickle: a broker message must not be able to run code on a worker.

@@ -12,16 +12,16 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cbirq.errors import BackboneError, CbirqError
+from cbirq.search.extractor import Extractor
 from cbirq.search.specs import CHECKPOINT_MODEL, FeatureSpec, is_checkpoint
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -47,44 +47,15 @@ class GeM(nn.Module):
 
 
 @dataclass
-class Backbone:
-    name: str
-    weights: str
-    net: nn.Module
-    dim: int
-    resize: int
-    crop: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    batch_size: int
-    device: torch.device
-    scales: tuple[float, ...] = (1.0,)
-    flip: bool = False
+class Backbone(Extractor):
+    """A torch module as the network, on `device`."""
+
+    device: torch.device = torch.device("cpu")
 
     @torch.inference_mode()
-    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """(crop, crop, 3) uint8 arrays -> (N, dim) float32 unit vectors."""
-        out = []
-        mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1) * 255
-        std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1) * 255
-        for i in range(0, len(images), self.batch_size):
-            batch = torch.from_numpy(np.stack(images[i : i + self.batch_size])).to(self.device)
-            x = (batch.permute(0, 3, 1, 2).float() - mean) / std
-            out.append(F.normalize(self._describe(x), dim=1).cpu())
-        return torch.cat(out).numpy() if out else np.zeros((0, self.dim), np.float32)
-
-    def _describe(self, x: torch.Tensor) -> torch.Tensor:
-        """The sum of the unit descriptors of `x` at each scale, and mirrored with `flip`."""
-        total = torch.zeros(len(x), self.dim, device=self.device)
-        for scale in self.scales:
-            side = round(x.shape[-1] * scale)
-            scaled = (
-                x if scale == 1 else F.interpolate(x, size=side, mode="bilinear", antialias=True)
-            )
-            for view in [scaled, scaled.flip(-1)] if self.flip else [scaled]:
-                view = view.contiguous(memory_format=torch.channels_last)
-                total += F.normalize(self.net(view).flatten(1).float(), dim=1)
-        return total
+    def run(self, x: np.ndarray) -> np.ndarray:
+        batch = torch.from_numpy(x).to(self.device).contiguous(memory_format=torch.channels_last)
+        return self.net(batch).flatten(1).float().cpu().numpy()
 
 
 def strip_classifier(net: nn.Module, name: str) -> nn.Module:
@@ -243,16 +214,16 @@ def load_backbone(
         probe = torch.zeros(1, 3, prep["crop"], prep["crop"], device=target)
         dim = net(probe).flatten(1).shape[1]
     return Backbone(
-        str(spec),
-        weights,
-        net,
-        dim,
-        prep["resize"],
-        prep["crop"],
-        prep["mean"],
-        prep["std"],
-        prep["batch"],
-        target,
-        MULTISCALE if spec.multiscale else (1.0,),
-        spec.flip,
+        name=str(spec),
+        weights=weights,
+        net=net,
+        dim=dim,
+        resize=prep["resize"],
+        crop=prep["crop"],
+        mean=prep["mean"],
+        std=prep["std"],
+        batch_size=prep["batch"],
+        scales=MULTISCALE if spec.multiscale else (1.0,),
+        flip=spec.flip,
+        device=target,
     )

@@ -7,14 +7,17 @@ index. ONNX Runtime is an optional extra (`cbirq[onnx]`): this module imports no
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cbirq.errors import BackboneError
-from cbirq.search.backbones import Backbone
+from cbirq.search.extractor import Extractor
 from cbirq.settings import ENGINES
+
+if TYPE_CHECKING:  # torch: only where a network is built
+    from cbirq.search.backbones import Backbone
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +40,21 @@ def resolve(requested: str, cuda: bool) -> str:
     return requested
 
 
-def with_engine(backbone: Backbone, engine: str, cache_dir: Path, threads: int) -> Backbone:
+# A GPU driver's device files (NVIDIA's, ROCm's): without them torch cannot see a GPU.
+GPU_DEVICES = ("/dev/nvidiactl", "/dev/kfd")
+
+
+def cuda_available() -> bool:
+    """Whether torch sees a GPU; on a machine without a GPU driver, known without importing
+    torch (1.5-2 s of a fresh `cbirq query`)."""
+    if not any(Path(device).exists() for device in GPU_DEVICES):
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def with_engine(backbone: Backbone, engine: str, cache_dir: Path, threads: int) -> Extractor:
     """`backbone` with its network run by `engine`; the same preprocessing and normalisation
     either way. An ONNX graph that cannot be made or disagrees with torch is refused: the
     backbone stays on torch and the reason is logged."""
@@ -46,7 +63,7 @@ def with_engine(backbone: Backbone, engine: str, cache_dir: Path, threads: int) 
     from cbirq.search import onnx_engine  # imports onnxruntime: only where it is used
 
     try:
-        net = onnx_engine.session_net(backbone, cache_dir, threads)
+        extractor = onnx_engine.session_net(backbone, cache_dir, threads)
     except onnx_engine.ExportRefused as exc:
         log.warning("%s; using torch", exc)
         return backbone
@@ -55,6 +72,6 @@ def with_engine(backbone: Backbone, engine: str, cache_dir: Path, threads: int) 
         backbone.name,
         backbone.weights,
         threads,
-        net.path,
+        extractor.net.path,
     )
-    return dataclasses.replace(backbone, net=net, batch_size=onnx_engine.BATCH)
+    return extractor

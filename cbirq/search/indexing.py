@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cbirq.errors import CbirqError
-from cbirq.search.backbones import Backbone
+from cbirq.search.extractor import Extractor
 from cbirq.search.images import MAX_DECODE_BYTES, load_array
 from cbirq.store import Store, content_hash
 
@@ -26,7 +26,7 @@ class Decoded:
     error: str | None = None
 
 
-def _decoded(items: list[dict], read: Reader, backbone: Backbone, max_bytes: int):
+def _decoded(items: list[dict], read: Reader, backbone: Extractor, max_bytes: int):
     """Decoded items in order, decoding at most a few batches ahead of the model: bounded
     memory whatever the chunk size."""
 
@@ -68,7 +68,7 @@ def _batches(decoded, size: int, errors: dict[str, str]) -> Iterator[list[Decode
 
 def extract_chunk(
     store: Store,
-    backbone: Backbone,
+    backbone: Extractor,
     index: str,
     items: list[dict],
     read: Reader,

@@ -8,7 +8,6 @@ the torch, onnx and onnxruntime versions. A graph that fails the check is never 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import os
@@ -21,7 +20,9 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from cbirq.search import onnx_runner
 from cbirq.search.backbones import Backbone
+from cbirq.search.extractor import Extractor
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +37,6 @@ BATCH = 8
 
 class ExportRefused(Exception):
     """No trustworthy ONNX graph for this backbone: torch runs it instead."""
-
-
-class OrtNet:
-    """Called like the torch module it was exported from: an (N, 3, H, W) float tensor in,
-    the network's output out, so `Backbone.embed` keeps its preprocessing and normalisation."""
-
-    def __init__(self, session: ort.InferenceSession, path: Path) -> None:
-        self.session, self.path = session, path
-        self.input = session.get_inputs()[0].name
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        # embed() hands over channels_last; the graph wants plain NCHW.
-        feed = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        return torch.from_numpy(self.session.run(None, {self.input: feed})[0]).to(x.device)
 
 
 def graph_key(backbone: Backbone) -> str:
@@ -74,33 +61,6 @@ def graph_key(backbone: Backbone) -> str:
 def cache_path(backbone: Backbone, cache_dir: Path) -> Path:
     stem = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{backbone.name}-{backbone.weights}")
     return cache_dir / "onnx" / f"{stem}-{graph_key(backbone)}.onnx"
-
-
-def _digest_path(path: Path) -> Path:
-    return path.with_name(path.name + ".sha256")
-
-
-def _verified_bytes(path: Path) -> bytes:
-    """The cached graph, if it is byte for byte the one that passed the check when exported:
-    a graph whose weights were replaced would load fine and give wrong features."""
-    data = path.read_bytes()
-    expected = _digest_path(path).read_text().strip()
-    if hashlib.sha256(data).hexdigest() != expected:
-        raise ExportRefused("it is not the graph that was checked (changed since)")
-    return data
-
-
-def _session(path: Path | bytes, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    # The worker's core budget: several worker processes must not oversubscribe the cores.
-    options.intra_op_num_threads = max(1, threads)
-    options.inter_op_num_threads = 1
-    # Idle threads sleep instead of spinning: they share the cores with the decode threads and
-    # with other workers (2 threads on a busy machine: 23-31 img/s spinning, 34-38 not).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    model = path if isinstance(path, bytes) else str(path)
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def _export(backbone: Backbone, path: Path) -> None:
@@ -130,10 +90,16 @@ def sample_images(side: int, count: int = 4) -> list[np.ndarray]:
     return [*noise, *blocky]
 
 
-def check(backbone: Backbone, net: OrtNet) -> None:
+def on_onnx(backbone: Backbone, graph: Path, model: Path | bytes, threads: int) -> Extractor:
+    """The backbone with its network run by the graph `model` (its path, or its bytes)."""
+    net = onnx_runner.OrtNet(onnx_runner.session(model, threads), graph)
+    return Extractor(net=net, **dict(backbone.settings(), batch_size=BATCH))
+
+
+def check(backbone: Backbone, candidate: Extractor) -> None:
     sample = sample_images(backbone.crop)
     expected = backbone.embed(sample)
-    got = dataclasses.replace(backbone, net=net).embed(sample)
+    got = candidate.embed(sample)
     worst = float(np.max(1.0 - np.sum(expected * got, axis=1)))
     if not worst <= TOLERANCE:  # NaN fails too
         raise ExportRefused(
@@ -142,7 +108,7 @@ def check(backbone: Backbone, net: OrtNet) -> None:
         )
 
 
-def _export_checked(backbone: Backbone, path: Path, threads: int) -> OrtNet:
+def _export_checked(backbone: Backbone, path: Path, threads: int) -> Extractor:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Workers exporting at once each write their own file; the rename makes one of them the
     # cached graph, whole.
@@ -151,29 +117,35 @@ def _export_checked(backbone: Backbone, path: Path, threads: int) -> OrtNet:
     try:
         try:
             _export(backbone, partial)
-            net = OrtNet(_session(partial, threads), path)
+            extractor = on_onnx(backbone, path, partial, threads)
         except Exception as exc:  # any exporter failure: the model stays on torch
             reason = (str(exc).strip().splitlines() or [""])[0]
             raise ExportRefused(
                 f"cannot export {backbone.name} to ONNX ({type(exc).__name__}: {reason})"
             ) from None
-        check(backbone, net)
+        check(backbone, extractor)
         # The digest first: a graph in place is always one whose digest is recorded.
         digest = hashlib.sha256(partial.read_bytes()).hexdigest()
-        _digest_path(path).write_text(digest + "\n")
+        onnx_runner.digest_path(path).write_text(digest + "\n")
         os.replace(partial, path)
-        return net
+        return extractor
     finally:
         partial.unlink(missing_ok=True)
 
 
-def session_net(backbone: Backbone, cache_dir: Path, threads: int) -> OrtNet:
-    """The backbone's network as an ONNX Runtime session with `threads` intra-op threads:
-    from the cache, or exported and checked now."""
-    path = cache_path(backbone, cache_dir)
+def _cached_or_exported(backbone: Backbone, path: Path, threads: int) -> Extractor:
     if path.exists():
         try:
-            return OrtNet(_session(_verified_bytes(path), threads), path)
+            return on_onnx(backbone, path, onnx_runner.verified_bytes(path), threads)
         except Exception as exc:  # onnxruntime's errors share no base class but Exception
             log.warning("cached ONNX graph %s refused (%s); exporting it again", path, exc)
     return _export_checked(backbone, path, threads)
+
+
+def session_net(backbone: Backbone, cache_dir: Path, threads: int) -> Extractor:
+    """The backbone with its network run by ONNX Runtime on `threads` intra-op threads: the
+    graph from the cache, or exported and checked now; noted for processes without torch."""
+    path = cache_path(backbone, cache_dir)
+    extractor = _cached_or_exported(backbone, path, threads)
+    onnx_runner.remember(extractor, path, cache_dir)
+    return extractor

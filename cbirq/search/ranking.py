@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from cbirq.search import features, topk, whitening
-from cbirq.search.backbones import Backbone
+from cbirq.search.extractor import Extractor
 from cbirq.search.images import load_array
 from cbirq.search.index_cache import IndexCache, IndexMatrix
 from cbirq.search.scan import CompactRows, candidates
@@ -161,7 +161,7 @@ def scan_shard(
 
 
 def embed_query(
-    store: Store, backbone: Backbone, name: str, source: bytes | str | Path
+    store: Store, backbone: Extractor, name: str, source: bytes | str | Path
 ) -> np.ndarray:
     """The query image's features, checked against the index's model. The backbone may be the
     multi-scale variant of the index's model."""
@@ -188,7 +188,7 @@ def rank(
 def search(
     store: Store,
     cache: IndexCache,
-    backbone: Backbone,
+    backbone: Extractor,
     name: str,
     source: bytes | str | Path,
     top: int,

@@ -78,6 +78,10 @@ def check_dim(info: IndexInfo, features: dict[str, bytes]) -> int:
 
 
 class Store(Protocol):
+    # Names the store for a reader's copy of an index kept on disk, or None where the change
+    # log's cursors may repeat (a copy could then pass for a different index's).
+    cache_key: str | None
+
     def ping(self) -> None: ...
 
     def open_index(self, name: str, model: str, weights: str) -> IndexInfo:

@@ -138,6 +138,8 @@ class RedisStore:
     def __init__(self, client: redis.Redis, url: str = "redis") -> None:
         self.r = client
         self.url = url
+        # Generations count from 0: after a flush, an index made again can repeat a cursor.
+        self.cache_key = None
         self._add = client.register_script(_ADD)
         self._remove = client.register_script(_REMOVE)
         self._drop = client.register_script(_DROP_LOG)

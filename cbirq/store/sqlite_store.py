@@ -44,6 +44,8 @@ CHUNK = 500  # stay under SQLite's limit on bound parameters
 class SqliteStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Generations start at the creation time in ns: a cursor never repeats for a name.
+        self.cache_key = f"sqlite:{path.resolve()}"
         # The embedded CLI follows a training job that runs in a thread of the same process.
         self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")

@@ -9,12 +9,10 @@ import numpy as np
 
 from cbirq.cluster.celery_app import EMBED_TASK, RANK_TASK, SHARD_RANK_TASK, SHARD_STATS_TASK, app
 from cbirq.errors import ImageError
-from cbirq.search.index_cache import IndexCache, Shard
+from cbirq.search.index_cache import Shard
 from cbirq.search.ranking import embed_query, plain_cosines, scan_shard, search, view
 from cbirq.search.specs import RankOptions, query_spec
 from cbirq.tasks import runtime
-
-_cache = IndexCache()  # per worker process: index matrices kept between queries
 
 # Someone is waiting: a few quick retries, no more.
 _QUICK = {
@@ -49,7 +47,16 @@ def rank_query(
 ) -> dict:
     ranking = RankOptions(**(options or {}))
     info, backbone = _backbone(index, ranking)
-    found = search(runtime.store(), _cache, backbone, index, _source(query), top, metric, ranking)
+    found = search(
+        runtime.store(),
+        runtime.index_cache(),
+        backbone,
+        index,
+        _source(query),
+        top,
+        metric,
+        ranking,
+    )
     return {
         "index": index,
         "model": info.model,
@@ -69,7 +76,7 @@ def embed(index: str, query: dict, options: dict | None = None) -> dict:
 
 @app.task(name=SHARD_STATS_TASK, **_QUICK)
 def shard_stats(index: str, shard: int, shards: int) -> dict:
-    rows = _cache.get(runtime.store(), index, Shard(shard, shards))
+    rows = runtime.index_cache().get(runtime.store(), index, Shard(shard, shards))
     total = None if rows.total is None else rows.total.tolist()
     return {"sum": total, "count": len(rows.paths)}
 
@@ -90,7 +97,7 @@ def rank_shard(
     `neighbours` ([hash, score] of the library's best) when given; and `cosines`, each hit's
     plain cosine to the query by content hash."""
     store = runtime.store()
-    rows = _cache.get(store, index, Shard(shard, shards))
+    rows = runtime.index_cache().get(store, index, Shard(shard, shards))
     if not rows.paths:  # a small index leaves some shards empty
         return {"hits": [], "count": 0, "cosines": {}}
     centre = None if mean is None else np.asarray(mean, np.float32)

