@@ -22,7 +22,7 @@ def read(store: Store, name: str, hashes: Sequence[str]) -> np.ndarray:
     # In batches: one reply for a million vectors would be 5 GB at once, on both ends.
     for start in range(0, len(unique), BATCH):
         part = store.features(name, unique[start : start + BATCH])
-        block = np.stack([np.frombuffer(vector, dtype="<f4") for vector in part])
+        block = np.frombuffer(b"".join(part), dtype="<f4").reshape(len(part), -1)
         if found is None:
             found = np.empty((len(unique), block.shape[1]), np.float32)
         found[start : start + len(block)] = block

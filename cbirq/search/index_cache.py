@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from cbirq.search import features, matrix_file
-from cbirq.search.scan import CompactRows
+from cbirq.search.scan import CompactRows, Quantised, quantise
 from cbirq.store import Cursor, Entry, Store
 
 log = logging.getLogger(__name__)
@@ -63,29 +65,71 @@ class IndexMatrix:
         # A path pointed at twice since the last refresh keeps its last hash.
         mine = [(p, h) for p, h in dict(entries).items() if self.shard.holds(p)]
         size = len(self.paths) + sum(p not in self.row_of for p, _ in mine)
-        for start in range(0, len(mine), features.BATCH):
-            self._apply(store, name, mine[start : start + features.BATCH], size)
+        step = features.BATCH
+        batches = [mine[start : start + step] for start in range(0, len(mine), step)]
+        # Each batch's vectors: its own, then the ones its paths pointed at until now. The paths
+        # of different batches differ, so applying one batch changes no other batch's list.
+        wanted = [[h for _, h in batch] + self._replaced_hashes(batch) for batch in batches]
 
-    def _apply(self, store: Store, name: str, batch: list[Entry], size: int) -> None:
-        replaced = [self.row_of[p] for p, _ in batch if p in self.row_of]
-        old = [self.hashes[row] for row in replaced]
-        vectors = features.read(store, name, [h for _, h in batch] + old)
-        new, gone = vectors[: len(batch)], vectors[len(batch) :]
+        def prepare(i: int) -> Prepared:
+            vectors = features.read(store, name, wanted[i])
+            return Prepared.of(vectors, len(batches[i]))
+
+        # Two batches are read and quantised in threads (store I/O and numpy release the GIL)
+        # while this one takes its rows: a million rows load in seconds, not a minute.
+        with ThreadPoolExecutor(2) as pool:
+            ahead = deque(pool.submit(prepare, i) for i in range(min(2, len(batches))))
+            for i, batch in enumerate(batches):
+                prepared = ahead.popleft().result()
+                if i + 2 < len(batches):
+                    ahead.append(pool.submit(prepare, i + 2))
+                self._apply(batch, prepared, size)
+
+    def _replaced_hashes(self, batch: list[Entry]) -> list[str]:
+        return [self.hashes[self.row_of[p]] for p, _ in batch if p in self.row_of]
+
+    def _apply(self, batch: list[Entry], prepared: Prepared, size: int) -> None:
         if self.rows is None:
-            self.rows, self.total = CompactRows(new.shape[1]), np.zeros(new.shape[1])
+            self.rows, self.total = CompactRows(prepared.dim), np.zeros(prepared.dim)
         self.rows.reserve(size)
-        at = np.empty(len(batch), np.int64)
-        for i, (path, digest) in enumerate(batch):
-            row = self.row_of.setdefault(path, len(self.paths))
-            if row == len(self.paths):
-                self.paths.append(path)
-                self.hashes.append(digest)
-            else:
-                self.hashes[row] = digest
-            at[i] = row
+        if not prepared.replaced and not any(p in self.row_of for p, _ in batch):  # in order
+            first = len(self.paths)
+            self.paths.extend(p for p, _ in batch)
+            self.hashes.extend(h for _, h in batch)
+            self.row_of.update(zip(self.paths[first:], range(first, len(self.paths))))
+            at = np.arange(first, len(self.paths))
+        else:
+            at = np.array([self._point(path, digest) for path, digest in batch], np.int64)
+        self.total += prepared.change
+        self.rows.place(at, prepared.rows)
+
+    def _point(self, path: str, digest: str) -> int:
+        """The row of `path`, now pointed at `digest`: its own, or the next."""
+        row = self.row_of.setdefault(path, len(self.paths))
+        if row == len(self.paths):
+            self.paths.append(path)
+            self.hashes.append(digest)
+        else:
+            self.hashes[row] = digest
+        return row
+
+
+@dataclass
+class Prepared:
+    """A batch of new vectors, quantised, and what they change in the exact row sum."""
+
+    rows: Quantised
+    change: np.ndarray  # float64: the new vectors' sum less the replaced ones'
+    replaced: int
+    dim: int
+
+    @classmethod
+    def of(cls, vectors: np.ndarray, count: int) -> Prepared:
+        """`vectors`: `count` new ones, then those they replace."""
+        new, gone = vectors[:count], vectors[count:]
         # Exact: the replaced rows' own float32 vectors come off the sum, not their int8 copies.
-        self.total += new.sum(axis=0, dtype=np.float64) - gone.sum(axis=0, dtype=np.float64)
-        self.rows.put(at, new)
+        change = new.sum(axis=0, dtype=np.float64) - gone.sum(axis=0, dtype=np.float64)
+        return cls(quantise(new), change, len(gone), vectors.shape[1])
 
 
 class IndexCache:

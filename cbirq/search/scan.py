@@ -19,6 +19,7 @@ every row that might belong in the top k exactly, from the store's float32 featu
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -39,13 +40,34 @@ def to_bfloat16(values: np.ndarray) -> np.ndarray:
     return rounded.astype(np.uint32).view(np.float32)
 
 
+def padded(dim: int) -> int:
+    return -(-dim // ALIGN) * ALIGN
+
+
+@dataclass
+class Quantised:
+    codes: np.ndarray  # (n, padded(dim)) int8
+    scales: np.ndarray  # (n,) float32 holding bfloat16 values
+    norms: np.ndarray  # (n,) float32: of the float32 rows
+
+
+def quantise(rows: np.ndarray) -> Quantised:
+    """float32 rows as int8 codes with a scale each: the largest element becomes +-127."""
+    peak = np.abs(rows).max(axis=1) if rows.size else np.zeros(len(rows), np.float32)
+    scales = to_bfloat16(np.where(peak > 0, peak / 127 * SCALE_UP, 1.0))
+    scaled = rows * (1 / scales)[:, None]  # within 2 ulp of rows / scale: codes stay in range
+    codes = np.zeros((len(rows), padded(rows.shape[1])), np.int8)
+    codes[:, : rows.shape[1]] = np.rint(scaled, out=scaled)
+    return Quantised(codes, scales, np.linalg.norm(rows, axis=1))
+
+
 class CompactRows:
     """Rows as int8 codes with a scale each (a bfloat16 value), grown in place. Memory: 1 byte
     per dimension and 12 bytes per row."""
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
-        self.width = -(-dim // ALIGN) * ALIGN
+        self.width = padded(dim)
         self.codes = np.zeros((0, self.width), np.int8)
         self.scales = np.zeros(0, np.float32)
         # How far each row's dot product with a unit vector can be off, all but the kernel's
@@ -82,17 +104,17 @@ class CompactRows:
 
     def put(self, at: np.ndarray, rows: np.ndarray) -> None:
         """Write float32 `rows` at row numbers `at` (existing rows, or the next ones)."""
+        self.place(at, quantise(rows))
+
+    def place(self, at: np.ndarray, rows: Quantised) -> None:
+        """Write rows quantised already (in another thread, say) at row numbers `at`."""
         if not len(at):
             return
         self.reserve(int(at.max()) + 1)
-        peak = np.abs(rows).max(axis=1)
-        scale = to_bfloat16(np.where(peak > 0, peak / 127 * SCALE_UP, 1.0))
-        codes = np.zeros((len(rows), self.width), np.int8)
-        codes[:, : self.dim] = np.rint(rows / scale[:, None])
-        self.codes[at] = codes
-        self.scales[at] = scale
-        self.norms[at] = np.linalg.norm(rows, axis=1)
-        self.slack[at] = Z * scale + 2.0**-12 * self.norms[at]
+        self.codes[at] = rows.codes
+        self.scales[at] = rows.scales
+        self.norms[at] = rows.norms
+        self.slack[at] = Z * rows.scales + 2.0**-12 * rows.norms
         self.count = max(self.count, int(at.max()) + 1)
 
     def scale(self) -> np.ndarray:
