@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # index_cache reads and writes these files
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # bump when the files change meaning: older ones are then rebuilt from the store
+FORMAT = 2  # bump when the files change meaning: older ones are then rebuilt from the store
 STATE = "state.json"
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cbirq.search import features, topk, whitening
+from cbirq.search import features, kernels, topk, whitening
 from cbirq.search.extractor import Extractor
 from cbirq.search.images import load_array
 from cbirq.search.index_cache import IndexCache, IndexMatrix
@@ -65,6 +65,7 @@ class View:
     transform: whitening.Whitening | None = None
     inverse: np.ndarray | None = None  # 1 / |P'(x - m)| of each int8 row
     fixed: np.ndarray | None = None  # the part of each row's error bound no query changes
+    spread: np.ndarray | float = 0.0  # how far each `inverse` may be off, relative
 
     def transformed(self, vectors: np.ndarray) -> np.ndarray:
         return vectors if self.transform is None else self.transform.apply(vectors)
@@ -80,12 +81,16 @@ class View:
         if t is None:
             return dots, error + rows.slack[: len(rows)] * np.linalg.norm(direction)
         scores = (dots - t.mean @ direction) * self.inverse
-        return scores, error * self.inverse + self.fixed
+        return scores, error * self.inverse + self.fixed + np.abs(scores) * self.spread
 
     @classmethod
     def of(cls, rows: CompactRows, transform: whitening.Whitening, gain: float) -> View:
         """The view for `transform`, which stretches vectors by at most `gain` (|P|)."""
-        norms = np.maximum(_norms(rows, transform), 1e-30)
+        if transform.projection is None:
+            norms, spread = _centred_norms(rows, transform.mean)
+        else:
+            norms, spread = _norms(rows, transform), 0.0
+        norms = np.maximum(norms, 1e-30)
         # The int8 rounding e of a row moves its transformed cosine by e . g / |P'(x - m)|,
         # |g| <= gain (first order, in the row's slack), plus at most 2 (|P'e| / |P'(x - m)|)^2,
         # where |e| <= scale sqrt(d) / 2. A row the rounding could move by half its length is
@@ -93,7 +98,21 @@ class View:
         reach = rows.scale() * (gain * np.sqrt(rows.dim) / 2) / norms
         fixed = rows.slack[: len(rows)] * gain / norms + 2 * reach**2
         fixed[reach > 0.5] = np.inf
-        return cls(transform, 1 / norms, fixed)
+        return cls(transform, 1 / norms, fixed, spread)
+
+
+def _centred_norms(rows: CompactRows, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """|x - m| of every int8 row x, from one scan with m: |x|^2 - 2 x.m + |m|^2, each |x|^2
+    kept since the row was written. After an index change (a new mean) this costs one pass of
+    the precise kernel, not a float32 copy of every row. Also how far each 1 / |x - m| may be
+    off, relative: the kernel's error and float32 accumulation, doubled, over |x - m|^2."""
+    count = len(rows)
+    dots, error = rows.dots(mean, kernels.precise())
+    m = float(np.linalg.norm(mean))
+    error = error + 2.0**-12 * rows.norms[:count] * m
+    squared = rows.squares[:count].astype(np.float64) - 2 * dots + m * m
+    squared = np.maximum(squared, 1e-30)
+    return np.sqrt(squared).astype(np.float32), (2 * error / squared).astype(np.float32)
 
 
 def _norms(rows: CompactRows, transform: whitening.Whitening) -> np.ndarray:

@@ -29,7 +29,7 @@ Z = 3.5
 ALIGN = 64  # the torch kernel reads rows in blocks: shorter ones (not a multiple of 16) crash it
 SCALE_UP = 1 + 2.0**-7  # bfloat16 rounding may lower a scale by 2^-8: codes must stay in range
 BLOCK = 8192  # rows dequantised at a time (float32 temporaries of a few MB)
-ARRAYS = ("codes", "scales", "slack", "norms")
+ARRAYS = ("codes", "scales", "slack", "norms", "squares")
 
 
 def to_bfloat16(values: np.ndarray) -> np.ndarray:
@@ -49,6 +49,7 @@ class Quantised:
     codes: np.ndarray  # (n, padded(dim)) int8
     scales: np.ndarray  # (n,) float32 holding bfloat16 values
     norms: np.ndarray  # (n,) float32: of the float32 rows
+    squares: np.ndarray  # (n,) float32: the squared norms of the dequantised rows
 
 
 def quantise(rows: np.ndarray) -> Quantised:
@@ -58,12 +59,14 @@ def quantise(rows: np.ndarray) -> Quantised:
     scaled = rows * (1 / scales)[:, None]  # within 2 ulp of rows / scale: codes stay in range
     codes = np.zeros((len(rows), padded(rows.shape[1])), np.int8)
     codes[:, : rows.shape[1]] = np.rint(scaled, out=scaled)
-    return Quantised(codes, scales, np.linalg.norm(rows, axis=1))
+    wide = codes.astype(np.int32)
+    squares = np.einsum("ij,ij->i", wide, wide) * scales.astype(np.float64) ** 2
+    return Quantised(codes, scales, np.linalg.norm(rows, axis=1), squares.astype(np.float32))
 
 
 class CompactRows:
     """Rows as int8 codes with a scale each (a bfloat16 value), grown in place. Memory: 1 byte
-    per dimension and 12 bytes per row."""
+    per dimension and 16 bytes per row."""
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
@@ -74,6 +77,7 @@ class CompactRows:
         # own error: Z s for the int8 rounding, 2^-12 |x| for float32 accumulation.
         self.slack = np.zeros(0, np.float32)
         self.norms = np.zeros(0, np.float32)
+        self.squares = np.zeros(0, np.float32)  # |dequantised row|^2: for centred norms
         self.count = 0
 
     def __len__(self) -> int:
@@ -114,6 +118,7 @@ class CompactRows:
         self.codes[at] = rows.codes
         self.scales[at] = rows.scales
         self.norms[at] = rows.norms
+        self.squares[at] = rows.squares
         self.slack[at] = Z * rows.scales + 2.0**-12 * rows.norms
         self.count = max(self.count, int(at.max()) + 1)
 
