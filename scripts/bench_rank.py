@@ -5,17 +5,21 @@ memory per dimension, recall@10 against an exact float32 ranking, per engine:
 - numpy float32: `matrix @ query` and argpartition, the plain way (4 bytes per dimension);
 - torch float16: the top 10 of torch's half-precision matrix-vector product (2 bytes);
 - cbirq: what `cbirq.rank_query` runs once it has the query's features (cbirq.search.ranking.rank):
-  int8 rows (1 byte) scanned with torch's int8 kernel, then the rows that may be in the top 10
-  rescored from the store's float32 features. Plain cosine, and EfficientNet-Lite0's default
-  ranking (centred, alpha-QE over the top 10: two scans). The store here is an in-memory
-  stand-in that serves the float32 rows as bytes: with Redis, one round trip for the rescored
-  rows (column `rescored`, 5 KB each) comes on top;
+  int8 rows (1 byte) scanned with the kernel chosen by measurement at start-up
+  (cbirq.search.kernels), then the rows that may be in the top 10 rescored from the store's
+  float32 features. Plain cosine, and EfficientNet-Lite0's default ranking (centred, alpha-QE
+  over the top 10, in one scan). The store here is an in-memory stand-in that serves the
+  float32 rows as bytes: with Redis, one round trip for the rescored rows (column `rescored`,
+  5 KB each) comes on top;
 - faiss IndexFlatIP (float32) and IndexScalarQuantizer fp16 and 8-bit, if faiss-cpu is
   installed (`pip install -e '.[bench]'`; an optional comparison, not a dependency).
 
-Library rows look like CNN features (non-negative, with a large part shared by all, unit
-length); each query is a library row with noise added, so that it has a true nearest neighbour
-and close calls after it.
+Library rows look like CNN features of a photo collection (non-negative, with a large part
+shared by all, unit length, in groups of 20 related images: a part shared by the group and a
+part of their own); each query is a library row with noise added, so that it has a true nearest
+neighbour and close calls after it. Also measured in the same run: streaming the int8 matrix
+once (the floor for any exact scan), the kernels timed at start-up, loading the rows into a
+worker, and what adding 1,000 rows costs the next query.
 
     .venv/bin/python scripts/bench_rank.py [--sizes 10000,100000,1000000] [--queries 20]
 """
@@ -34,6 +38,7 @@ import numpy as np
 import torch
 from bench_index import busy_cores, machine  # scripts/ is on sys.path when run as a script
 
+from cbirq.search import kernels
 from cbirq.search.index_cache import IndexCache
 from cbirq.search.ranking import rank, similarities
 from cbirq.search.specs import DEFAULTS, RankOptions
@@ -56,11 +61,17 @@ class Engine:
     search: Search
 
 
+GROUP = 20  # related images per group
+
+
 def library(n: int, seed: int = 0) -> np.ndarray:
     rows = np.empty((n, DIM), np.float32)
     rng = np.random.default_rng(seed)
     for start in range(0, n, 100_000):  # in slices: no float64 temporary of the whole thing
-        block = rng.standard_normal((min(100_000, n - start), DIM), dtype=np.float32)
+        size = min(100_000, n - start)
+        shared = rng.standard_normal((-(-size // GROUP), DIM), dtype=np.float32)
+        block = np.repeat(shared, GROUP, axis=0)[:size]
+        block += rng.standard_normal((size, DIM), dtype=np.float32)
         block = np.maximum(block + 0.5, 0) ** 2
         rows[start : start + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
     return rows
@@ -87,10 +98,15 @@ def truth(rows: np.ndarray, asked: np.ndarray, options: RankOptions) -> list[np.
 
 class RowStore:
     """What a query worker reads from the store, served from an in-memory float32 matrix;
-    counts the vectors read for rescoring."""
+    counts the vectors read for rescoring. Rows appended later come through its change log."""
+
+    cache_key = None
 
     def __init__(self, rows: np.ndarray) -> None:
-        self.rows, self.read = rows, 0
+        self.rows, self.read, self.first = rows, 0, len(rows)
+
+    def append(self, rows: np.ndarray) -> None:
+        self.rows = np.concatenate([self.rows, rows])
 
     def info(self, name: str) -> IndexInfo:
         return IndexInfo(name, "bench", "none", DIM, len(self.rows))
@@ -98,22 +114,51 @@ class RowStore:
     def entries(self, name: str) -> dict[str, str]:
         return {f"p{i:07d}": f"h{i}" for i in range(len(self.rows))}
 
-    def changes(self, name: str, since: object) -> tuple[tuple[int, int], None]:
-        return (0, 0), None
+    def changes(self, name: str, since: tuple | None) -> tuple[tuple[int, int], list | None]:
+        cursor = (0, len(self.rows))
+        if since is None:
+            return cursor, None
+        return cursor, [(f"p{i:07d}", f"h{i}") for i in range(since[1], len(self.rows))]
 
     def features(self, name: str, hashes: list[str]) -> list[bytes]:
         self.read += len(hashes)
         return [self.rows[int(h[1:])].tobytes() for h in hashes]
 
 
-def cbirq_engines(rows: np.ndarray) -> tuple[list[Engine], RowStore, str]:
-    store = RowStore(rows)
+def stream_ms(codes: np.ndarray) -> float:
+    """Reading the int8 matrix once with every core (summed as int64 words): what any exact
+    scan must at least take."""
+    words = torch.from_numpy(codes).view(torch.int64)
+    words.sum()
+    return 1000 * min(timed(words.sum) for _ in range(5))
+
+
+def timed(run: Callable[[], object]) -> float:
     started = time.perf_counter()
-    index = IndexCache().get(store, NAME)
-    loaded = time.perf_counter() - started
+    run()
+    return time.perf_counter() - started
+
+
+def change_cost(store: RowStore, cache: IndexCache, query: np.ndarray) -> str:
+    """Adding 1,000 rows: what the next query takes, and the one after it."""
+    store.append(library(1000, seed=9))
+    after = timed(lambda: rank(store, cache.get(store, NAME), NAME, query, K, DEFAULT))
+    again = timed(lambda: rank(store, cache.get(store, NAME), NAME, query, K, DEFAULT))
+    return (
+        f"1,000 rows added: the next default-ranking query took {after * 1000:.0f} ms (rows "
+        f"read and quantised, the centred norms for the new mean), the one after "
+        f"{again * 1000:.0f} ms"
+    )
+
+
+def cbirq_engines(rows: np.ndarray) -> tuple[list[Engine], RowStore, IndexCache, str]:
+    store = RowStore(rows)
+    cache = IndexCache()
+    loaded = timed(lambda: cache.get(store, NAME))
+    index = cache.get(store, NAME)
     rows_held = index.rows
-    per_row = sum(a[:1].nbytes for a in (rows_held.scales, rows_held.slack, rows_held.norms))
-    width = (DIM + per_row) / DIM  # int8 codes, and a scale, slack and norm per row
+    per_row = sum(a[:1].nbytes for name, a in rows_held.arrays().items() if name != "codes")
+    width = (DIM + per_row) / DIM  # int8 codes, and a scale, slack and norms per row
 
     def engine(options: RankOptions) -> Search:
         def search(query: np.ndarray) -> np.ndarray:
@@ -122,17 +167,27 @@ def cbirq_engines(rows: np.ndarray) -> tuple[list[Engine], RowStore, str]:
 
         return search
 
-    started = time.perf_counter()
-    engine(DEFAULT)(rows[0])  # makes the centred view: one norm per row
+    first = timed(lambda: engine(DEFAULT)(rows[0]))  # makes the centred view
+    chosen = kernels.choose(rows_held.codes[: len(rows_held)], rows_held.scale())
+    measured = getattr(kernels._chosen, "timings", {})
     note = (
-        f"{len(rows):,} rows: loaded into a worker in {loaded:.1f} s (the first query after "
-        f"a change also takes {time.perf_counter() - started:.1f} s for the centred norms)"
+        f"{len(rows):,} rows: loaded into a worker in {loaded:.1f} s; the first default "
+        f"query took {first * 1000:.0f} ms (the centred norms: one precise scan); streaming "
+        f"the int8 matrix once: {stream_ms(rows_held.codes[: len(rows_held)]):.1f} ms; kernel "
+        f"{chosen.__name__ if hasattr(chosen, '__name__') else type(chosen).__name__}"
+        + (
+            " chosen at start-up from "
+            + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in measured.items())
+            + f" per {kernels.SAMPLE:,} rows"
+            if measured and len(rows_held) >= kernels.MEASURE_FROM
+            else ""
+        )
     )
     found = [
         Engine("cbirq int8 + exact rescoring", RankOptions(), width, engine(RankOptions())),
         Engine("cbirq int8 + exact rescoring", DEFAULT, width, engine(DEFAULT)),
     ]
-    return found, store, note
+    return found, store, cache, note
 
 
 def baselines(rows: np.ndarray) -> Iterator[Engine]:
@@ -201,8 +256,7 @@ def main() -> None:
         rows = library(n)
         asked = queries(rows, args.queries)
         expected = {o: truth(rows, asked, o) for o in (RankOptions(), DEFAULT)}
-        ours, store, note = cbirq_engines(rows)
-        notes.append(note)
+        ours, store, cache, note = cbirq_engines(rows)
         for group in (partial(iter, ours), partial(baselines, rows), partial(faiss_engines, rows)):
             for engine in group():
                 store.read = 0
@@ -215,7 +269,8 @@ def main() -> None:
                     flush=True,
                 )
                 del engine  # one engine's copy of the rows in memory at a time
-        del rows, store, ours
+        notes.append(f"{note}; {change_cost(store, cache, asked[0])}")
+        del rows, store, ours, cache
     print("\n" + "\n".join(f"- {note}" for note in notes))
 
 

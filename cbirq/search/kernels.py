@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -121,16 +122,22 @@ def available() -> dict[str, Callable[[], Kernel]]:
     """The kernels this process can run without a slow import, by name."""
     found: dict[str, Callable[[], Kernel]] = {"numpy": lambda: numpy_dots}
     if importlib.util.find_spec("onnxruntime") is not None:
-        found["onnx"] = OnnxDots
+        found["onnx"] = onnx_dots
     if "torch" in sys.modules:
         found["torch"] = lambda: torch_dots
     return found
 
 
+@lru_cache(maxsize=1)
+def onnx_dots() -> OnnxDots:
+    """One session per process: making one takes tens of milliseconds."""
+    return OnnxDots()
+
+
 def precise() -> Kernel:
     """The kernel with the smallest error (16 bits of the query or float32), for sums that are
     differenced afterwards: ONNX Runtime's where installed, else numpy's."""
-    return OnnxDots() if "onnx" in available() else numpy_dots
+    return onnx_dots() if "onnx" in available() else numpy_dots
 
 
 def named(name: str) -> Kernel:

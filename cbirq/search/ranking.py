@@ -13,6 +13,7 @@ with the vector Pq, an offset m . Pq, and one norm per row, computed when the in
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,15 +74,24 @@ class View:
     def query(self, raw: np.ndarray) -> np.ndarray:
         return self.transformed(raw[None])[0]
 
-    def coarse(self, rows: CompactRows, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Every row's score from its int8 codes, and a bound on its error (cbirq.search.scan)."""
+    def coarse(
+        self, rows: CompactRows, query: np.ndarray, subset: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Every row's score from its int8 codes (or those of the rows `subset` numbers), and a
+        bound on its error (cbirq.search.scan)."""
         t = self.transform
         direction = query if t is None or t.projection is None else t.projection @ query
-        dots, error = rows.dots(direction)
+        dots, error = rows.dots(direction, subset=subset)
+
+        def at(values: np.ndarray) -> np.ndarray:
+            values = values[: len(rows)]
+            return values if subset is None or np.isscalar(values) else values[subset]
+
         if t is None:
-            return dots, error + rows.slack[: len(rows)] * np.linalg.norm(direction)
-        scores = (dots - t.mean @ direction) * self.inverse
-        return scores, error * self.inverse + self.fixed + np.abs(scores) * self.spread
+            return dots, error + at(rows.slack) * np.linalg.norm(direction)
+        scores = (dots - t.mean @ direction) * at(self.inverse)
+        spread = self.spread if np.isscalar(self.spread) else at(self.spread)
+        return scores, error * at(self.inverse) + at(self.fixed) + np.abs(scores) * spread
 
     @classmethod
     def of(cls, rows: CompactRows, transform: whitening.Whitening, gain: float) -> View:
@@ -167,16 +177,79 @@ def scan_shard(
     """The k best rows for `query` (in the view's space), exactly: after alpha-QE with
     `neighbours` when there are any."""
     if neighbours:
-        vectors = ranking.transformed(features.read(store, name, [h for h, _ in neighbours]))
-        sims = np.array([[score for _, score in neighbours]], np.float32)
-        query = expand(vectors, query[None], sims, len(neighbours))[0]
+        query = _expanded(ranking, store, name, query, neighbours)
     if not index.paths:
         return []
     scores, bounds = ranking.coarse(index.rows, query)
-    rows = candidates(scores, bounds, k)
+    return _best(index, ranking, store, name, query, (scores, bounds), k)
+
+
+def _expanded(
+    ranking: View, store: Store, name: str, query: np.ndarray, neighbours: topk.Neighbours
+) -> np.ndarray:
+    vectors = ranking.transformed(features.read(store, name, [h for h, _ in neighbours]))
+    sims = np.array([[score for _, score in neighbours]], np.float32)
+    return expand(vectors, query[None], sims, len(neighbours))[0]
+
+
+def _best(
+    index: IndexMatrix,
+    ranking: View,
+    store: Store,
+    name: str,
+    query: np.ndarray,
+    coarse: tuple[np.ndarray, np.ndarray],
+    k: int,
+    subset: np.ndarray | None = None,
+) -> list[topk.Hit]:
+    """The k best rows, scored again exactly from the store's features: every row whose
+    coarse score (with its bound) may reach the top k. `coarse` holds the scores of all rows,
+    or of the rows `subset` numbers."""
+    rows = candidates(*coarse, k)
+    if subset is not None:
+        rows = subset[rows]
     hashes = [index.hashes[row] for row in rows]
     exact = ranking.transformed(features.read(store, name, hashes)) @ query
     return topk.best(((index.paths[r], h, float(s)) for r, h, s in zip(rows, hashes, exact)), k)
+
+
+# One scan for alpha-QE: the rows worth scoring for the expanded query come from the first.
+SEED = 256  # rows whose expanded scores set the bar (at least 8 per result)
+WHOLE = 0.25  # a shortlist longer than this share of the index: scan the whole index again
+
+
+def _reach(query: np.ndarray, expanded: np.ndarray, bar: float) -> float:
+    """The least cosine to `query` that a row scoring `bar` or more with `expanded` can have.
+    On the unit sphere angles obey the triangle inequality: a row at angle a from the query
+    is at least a - phi from the expanded query, phi the angle between the two; so it scores
+    at most cos(a - phi), and below `bar` once a > phi + arccos(bar)."""
+    phi = math.acos(min(1.0, max(-1.0, float(query @ expanded))))
+    return math.cos(min(math.pi, phi + math.acos(min(1.0, max(-1.0, bar)))))
+
+
+def _expanded_top(
+    index: IndexMatrix,
+    ranking: View,
+    store: Store,
+    name: str,
+    query: np.ndarray,
+    first: tuple[np.ndarray, np.ndarray],
+    neighbours: topk.Neighbours,
+    k: int,
+) -> list[topk.Hit]:
+    """The k best rows after alpha-QE with `neighbours`, exactly, scoring only the rows that
+    can make it: `first` holds every row's coarse score for `query` and its bound."""
+    expanded = _expanded(ranking, store, name, query, neighbours)
+    scores, bounds = first
+    seed = np.argpartition(-scores, min(len(scores), max(SEED, 8 * k)) - 1)
+    seed = seed[: max(SEED, 8 * k)]
+    low = np.subtract(*ranking.coarse(index.rows, expanded, seed))
+    bar = float(np.partition(low, len(low) - min(k, len(low)))[len(low) - min(k, len(low))])
+    shortlist = np.flatnonzero(scores + bounds >= _reach(query, expanded, bar))
+    if len(shortlist) > WHOLE * len(scores):
+        shortlist = None
+    coarse = ranking.coarse(index.rows, expanded, shortlist)
+    return _best(index, ranking, store, name, expanded, coarse, k, shortlist)
 
 
 def embed_query(
@@ -194,14 +267,19 @@ def embed_query(
 def rank(
     store: Store, index: IndexMatrix, name: str, raw: np.ndarray, top: int, options: RankOptions
 ) -> list[topk.Hit]:
-    """The `top` best rows of `index` for the query features `raw`, exactly."""
+    """The `top` best rows of `index` for the query features `raw`, exactly. With alpha-QE,
+    the index is scanned once: the expanded query scores only the rows that can still reach
+    its top (`_expanded_top`)."""
+    if not index.paths:
+        return []
     ranking = view(index, store, name, options)
     query = ranking.query(raw)
-
-    def scan(neighbours: topk.Neighbours, k: int) -> list[topk.Hit]:
-        return scan_shard(index, ranking, store, name, query, neighbours, k)
-
-    return topk.rounds(scan, top, options.qe)
+    first = ranking.coarse(index.rows, query)
+    hits = _best(index, ranking, store, name, query, first, max(top, options.qe))
+    if not options.qe or not hits:
+        return hits[:top]
+    neighbours = [(digest, score) for _, digest, score in hits[: options.qe]]
+    return _expanded_top(index, ranking, store, name, query, first, neighbours, top)
 
 
 def search(

@@ -133,17 +133,23 @@ class CompactRows:
             yield start, codes * self.scales[start:stop, None]
 
     def dots(
-        self, vector: np.ndarray, kernel: kernels.Kernel | None = None
+        self,
+        vector: np.ndarray,
+        kernel: kernels.Kernel | None = None,
+        subset: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Dot products of every dequantised row with `vector`, and how far the kernel (by
-        default the one chosen for these rows) may be off in each; the dequantised rows add at
-        most slack |vector| (w.h.p.)."""
+        """Dot products of every dequantised row (or the rows `subset` numbers) with `vector`,
+        and how far the kernel (by default the one chosen for these rows) may be off in each;
+        the dequantised rows add at most slack |vector| (w.h.p.)."""
         codes, scales = self.codes[: self.count], self.scales[: self.count]
+        norms = self.norms[: self.count]
+        if subset is not None:
+            codes, scales, norms = codes[subset], scales[subset], norms[subset]
         query = np.zeros(self.width, np.float32)
         query[: self.dim] = vector
         kernel = kernel or kernels.choose(codes, scales)
         dots, relative, dropped = kernel(codes, scales, query)
-        return dots, relative * np.abs(dots) + dropped * self.norms[: self.count]
+        return dots, relative * np.abs(dots) + dropped * norms
 
 
 def candidates(scores: np.ndarray, bounds: np.ndarray, k: int) -> np.ndarray:

@@ -204,3 +204,54 @@ def test_centred_norms_from_one_scan_match_the_dequantised_rows(kernel, monkeypa
     relative = np.abs(norms / exact - 1)
     assert (relative <= spread + 1e-6).all()
     assert np.median(spread) < 1e-2, "and the bound is not vacuous"
+
+
+def clustered(n_clusters, per_cluster, d, seed):
+    """Photo-library-like: groups of near neighbours, so alpha-QE moves the query."""
+    rng = np.random.default_rng(seed)
+    centres = features(n_clusters, d, seed)
+    rows = np.repeat(centres, per_cluster, axis=0)
+    rows = rows + 0.35 * np.abs(rng.standard_normal(rows.shape)).astype(np.float32) / np.sqrt(d)
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("options", [RankOptions(center=True, qe=10), RankOptions(qe=5)])
+def test_alpha_qe_in_one_scan_scores_only_a_shortlist_and_is_exact(tmp_path, options, monkeypatch):
+    from cbirq.search import ranking
+
+    rows = clustered(40, 100, 128, 7)
+    store, paths = library(tmp_path, rows)
+    scored = []
+    real = ranking.View.coarse
+
+    def spy(self, rows_, query, subset=None):
+        scored.append(len(rows_) if subset is None else len(subset))
+        return real(self, rows_, query, subset)
+
+    monkeypatch.setattr(ranking.View, "coarse", spy)
+    cache = IndexCache()
+    for seed in range(4):
+        raw = rows[seed * 997] + 0.2 * features(1, 128, 40 + seed)[0]
+        raw /= np.linalg.norm(raw)
+        scored.clear()
+        got = worker_ranking(store, options, raw, 10, cache=cache)
+        expected = float32_ranking(store, rows, paths, options, raw, 10)
+        assert [p for p, _, _ in got] == [p for p, _, _ in expected]
+        assert [s for *_, s in got] == pytest.approx([s for *_, s in expected], abs=1e-6)
+        full, *parts = scored
+        assert full == len(rows) and sum(parts) < 0.25 * len(rows), scored
+
+
+def test_rows_beyond_the_reach_cannot_score_the_bar_with_the_expanded_query():
+    from cbirq.search.ranking import _reach
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        query, expanded = (v / np.linalg.norm(v) for v in rng.standard_normal((2, 16)))
+        expanded = query + rng.uniform(0.1, 2) * expanded
+        expanded /= np.linalg.norm(expanded)
+        rows = rng.standard_normal((5000, 16))
+        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+        bar = float(rng.uniform(-0.5, 0.9))
+        beyond = rows @ query < _reach(query, expanded, bar)
+        assert (rows[beyond] @ expanded < bar + 1e-9).all()
