@@ -30,6 +30,7 @@ from bench_index import (
     best,
     busy_cores,
     clean_env,
+    cli,
     course_loop,
     in_process,
     index,
@@ -63,6 +64,7 @@ class Row:
     chunk: float = 0.0
     waited: float = 0.0  # share of extract_chunk's wall time its model loop waited on decode
     queue: float = 0.0
+    fixed: float = 0.0  # seconds of a `cbirq index` run via the queue with nothing to extract
 
 
 @contextmanager
@@ -159,6 +161,10 @@ def queue_rates(rows: list[Row], folder: Path, env: dict, tmp: Path, repeat: int
             index(tmp / "warm", env, "--chunk", "1", *flags)
             run = [folder, env, "--chunk", str(CHUNK), *flags]
             row.queue = row.images / best(repeat, lambda run=run: index(*run))
+            name = f"again-{row.model}-{row.engine}"
+            index(*run, name=name)
+            again = ["index", str(folder), "--index", name, "--chunk", str(CHUNK), *flags]
+            row.fixed = min(cli(again, env)[0] for _ in range(repeat))
 
 
 def course_rate(paths: list[Path], repeat: int) -> float:
@@ -222,8 +228,11 @@ def findings(rows: list[Row], course: float | None, decode: dict) -> Iterator[st
     for r in onnx.values():
         yield (
             f"- {r.model} on ONNX Runtime: compute only {pure(r):.1f} images/s (the better "
-            f"layout), end to end through the queue {r.queue:.1f}: end-to-end time = "
-            f"**{pure(r) / r.queue:.2f}x** the compute time (target for resnet50: <= 1.3x)."
+            f"layout), end to end through the queue {r.queue:.1f}: **{r.queue / pure(r):.2f}x** "
+            f"compute-only. A run with nothing to extract (process start, walking and hashing "
+            f"{r.images} files, asking the store) takes {r.fixed:.2f} s; the rest of the run "
+            f"goes at {r.images / (r.images / r.queue - r.fixed):.1f} images/s = "
+            f"{r.images / (r.images / r.queue - r.fixed) / pure(r):.2f}x compute-only."
         )
     for name, ms in decode.items():
         share = (

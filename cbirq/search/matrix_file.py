@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +56,8 @@ def save(folder: Path, matrix: IndexMatrix) -> None:
     """Write `matrix` as the folder's new state, then delete the states before the last."""
     folder.mkdir(parents=True, exist_ok=True)
     old = _generations(folder)
-    generation = max(old, default=0) + 1
+    # The time in ns, so that two processes saving at once never write the same files.
+    generation = max(max(old, default=0) + 1, time.time_ns())
     rows = matrix.rows
     capacity = _headroom(rows.count)
     for name, array in rows.arrays().items():

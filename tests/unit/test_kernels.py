@@ -3,6 +3,7 @@ import time
 import numpy as np
 import onnx
 import pytest
+import torch  # noqa: F401  (loaded, as in a worker: its kernel is available)
 from onnx import TensorProto, helper
 
 from cbirq.search import kernels
@@ -42,9 +43,11 @@ def test_onnx_dots_are_the_exact_integer_products_scaled():
     assert np.abs(dots - exact).max() <= dropped * np.abs(codes * scales[:, None]).sum(1).max()
 
 
-def test_small_indexes_use_numpy_and_big_ones_the_fastest_measured(monkeypatch):
+def test_small_indexes_use_a_loaded_kernel_and_big_ones_the_fastest_measured(monkeypatch):
     codes = np.zeros((100, 64), np.int8)
     scales = np.ones(100, np.float32)
+    assert kernels.choose(codes, scales) is kernels.torch_dots  # the tests have torch loaded
+    monkeypatch.delitem(kernels.sys.modules, "torch")
     assert kernels.choose(codes, scales) is kernels.numpy_dots
     monkeypatch.setattr(kernels, "MEASURE_FROM", 50)
     monkeypatch.setattr(kernels, "_chosen", None)
