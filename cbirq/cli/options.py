@@ -38,8 +38,9 @@ def model_options(command: Callable) -> Callable:
                 "-m",
                 default=DEFAULT_MODEL,
                 show_default=True,
-                help="efficientnet_lite0, resnet20:CHECKPOINT (a `cbirq submit-train` result), "
-                "or a torchvision classification model (resnet50, ...).",
+                help="efficientnet_lite0, efficientnet_lite1, efficientnet_lite2, "
+                "resnet20:CHECKPOINT (a `cbirq submit-train` result), or a torchvision "
+                "classification model (resnet50, ...).",
             ),
             click.option(
                 "--weights",
