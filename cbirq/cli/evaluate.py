@@ -138,7 +138,7 @@ def _print_report(report: dict, ks: list[int]) -> None:
         f"(index '{report['index']}', {report['model']}, weights {report['weights']}), "
         f"ranking: {report['ranking']}"
     )
-    names = [f"P@{k}" for k in ks] + [f"R@{k}" for k in ks] + ["mAP"]
+    names = [f"P@{k}" for k in ks] + [f"R@{k}" for k in ks] + ["mAP", "N-S"]
     click.echo(f"{'':<16}{'queries':>8}" + "".join(f"{n:>8}" for n in names))
     rows = [("all", report["query_images"], report)] + [
         (label, found["queries"], found) for label, found in report["per_class"].items()

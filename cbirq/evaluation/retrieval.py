@@ -54,7 +54,7 @@ def evaluate(library: Labelled, queries: Labelled, ks: Sequence[int], qe: int = 
         order = np.argsort(-sims, axis=1, kind="stable")
         relevant = lib_labels[order] == np.asarray(queries.labels)[rows][:, None]
         relevant &= order != itself[rows][:, None]  # ranked last, but never a hit
-        for name, values in ranking_metrics(relevant, total[rows], ks).items():
+        for name, values in ranking_metrics(relevant, total[rows], ks, itself[rows] >= 0).items():
             per_query.setdefault(name, []).append(values)
         tops.append(order[:, : max(ks)])
         scores.append(np.take_along_axis(sims, tops[-1], axis=1))
