@@ -286,7 +286,7 @@ def _evaluate(
     lib, qs = load(store, Selection(*library), Selection(*queries), options)
     if not lib.paths or not qs.paths:
         raise CbirqError("nothing to evaluate: no image of the folder could be indexed")
-    outcome = evaluate(lib, qs, ks, options.qe)
+    outcome = evaluate(lib, qs, ks, options.qe, options.qe_ratio)
     if sheet_dir is not None:
         _write_sheets(outcome, lib, qs, sheet_dir, title)
     return {

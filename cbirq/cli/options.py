@@ -76,7 +76,7 @@ def model_options(command: Callable) -> Callable:
 
 
 def ranking_options(command: Callable) -> Callable:
-    """--plain, --center, --whiten, --qe, --multiscale: how to rank; unset ones take the
+    """--plain, --center, --whiten, --qe, --qe-ratio, --multiscale: how to rank; unset ones take the
     backbone's default (cbirq.search.specs.DEFAULTS)."""
     for option in reversed(
         [
@@ -102,6 +102,13 @@ def ranking_options(command: Callable) -> Callable:
                 default=None,
                 help="Query expansion: alpha-QE over the top N results, 0 for none "
                 + _default_for("qe", 0),
+            ),
+            click.option(
+                "--qe-ratio",
+                type=click.FloatRange(0, 1),
+                default=None,
+                help="Query expansion only over those of the top N that score at least this "
+                "share of the best one, 0 for all " + _default_for("qe_ratio", 0),
             ),
             click.option(
                 "--multiscale/--no-multiscale",

@@ -52,6 +52,9 @@ class RankOptions:
     center: bool = False  # subtract the library's mean vector (whitening does it too)
     whiten: bool = False  # PCA-whitening learned on the library (cbirq.search.whitening)
     qe: int = 0  # alpha-QE over this many top results; 0: off
+    # alpha-QE only over those of the top `qe` that score at least this share of the best
+    # one: a close match keeps the far ones out (cbirq.search.ranking.qe_weights); 0: all.
+    qe_ratio: float = 0.0
     multiscale: bool = False  # query descriptors averaged over scales 1, 1/sqrt(2), 1/2
 
     @classmethod
@@ -59,12 +62,18 @@ class RankOptions:
         return cls()
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        # qe_ratio only when set: a worker of an earlier release, which takes these as
+        # RankOptions(**options), still ranks what it can rank.
+        found = asdict(self)
+        if not self.qe_ratio:
+            del found["qe_ratio"]
+        return found
 
     def describe(self) -> str:
         parts = ["whitened" if self.whiten else "centred" if self.center else "plain"]
         if self.qe:
-            parts.append(f"alpha-QE over the top {self.qe}")
+            within = f" within {self.qe_ratio:g} of the best" if self.qe_ratio else ""
+            parts.append(f"alpha-QE over the top {self.qe}{within}")
         if self.multiscale:
             parts.append("multi-scale query")
         return ", ".join(parts)
@@ -98,10 +107,10 @@ def query_spec(library: str, options: RankOptions) -> FeatureSpec:
 def resolve_options(
     model: str,
     plain: bool = False,
-    **chosen: bool | int | None,
+    **chosen: bool | int | float | None,
 ) -> RankOptions:
     """The backbone's default ranking (plain with `plain`), with the options given in
-    `chosen` (center, whiten, qe, multiscale; None: not given) on top."""
+    `chosen` (center, whiten, qe, qe_ratio, multiscale; None: not given) on top."""
     base = RankOptions.plain() if plain else DEFAULTS.get(FeatureSpec.parse(model).model)
     return replace(base or RankOptions(), **{k: v for k, v in chosen.items() if v is not None})
 

@@ -29,12 +29,16 @@ def merge(parts: Iterable[Iterable[Sequence]], k: int) -> list[Hit]:
     return best(((str(p), str(h), float(s)) for part in parts for p, h, s in part), k)
 
 
-def rounds(scan: Callable[[Neighbours, int], list[Hit]], top: int, qe: int) -> list[Hit]:
-    """The top hits: one scan, or with alpha-QE over the first scan's best `qe`, a second
-    scan with the expanded query. `scan(neighbours, k)` gives the k best over every shard."""
+def rounds(
+    scan: Callable[[Neighbours, int], list[Hit]], top: int, qe: int, ratio: float = 0.0
+) -> list[Hit]:
+    """The top hits: one scan, or with alpha-QE over the first scan's best `qe` (those scoring
+    at least `ratio` times the best: cbirq.search.ranking.qe_weights), a second scan with the
+    expanded query. `scan(neighbours, k)` gives the k best over every shard."""
     hits = scan([], max(top, qe))
     if qe and hits:
-        hits = scan([(digest, score) for _, digest, score in hits[:qe]], top)
+        floor = ratio * hits[0][2]
+        hits = scan([(digest, score) for _, digest, score in hits[:qe] if score >= floor], top)
     return hits[:top]
 
 
