@@ -13,10 +13,16 @@ reported), one folder per label, for `cbirq eval SPLIT` (each image queries the 
   `apt-get download`, --debs). Split by source photo, so no photo gives objects to both splits.
   Score: N-S, the relevant views in the top 4 (the query first), best 4.
 
-Photos from Debian's desktop backgrounds are too few and too mixed to make honest classes, so
-the category set is CIFAR-10 alone.
+- `photos`: real photos in 10 classes, from Tux Paint's photo stamps (Debian's
+  `tuxpaint-stamps-default`, GPL): objects cut out on white, in the package's own folders
+  (birds, fruit, flowers, vegetables, mammals, fish, tools, clothes, planets, household;
+  cartoon drawings left out). Each stamp is also an `instance` object (its 4 views made as
+  above), in the same split in both sets.
 
-    apt-get download mate-backgrounds    # into data/debs (ignored by git)
+The desktop backgrounds are too few and too mixed to make honest classes; they serve the
+instance set only.
+
+    apt-get download mate-backgrounds tuxpaint-stamps-default    # into data/debs (ignored)
     .venv/bin/python scripts/dev_sets.py data/dev --cifar CIFAR.tar.gz --debs data/debs
 """
 
@@ -43,6 +49,13 @@ MATE_PHOTOS = (
     "LadyBird.jpg", "RainDrops.jpg", "Storm.jpg", "TwoWings.jpg", "Wood.jpg", "YellowFlower.jpg",
 )  # fmt: skip
 LONG_SIDE = 768  # sources are scaled down to this first: wallpapers are 2-5k pixels wide
+STAMP_CLASSES = {  # class: Tux Paint's stamp folder (cartoon subfolders left out)
+    "birds": "animals/birds", "fruit": "food/fruit", "flowers": "plants/flowers",
+    "vegetables": "food/vegetables", "mammals": "animals/mammals", "fish": "animals/fish",
+    "tools": "household/tools", "clothes": "clothes", "planets": "space/planets",
+    "household": "household",
+}  # fmt: skip
+STAMP_SIDE = 384
 
 
 def category(tarball: Path, out: Path) -> dict[str, int]:
@@ -62,6 +75,42 @@ def category(tarball: Path, out: Path) -> dict[str, int]:
     return counts
 
 
+def unpacked(deb: Path, into: Path) -> Path:
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(into)], check=True)
+    return into
+
+
+def stamps(debs: Path | None, rng: random.Random) -> dict[str, list[tuple[str, Image.Image]]]:
+    """Split -> (class, RGB photo on white) of Tux Paint's photo stamps; each class's stamps
+    shuffled and dealt to the splits in turn."""
+    dealt: dict[str, list[tuple[str, Image.Image]]] = {split: [] for split in SPLITS}
+    for deb in sorted(debs.glob("tuxpaint-stamps-default_*.deb")) if debs else []:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = unpacked(deb, Path(tmp)) / "usr/share/tuxpaint/stamps"
+            for label, folder in STAMP_CLASSES.items():
+                files = sorted(
+                    p for p in (root / folder).rglob("*.png") if "cartoon" not in p.parts
+                )
+                for n, file in enumerate(rng.sample(files, len(files))):
+                    image = Image.open(file).convert("RGBA")
+                    image.thumbnail((STAMP_SIDE, STAMP_SIDE), Image.Resampling.LANCZOS)
+                    white = Image.new("RGBA", image.size, "white")
+                    white.alpha_composite(image)
+                    split = list(SPLITS)[n % 2]
+                    dealt[split].append((f"{label}_{file.stem}", white.convert("RGB")))
+    return dealt
+
+
+def photos(dealt: dict[str, list[tuple[str, Image.Image]]], out: Path) -> dict[str, int]:
+    """out/photos/SPLIT/CLASS/NAME.jpg."""
+    for split, found in dealt.items():
+        for name, image in found:
+            label, stem = name.split("_", 1)
+            (out / "photos" / split / label).mkdir(parents=True, exist_ok=True)
+            image.save(out / "photos" / split / label / f"{stem}.jpg", quality=92)
+    return {split: len(found) for split, found in dealt.items()}
+
+
 def sources(debs: Path | None) -> list[tuple[str, Image.Image]]:
     """(name, RGB image) of every source photo, in a fixed order."""
     import skimage
@@ -70,9 +119,9 @@ def sources(debs: Path | None) -> list[tuple[str, Image.Image]]:
     found = [(Path(n).stem, Image.open(data / n)) for n in PHOTOS]
     for deb in sorted(debs.glob("mate-backgrounds_*.deb")) if debs else []:
         with tempfile.TemporaryDirectory() as tmp:
-            subprocess.run(["dpkg-deb", "-x", str(deb), tmp], check=True)
+            root = unpacked(deb, Path(tmp))
             for name in MATE_PHOTOS:
-                [path] = Path(tmp).rglob(name)
+                [path] = root.rglob(name)
                 image = Image.open(path)
                 image.draft("RGB", (LONG_SIDE, LONG_SIDE))
                 found.append((Path(name).stem.lower(), image.convert("RGB")))
@@ -137,22 +186,27 @@ def view(img: Image.Image, rng: random.Random) -> Image.Image:
     return Image.open(io.BytesIO(buf.getvalue()))
 
 
-def instance(out: Path, debs: Path | None, seed: int) -> dict[str, int]:
-    """out/instance/SPLIT/OBJECT/view_N.jpg; source photos alternate between the splits."""
+def instance(
+    out: Path, debs: Path | None, dealt: dict[str, list[tuple[str, Image.Image]]], seed: int
+) -> dict[str, int]:
+    """out/instance/SPLIT/OBJECT/view_N.jpg: regions of the source photos (which alternate
+    between the splits) and the stamps `dealt` to each split."""
     rng = random.Random(seed)
-    counts = dict.fromkeys(SPLITS, 0)
-    photos = sources(debs)
-    order = rng.sample(range(len(photos)), len(photos))
-    for rank, i in enumerate(order):
-        name, photo = photos[i]
-        split = list(SPLITS)[rank % 2]
-        for r, region in enumerate(views(photo, rng)):
-            folder = out / "instance" / split / f"{name}_{r}"
+    objects: dict[str, list[tuple[str, Image.Image]]] = {split: [] for split in SPLITS}
+    found = sources(debs)
+    for rank, i in enumerate(rng.sample(range(len(found)), len(found))):
+        name, photo = found[i]
+        regions = views(photo, rng)
+        objects[list(SPLITS)[rank % 2]] += [(f"{name}_{r}", x) for r, x in enumerate(regions)]
+    for split, stamped in dealt.items():
+        objects[split] += [(f"stamp_{name}", image) for name, image in stamped]
+    for split, made in objects.items():
+        for name, image in made:
+            folder = out / "instance" / split / name
             folder.mkdir(parents=True, exist_ok=True)
             for v in range(VIEWS):
-                view(region, rng).save(folder / f"view_{v}.jpg", quality=95)
-            counts[split] += 1
-    return counts
+                view(image, rng).save(folder / f"view_{v}.jpg", quality=95)
+    return {split: len(made) for split, made in objects.items()}
 
 
 def main() -> None:
@@ -162,7 +216,11 @@ def main() -> None:
     parser.add_argument("--debs", type=Path, help="folder with mate-backgrounds_*.deb")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    made = {"instance objects": instance(args.out, args.debs, args.seed)}
+    dealt = stamps(args.debs, random.Random(args.seed))
+    made = {
+        "instance objects": instance(args.out, args.debs, dealt, args.seed),
+        "photos images": photos(dealt, args.out),
+    }
     if args.cifar:
         made["category images"] = category(args.cifar, args.out)
     (args.out / "made.json").write_text(json.dumps({**made, "seed": args.seed}, indent=1))
