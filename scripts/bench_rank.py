@@ -7,7 +7,7 @@ memory per dimension, recall@10 against an exact float32 ranking, per engine:
 - cbirq: what `cbirq.rank_query` runs once it has the query's features (cbirq.search.ranking.rank):
   int8 rows (1 byte) scanned with torch's int8 kernel, then the rows that may be in the top 10
   rescored from the store's float32 features. Plain cosine, and EfficientNet-Lite0's default
-  ranking (centred, alpha-QE over the top 10: two scans). The store here is an in-memory
+  ranking (centred, alpha-QE over its top few: two scans). The store here is an in-memory
   stand-in that serves the float32 rows as bytes: with Redis, one round trip for the rescored
   rows (column `rescored`, 5 KB each) comes on top;
 - faiss IndexFlatIP (float32) and IndexScalarQuantizer fp16 and 8-bit, if faiss-cpu is
@@ -43,7 +43,7 @@ from cbirq.store import IndexInfo
 DIM = 1280
 K = 10
 NAME = "bench"
-DEFAULT = DEFAULTS["efficientnet_lite0"]  # centred, alpha-QE over the top 10
+DEFAULT = DEFAULTS["efficientnet_lite0"]  # centred, alpha-QE: two scans
 Search = Callable[[np.ndarray], np.ndarray]  # query -> the top K rows, best first
 COLUMNS = ("bytes/dim", "matrix MB", "ms per query", "recall@10", "rescored")
 
