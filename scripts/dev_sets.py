@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 from dupes_set import PHOTOS, views
+from make_examples import random_crop
 from PIL import Image, ImageEnhance
 
 SPLITS = {"validation": range(0, 100), "heldout": range(500, 600)}  # CIFAR-10 image numbers
@@ -164,11 +165,7 @@ def rotate(img: Image.Image, degrees: float) -> Image.Image:
 def view(img: Image.Image, rng: random.Random) -> Image.Image:
     """One photo of the object: part of it, maybe turned or seen at an angle, in other light,
     at another size, recompressed."""
-    w, h = img.size
-    share = rng.uniform(0.65, 0.9)
-    cw, ch = int(w * share), int(h * share)
-    left, top = rng.randint(0, w - cw), rng.randint(0, h - ch)
-    img = img.crop((left, top, left + cw, top + ch))
+    img = random_crop(img, rng, 0.65, 0.9)
     if rng.random() < 0.5:
         img = rotate(img, rng.uniform(-25, 25))
     if rng.random() < 0.5:
