@@ -49,7 +49,12 @@ from cbirq.search.engines import with_engine
 from cbirq.search.images import load_array
 from cbirq.store.sqlite_store import SqliteStore
 
-WEIGHTS = {"efficientnet_lite0": "imagenet", "resnet50": "none"}
+WEIGHTS = {
+    "efficientnet_lite0": "imagenet",
+    "resnet50": "none",
+    "efficientnet_lite1": "imagenet",
+    "efficientnet_lite2": "imagenet",
+}
 ENGINES = ("torch", "onnx")
 THREADS, WORKERS, CHUNK = 2, 2, 16
 
@@ -257,7 +262,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=160)
     parser.add_argument("--repeat", type=int, default=2, help="runs per throughput; best kept")
-    parser.add_argument("--models", type=lambda v: v.split(","), default=list(WEIGHTS))
+    parser.add_argument(
+        "--models", type=lambda v: v.split(","), default=["efficientnet_lite0", "resnet50"]
+    )
     parser.add_argument("--engines", type=lambda v: v.split(","), default=list(ENGINES))
     print_run(run, parser.parse_args())
 

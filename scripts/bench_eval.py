@@ -32,6 +32,8 @@ from cbirq.search.specs import FEATURES, FeatureSpec
 REPO = Path(__file__).resolve().parent.parent
 MODELS = {  # name: (cbirq eval options, index name)
     "efficientnet_lite0": (["--model", "efficientnet_lite0"], "cifar-effnet"),
+    "efficientnet_lite1": (["--model", "efficientnet_lite1"], "cifar-effnet1"),
+    "efficientnet_lite2": (["--model", "efficientnet_lite2"], "cifar-effnet2"),
     "resnet50": (["--model", "resnet50", "--weights", "none"], "cifar-resnet50"),
     "resnet20": (["--model", "resnet20:{checkpoint}"], "cifar-r20{stem}"),
 }

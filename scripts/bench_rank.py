@@ -48,7 +48,7 @@ from cbirq.store import IndexInfo
 DIM = 1280
 K = 10
 NAME = "bench"
-DEFAULT = DEFAULTS["efficientnet_lite0"]  # centred, alpha-QE over the top 10
+DEFAULT = DEFAULTS["efficientnet_lite0"]  # centred, alpha-QE: two scans
 Search = Callable[[np.ndarray], np.ndarray]  # query -> the top K rows, best first
 COLUMNS = ("bytes/dim", "matrix MB", "ms per query", "recall@10", "rescored")
 

@@ -32,12 +32,17 @@ VIEWS = 6
 OUT = Path(__file__).resolve().parent.parent / "examples"
 
 
-def view(photo: Image.Image, rng: random.Random, size: int = 256) -> Image.Image:
+def random_crop(photo: Image.Image, rng: random.Random, low: float, high: float) -> Image.Image:
+    """A crop of a random `low` to `high` share of each side, placed at random."""
     w, h = photo.size
-    scale = rng.uniform(0.55, 0.9)
+    scale = rng.uniform(low, high)
     cw, ch = int(w * scale), int(h * scale)
     left, top = rng.randint(0, w - cw), rng.randint(0, h - ch)
-    img = photo.crop((left, top, left + cw, top + ch))
+    return photo.crop((left, top, left + cw, top + ch))
+
+
+def view(photo: Image.Image, rng: random.Random, size: int = 256) -> Image.Image:
+    img = random_crop(photo, rng, 0.55, 0.9)
     if rng.random() < 0.5:
         img = ImageOps.mirror(img)
     img = ImageEnhance.Brightness(img).enhance(rng.uniform(0.8, 1.2))

@@ -138,7 +138,7 @@ def _print_report(report: dict, ks: list[int]) -> None:
         f"(index '{report['index']}', {report['model']}, weights {report['weights']}), "
         f"ranking: {report['ranking']}"
     )
-    names = [f"P@{k}" for k in ks] + [f"R@{k}" for k in ks] + ["mAP"]
+    names = [f"P@{k}" for k in ks] + [f"R@{k}" for k in ks] + ["mAP", "N-S"]
     click.echo(f"{'':<16}{'queries':>8}" + "".join(f"{n:>8}" for n in names))
     rows = [("all", report["query_images"], report)] + [
         (label, found["queries"], found) for label, found in report["per_class"].items()
@@ -286,7 +286,7 @@ def _evaluate(
     lib, qs = load(store, Selection(*library), Selection(*queries), options)
     if not lib.paths or not qs.paths:
         raise CbirqError("nothing to evaluate: no image of the folder could be indexed")
-    outcome = evaluate(lib, qs, ks, options.qe)
+    outcome = evaluate(lib, qs, ks, options.qe, options.qe_ratio)
     if sheet_dir is not None:
         _write_sheets(outcome, lib, qs, sheet_dir, title)
     return {

@@ -38,8 +38,9 @@ def model_options(command: Callable) -> Callable:
                 "-m",
                 default=DEFAULT_MODEL,
                 show_default=True,
-                help="efficientnet_lite0, resnet20:CHECKPOINT (a `cbirq submit-train` result), "
-                "or a torchvision classification model (resnet50, ...).",
+                help="efficientnet_lite0, efficientnet_lite1, efficientnet_lite2, "
+                "resnet20:CHECKPOINT (a `cbirq submit-train` result), or a torchvision "
+                "classification model (resnet50, ...).",
             ),
             click.option(
                 "--weights",
@@ -75,7 +76,7 @@ def model_options(command: Callable) -> Callable:
 
 
 def ranking_options(command: Callable) -> Callable:
-    """--plain, --center, --whiten, --qe, --multiscale: how to rank; unset ones take the
+    """--plain, --center, --whiten, --qe, --qe-ratio, --multiscale: how to rank; unset ones take the
     backbone's default (cbirq.search.specs.DEFAULTS)."""
     for option in reversed(
         [
@@ -101,6 +102,13 @@ def ranking_options(command: Callable) -> Callable:
                 default=None,
                 help="Query expansion: alpha-QE over the top N results, 0 for none "
                 + _default_for("qe", 0),
+            ),
+            click.option(
+                "--qe-ratio",
+                type=click.FloatRange(0, 1),
+                default=None,
+                help="Query expansion only over those of the top N that score at least this "
+                "share of the best one, 0 for all " + _default_for("qe_ratio", 0),
             ),
             click.option(
                 "--multiscale/--no-multiscale",

@@ -108,10 +108,10 @@ class Client:
         metric: str = "cosine",
         *,
         shards: int | None = None,
-        **ranking: bool | int | None,
+        **ranking: bool | int | float | None,
     ) -> dict:
         """The `top` images of `index` most like `image`; `cbirq query --json`. `ranking`:
-        plain, center, whiten, qe, multiscale (unset: the index model's default)."""
+        plain, center, whiten, qe, qe_ratio, multiscale (unset: the index model's default)."""
         data = read_image(image, self.settings.max_file_bytes)
         path = os.path.abspath(image)
         request = QueryRequest(index, top, metric, ranking, shards or self.settings.rank_shards)

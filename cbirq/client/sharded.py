@@ -60,7 +60,7 @@ def ranked(
             cosines.update(answer.get("cosines", {}))  # a worker of an older release: none
         return topk.merge([answer["hits"] for answer in answers], k)
 
-    hits = topk.rounds(scan, top, options.qe)
+    hits = topk.rounds(scan, top, options.qe, options.qe_ratio)
     plain = (
         [cosines[digest] for _, digest, _ in hits]
         if all(digest in cosines for _, digest, _ in hits)

@@ -37,7 +37,9 @@ class Outcome:
     no_relevant: int  # queries left out: the library holds nothing relevant to them
 
 
-def evaluate(library: Labelled, queries: Labelled, ks: Sequence[int], qe: int = 0) -> Outcome:
+def evaluate(
+    library: Labelled, queries: Labelled, ks: Sequence[int], qe: int = 0, qe_ratio: float = 0.0
+) -> Outcome:
     """Rank the library for every query; a query that is itself in the library (same path)
     does not see itself. Relevant: the same label."""
     row_of = {p: i for i, p in enumerate(library.paths)}
@@ -50,11 +52,11 @@ def evaluate(library: Labelled, queries: Labelled, ks: Sequence[int], qe: int = 
     tops, scores = [], []
     for start in range(0, len(kept), BLOCK):
         rows = kept[start : start + BLOCK]
-        sims = similarities(library.matrix, queries.matrix[rows], qe, itself[rows])
+        sims = similarities(library.matrix, queries.matrix[rows], qe, itself[rows], qe_ratio)
         order = np.argsort(-sims, axis=1, kind="stable")
         relevant = lib_labels[order] == np.asarray(queries.labels)[rows][:, None]
         relevant &= order != itself[rows][:, None]  # ranked last, but never a hit
-        for name, values in ranking_metrics(relevant, total[rows], ks).items():
+        for name, values in ranking_metrics(relevant, total[rows], ks, itself[rows] >= 0).items():
             per_query.setdefault(name, []).append(values)
         tops.append(order[:, : max(ks)])
         scores.append(np.take_along_axis(sims, tops[-1], axis=1))

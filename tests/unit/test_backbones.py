@@ -165,9 +165,18 @@ def test_the_hub_hash_is_the_sha256_prefix():
         backbones.check_hub_hash(f"net-{prefix}.pth", data + b"!")
 
 
-def cat_probabilities(weights):
-    net, prep = backbones.build_classifier("efficientnet_lite0", weights)
-    assert (prep["resize"], prep["crop"]) == (256, 224)
+# Each EfficientNet-Lite member at its native preprocessing: (resize, crop), as in the
+# reference TF evaluation (resize to crop + 32, centre crop).
+LITE_SIZES = {
+    "efficientnet_lite0": (256, 224),
+    "efficientnet_lite1": (272, 240),
+    "efficientnet_lite2": (292, 260),
+}
+
+
+def cat_probabilities(name, weights):
+    net, prep = backbones.build_classifier(name, weights)
+    assert (prep["resize"], prep["crop"]) == LITE_SIZES[name]
     image = load_array(CHELSEA, prep["resize"], prep["crop"])
     mean, std = (torch.tensor(prep[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
     assert mean.tolist() == std.tolist() == [[[[0.5]], [[0.5]], [[0.5]]]]
@@ -176,18 +185,28 @@ def cat_probabilities(weights):
         return net.eval()(x).softmax(1)[0]
 
 
-def test_bundled_efficientnet_weights_recognise_a_cat():
-    probs = cat_probabilities("imagenet")
+@pytest.mark.parametrize("name", sorted(LITE_SIZES))
+def test_bundled_efficientnet_weights_recognise_a_cat(name):
+    probs = cat_probabilities(name, "imagenet")
     assert int(probs.argmax()) in IMAGENET_CATS
     assert float(probs[list(IMAGENET_CATS)].sum()) > 0.5
 
 
-def test_random_efficientnet_does_not_recognise_the_cat():
-    probs = cat_probabilities("none")
+@pytest.mark.parametrize("name", sorted(LITE_SIZES))
+def test_random_efficientnet_does_not_recognise_the_cat(name):
+    probs = cat_probabilities(name, "none")
     assert float(probs[list(IMAGENET_CATS)].max()) < 0.05
 
 
-def test_efficientnet_backbone_dim():
-    backbone = backbones.load_backbone("efficientnet_lite0", weights="none")
+def test_each_lite_member_loads_its_own_weights():
+    # The same layer's weights differ between members: each package's file was loaded.
+    stems = [backbones.build_classifier(n, "imagenet")[0]._conv_stem.weight for n in LITE_SIZES]
+    assert all(a.shape != b.shape or not torch.equal(a, b) for a, b in zip(stems, stems[1:]))
+
+
+@pytest.mark.parametrize("name", sorted(LITE_SIZES))
+def test_efficientnet_backbone_dim(name):
+    backbone = backbones.load_backbone(name, weights="none")
     assert backbone.dim == 1280
+    assert (backbone.resize, backbone.crop) == LITE_SIZES[name]
     assert backbone.mean == backbone.std == (0.5, 0.5, 0.5)

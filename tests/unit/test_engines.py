@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 from pathlib import Path
 
@@ -68,10 +69,12 @@ def test_unknown_engine():
         engines.resolve("tpu", cuda=False)
 
 
-@pytest.fixture(scope="session")
-def effnet_pair(tmp_path_factory):
-    """The default backbone with real weights, on torch and on ONNX Runtime."""
-    backbone = load_backbone("efficientnet_lite0", "imagenet")
+@pytest.fixture(
+    scope="session", params=["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+)
+def effnet_pair(request, tmp_path_factory):
+    """An EfficientNet-Lite backbone with real weights, on torch and on ONNX Runtime."""
+    backbone = load_backbone(request.param, "imagenet")
     cache = tmp_path_factory.mktemp("effnet-cache")
     return backbone, engines.with_engine(backbone, "onnx", cache, threads=2)
 
@@ -79,6 +82,11 @@ def effnet_pair(tmp_path_factory):
 def test_onnx_and_torch_features_agree_on_real_photos(effnet_pair):
     on_torch, on_onnx = effnet_pair
     assert isinstance(on_onnx.net, onnx_runner.OrtNet)
+    # Cached under its own name, with the digest of the very graph that passed the check.
+    graph = on_onnx.net.path
+    assert graph.name.startswith(f"{on_torch.name}-imagenet-")
+    sidecar = graph.with_name(graph.name + ".sha256").read_text().strip()
+    assert hashlib.sha256(graph.read_bytes()).hexdigest() == sidecar
     images = [load_array(p, on_torch.resize, on_torch.crop) for p in PHOTOS]
     expected, got = on_torch.embed(images), on_onnx.embed(images)
     assert got.dtype == np.float32 and got.shape == expected.shape == (len(PHOTOS), 1280)

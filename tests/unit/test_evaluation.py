@@ -33,6 +33,9 @@ def test_leave_one_out_by_hand():
     assert outcome.summary["per_class"]["B"]["mAP"] == pytest.approx(2 / 3)
     assert outcome.top.tolist() == [[1, 3], [0, 3], [3, 1], [1, 0]]  # never itself
     assert outcome.scores[3] == pytest.approx(np.cos(np.radians([30, 40])))
+    # N-S: itself (rank 1 by UKBench's rule) + its relevant image among the next 3 rows,
+    # which every query has (the library is 3 rows past itself).
+    assert outcome.summary["N-S"] == pytest.approx(2.0)
 
 
 def test_separate_queries_see_the_whole_library():
@@ -40,6 +43,7 @@ def test_separate_queries_see_the_whole_library():
     queries = Labelled(at(85), ["q"], ["B"])
     outcome = evaluate(LIBRARY, queries, [1, 4])
     assert outcome.summary["mAP"] == 1.0 and outcome.summary["P@4"] == 0.5
+    assert outcome.summary["N-S"] == 2.0  # not in the library: the 2 relevant in its top 4
     assert outcome.top.tolist() == [[2, 3, 1, 0]]
 
 

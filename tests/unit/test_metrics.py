@@ -5,6 +5,7 @@ import pytest
 
 from cbirq.evaluation.metrics import (
     average_precision,
+    ns_score,
     precision_at,
     ranking_metrics,
     recall_at,
@@ -56,3 +57,27 @@ def test_summary_means_and_per_class():
     assert summary["per_class"]["cat"]["mAP"] == pytest.approx(5 / 18)
     assert summary["per_class"]["dog"]["P@5"] == pytest.approx(0.4)
     assert "AP" not in summary
+
+
+def test_ns_score_counts_the_top_4_by_hand():
+    # Leave-one-out (the query is in the library, ranked first by UKBench's rule): it plus
+    # the relevant ones among the next 3. A separate query: the relevant ones in the top 4.
+    rankings = np.array(
+        [
+            [1, 1, 1, 0, 0],  # itself + 3 hits in the top 3: 4
+            [1, 0, 0, 1, 1],  # itself + 1 hit in the top 3 (rank 4 is past the cut): 2
+            [0, 1, 1, 1, 1],  # not in the library: 3 hits in the top 4
+            [1, 0, 0, 0, 1],  # not in the library: 1
+        ],
+        dtype=bool,
+    )
+    itself = np.array([True, True, False, False])
+    assert ns_score(rankings, itself).tolist() == [4.0, 2.0, 3.0, 1.0]
+    assert ranking_metrics(rankings, np.array([3, 3, 4, 2]), [1], itself)["N-S"].tolist() == [
+        4.0, 2.0, 3.0, 1.0
+    ]  # fmt: skip
+
+
+def test_ns_score_of_short_rankings_counts_missing_ranks_as_misses():
+    assert ns_score(np.ones((2, 2), bool), np.array([True, False])).tolist() == [3.0, 2.0]
+    assert ns_score(np.zeros((2, 0), bool), np.array([True, False])).tolist() == [1.0, 0.0]

@@ -57,7 +57,7 @@ def worker_ranking(store, options, raw, top, shards=1, cache=None):
         ]
         return topk.merge(found, k)
 
-    return topk.rounds(scan, top, options.qe)
+    return topk.rounds(scan, top, options.qe, options.qe_ratio)
 
 
 def float32_ranking(store, rows, paths, options, raw, top):
@@ -71,7 +71,7 @@ def float32_ranking(store, rows, paths, options, raw, top):
         else None
     )
     ready = (lambda m: m) if transform is None else transform.apply
-    sims = similarities(ready(rows), ready(raw[None]), options.qe)[0]
+    sims = similarities(ready(rows), ready(raw[None]), options.qe, qe_ratio=options.qe_ratio)[0]
     return topk.best(((p, f"h{i}", float(s)) for i, (p, s) in enumerate(zip(paths, sims))), top)
 
 
@@ -82,6 +82,8 @@ OPTIONS = [
     RankOptions(qe=5),
     RankOptions(whiten=True),
     RankOptions(whiten=True, qe=3),
+    RankOptions(center=True, qe=10, qe_ratio=0.9),
+    RankOptions(whiten=True, qe=5, qe_ratio=0.8),
 ]
 
 
@@ -176,6 +178,31 @@ def test_alpha_qe_adds_the_top_neighbours_weighted_by_similarity_cubed():
     by_hand = unit_at(0) + math.cos(math.radians(20)) ** 3 * library[0]
     by_hand += math.cos(math.radians(40)) ** 3 * library[1]
     assert expanded[0] == pytest.approx(by_hand / np.linalg.norm(by_hand), abs=1e-6)
+
+
+def test_alpha_qe_with_a_ratio_leaves_out_neighbours_far_below_the_best():
+    library = np.stack([unit_at(a) for a in (10, 15, 50)])  # cosines 0.985, 0.966, 0.643
+    query = unit_at(0)[None]
+    sims = query @ library.T
+    expanded = expand(library, query, sims, 3, ratio=0.9)  # the one at 50 degrees is out
+    assert expanded == pytest.approx(expand(library[:2], query, sims[:, :2], 2), abs=1e-6)
+    assert not np.allclose(expanded, expand(library, query, sims, 3))
+
+
+def test_the_ratio_changes_the_worker_ranking_as_it_does_the_float32_one(tmp_path):
+    # The agreement tests above would pass if the ratio did nothing on either path.
+    rows = features(3000, 96, 0)
+    store, paths = library(tmp_path, rows)
+    raw = rows[33] + 0.3 * features(1, 96, 7)[0]
+    raw /= np.linalg.norm(raw)
+    answers = []
+    for ratio in (0.0, 0.97):
+        options = RankOptions(center=True, qe=10, qe_ratio=ratio)
+        got = worker_ranking(store, options, raw, 20)
+        expected = float32_ranking(store, rows, paths, options, raw, 20)
+        assert [s for *_, s in got] == pytest.approx([s for *_, s in expected], abs=1e-6)
+        answers.append([s for *_, s in got])
+    assert answers[0] != pytest.approx(answers[1], abs=1e-4)
 
 
 def test_similarities_hide_excluded_rows_also_from_query_expansion():

@@ -54,3 +54,12 @@ def test_checkpoint_weights_name_the_content():
     name = checkpoint_weights(b"abc")
     assert is_checkpoint(name) and name == checkpoint_weights(b"abc")
     assert name != checkpoint_weights(b"abd") and not is_checkpoint("imagenet")
+
+
+def test_the_qe_ratio_is_named_and_sent_only_when_set():
+    options = RankOptions(center=True, qe=10, qe_ratio=0.9)
+    assert options.describe() == "centred, alpha-QE over the top 10 within 0.9 of the best"
+    assert RankOptions(**options.as_dict()) == options
+    # Off, it is left out: a worker of an earlier release takes RankOptions(**options).
+    assert "qe_ratio" not in RankOptions(center=True, qe=10).as_dict()
+    assert resolve_options("resnet50", qe=3, qe_ratio=0.8).qe_ratio == 0.8

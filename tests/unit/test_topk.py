@@ -46,6 +46,17 @@ def test_rounds_expand_with_the_first_scans_best():
     assert calls == [[]]  # nothing found: nothing to expand with
 
 
+def test_rounds_expand_only_with_neighbours_within_the_ratio_of_the_best():
+    calls = []
+
+    def scan(neighbours, k):
+        calls.append(neighbours)
+        return topk.best(HITS, k)
+
+    topk.rounds(scan, 1, 3, ratio=0.75)  # the floor: 0.75 * 0.9 = 0.675
+    assert calls[1] == [("h3", 0.9), ("h4", 0.7)]
+
+
 def test_results_in_either_metric():
     hits = [("a", "h1", 1.0000001), ("b", "h2", 0.5)]
     assert topk.results(hits, "cosine") == [
