@@ -92,7 +92,7 @@ def truth(rows: np.ndarray, asked: np.ndarray, options: RankOptions) -> list[np.
         for start in range(0, len(rows), 100_000):  # a block at a time: one copy, not three
             centred[start : start + 100_000] = transform.apply(rows[start : start + 100_000])
         rows, asked = centred, transform.apply(asked)
-    sims = similarities(rows, asked, options.qe)
+    sims = similarities(rows, asked, options.qe, qe_ratio=options.qe_ratio)
     return [np.argsort(-s, kind="stable")[:K] for s in sims]
 
 

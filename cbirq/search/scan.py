@@ -57,11 +57,14 @@ def quantise(rows: np.ndarray) -> Quantised:
     peak = np.abs(rows).max(axis=1) if rows.size else np.zeros(len(rows), np.float32)
     scales = to_bfloat16(np.where(peak > 0, peak / 127 * SCALE_UP, 1.0))
     scaled = rows * (1 / scales)[:, None]  # within 2 ulp of rows / scale: codes stay in range
+    np.rint(scaled, out=scaled)
     codes = np.zeros((len(rows), padded(rows.shape[1])), np.int8)
-    codes[:, : rows.shape[1]] = np.rint(scaled, out=scaled)
-    wide = codes.astype(np.int32)
-    squares = np.einsum("ij,ij->i", wide, wide) * scales.astype(np.float64) ** 2
-    return Quantised(codes, scales, np.linalg.norm(rows, axis=1), squares.astype(np.float32))
+    codes[:, : rows.shape[1]] = scaled
+    # Sums of squared codes: integers, exact in float32 up to 1,040 dimensions (127^2 x 1,040
+    # < 2^24), off by a few parts in 2^24 beyond, far inside the centred norms' bound.
+    squares = np.einsum("ij,ij->i", scaled, scaled) * scales.astype(np.float64) ** 2
+    norms = np.sqrt(np.einsum("ij,ij->i", rows, rows, dtype=np.float64))
+    return Quantised(codes, scales, norms.astype(np.float32), squares.astype(np.float32))
 
 
 class CompactRows:
@@ -99,8 +102,9 @@ class CompactRows:
         """Room for `count` rows; a growing index doubles it, a loaded one asks once."""
         if count <= len(self.codes):
             return
-        # empty, not zeros: the pages past the rows in use are never touched, so not resident
-        size = max(count, 2 * len(self.codes))
+        # empty, not zeros: the pages past the rows in use are never touched, so not resident;
+        # the headroom lets an index that was loaded whole take new rows without a copy
+        size = max(count + count // 8 + 1024, 2 * len(self.codes))
         for name, old in self.arrays().items():
             new = np.empty((size, *old.shape[1:]), old.dtype)
             new[: self.count] = old[: self.count]
