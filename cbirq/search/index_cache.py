@@ -97,7 +97,7 @@ class IndexMatrix:
             self.paths.extend(p for p, _ in batch)
             self.hashes.extend(h for _, h in batch)
             self.row_of.update(zip(self.paths[first:], range(first, len(self.paths))))
-            at = np.arange(first, len(self.paths))
+            at = slice(first, len(self.paths))
         else:
             at = np.array([self._point(path, digest) for path, digest in batch], np.int64)
         self.total += prepared.change

@@ -114,17 +114,19 @@ class CompactRows:
         """Write float32 `rows` at row numbers `at` (existing rows, or the next ones)."""
         self.place(at, quantise(rows))
 
-    def place(self, at: np.ndarray, rows: Quantised) -> None:
-        """Write rows quantised already (in another thread, say) at row numbers `at`."""
-        if not len(at):
+    def place(self, at: np.ndarray | slice, rows: Quantised) -> None:
+        """Write rows quantised already (in another thread, say) at row numbers `at` (a slice:
+        the next rows in order, copied faster)."""
+        if not len(rows.codes):
             return
-        self.reserve(int(at.max()) + 1)
+        last = at.stop - 1 if isinstance(at, slice) else int(at.max())
+        self.reserve(last + 1)
         self.codes[at] = rows.codes
         self.scales[at] = rows.scales
         self.norms[at] = rows.norms
         self.squares[at] = rows.squares
         self.slack[at] = Z * rows.scales + 2.0**-12 * rows.norms
-        self.count = max(self.count, int(at.max()) + 1)
+        self.count = max(self.count, last + 1)
 
     def scale(self) -> np.ndarray:
         return self.scales[: self.count]
