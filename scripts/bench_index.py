@@ -126,9 +126,12 @@ def course_loop(bb: Backbone, paths: list[Path]) -> float:
 def in_process(bb: Backbone, paths: list[Path], store: SqliteStore) -> float:
     """cbirq's fastest loop: hash the files, then one extract_chunk reading them by path."""
 
+    def read(item: dict) -> bytes:  # as a worker reads a path
+        return Path(item["path"]).read_bytes()
+
     def run() -> None:
         items = [{"path": str(p), "hash": content_hash(p.read_bytes())} for p in paths]
-        result = extract_chunk(store, bb, f"b{next(_ids)}", items, lambda item: item["path"])
+        result = extract_chunk(store, bb, f"b{next(_ids)}", items, read)
         assert result["extracted"] == len(paths), result
 
     return timed(run)
