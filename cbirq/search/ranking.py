@@ -23,7 +23,7 @@ from cbirq.search import features, kernels, topk, whitening
 from cbirq.search.extractor import Extractor
 from cbirq.search.images import load_array
 from cbirq.search.index_cache import IndexCache, IndexMatrix
-from cbirq.search.scan import CompactRows, candidates
+from cbirq.search.scan import CompactRows, candidates, kth_largest
 from cbirq.search.specs import FeatureSpec, RankOptions
 from cbirq.store import Store
 
@@ -265,8 +265,7 @@ def _expanded_top(
     scores, bounds = first
     seed = np.argpartition(-scores, min(len(scores), max(SEED, 8 * k)) - 1)
     seed = seed[: max(SEED, 8 * k)]
-    low = np.subtract(*ranking.coarse(index.rows, expanded, seed))
-    bar = float(np.partition(low, len(low) - min(k, len(low)))[len(low) - min(k, len(low))])
+    bar = kth_largest(np.subtract(*ranking.coarse(index.rows, expanded, seed)), k)
     shortlist = np.flatnonzero(scores + bounds >= _reach(query, expanded, bar))
     if len(shortlist) > WHOLE * len(scores):
         shortlist = None

@@ -158,12 +158,15 @@ class CompactRows:
         return dots, relative * np.abs(dots) + dropped * norms
 
 
+def kth_largest(values: np.ndarray, k: int) -> float:
+    """The k-th largest of `values` (the smallest, if there are fewer than k)."""
+    k = min(k, len(values))
+    return float(np.partition(values, len(values) - k)[len(values) - k])
+
+
 def candidates(scores: np.ndarray, bounds: np.ndarray, k: int) -> np.ndarray:
     """Rows that may be among the k best, given scores off by at most `bounds`: every row whose
     best case reaches the k-th best worst case."""
-    k = min(k, len(scores))
-    if k <= 0:
+    if min(k, len(scores)) <= 0:
         return np.zeros(0, np.int64)
-    lower = scores - bounds
-    kth = np.partition(lower, len(lower) - k)[len(lower) - k]
-    return np.flatnonzero(scores + bounds >= kth)
+    return np.flatnonzero(scores + bounds >= kth_largest(scores - bounds, k))
