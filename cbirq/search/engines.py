@@ -60,18 +60,12 @@ def with_engine(backbone: Backbone, engine: str, cache_dir: Path, threads: int) 
     backbone stays on torch and the reason is logged."""
     if engine == "torch":
         return backbone
-    from cbirq.search import onnx_engine  # imports onnxruntime: only where it is used
+    from cbirq.search import onnx_engine, onnx_runner  # onnxruntime: only where it is used
 
     try:
         extractor = onnx_engine.session_net(backbone, cache_dir, threads)
     except onnx_engine.ExportRefused as exc:
         log.warning("%s; using torch", exc)
         return backbone
-    log.info(
-        "ONNX Runtime runs %s (%s), intra-op threads %d, graph %s",
-        backbone.name,
-        backbone.weights,
-        threads,
-        extractor.net.path,
-    )
+    onnx_runner.announce(extractor, threads)
     return extractor

@@ -123,6 +123,17 @@ def extractor(graph: Path, model: bytes, settings: dict, threads: int) -> Extrac
     return Extractor(net=net, **settings)
 
 
+def announce(extractor: Extractor, threads: int) -> None:
+    """The line a worker's log shows when ONNX Runtime takes a backbone, however it got there."""
+    log.info(
+        "ONNX Runtime runs %s (%s), intra-op threads %d, graph %s",
+        extractor.name,
+        extractor.weights,
+        threads,
+        extractor.net.path,
+    )
+
+
 def noted(name: str, weights: str, cache_dir: Path, threads: int) -> Extractor | None:
     """The checked graph of `name` with `weights` as an extractor, if a note says there is one
     and everything it was made from is unchanged; else None (torch makes it)."""
@@ -135,9 +146,11 @@ def noted(name: str, weights: str, cache_dir: Path, threads: int) -> Extractor |
         settings = note["settings"]
         settings["scales"] = tuple(settings["scales"])
         settings["mean"], settings["std"] = tuple(settings["mean"]), tuple(settings["std"])
-        return extractor(graph, verified_bytes(graph), settings, threads)
+        found = extractor(graph, verified_bytes(graph), settings, threads)
     except FileNotFoundError:
         return None
     except Exception as exc:  # a damaged note or graph: torch checks and exports it again
         log.warning("ONNX note %s not used (%s)", path, exc)
         return None
+    announce(found, threads)
+    return found

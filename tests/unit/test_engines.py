@@ -223,3 +223,18 @@ def test_workers_give_onnx_runtime_their_thread_budget(home, monkeypatch, fresh_
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert runtime.backbone(*SMALL, "onnx") is backbone, "auto and onnx share one session"
     assert runtime.backbone(*SMALL, "torch").net is not backbone.net
+
+
+def test_a_noted_graph_runs_without_export_and_says_so(small, home, caplog, monkeypatch):
+    monkeypatch.setattr(onnx_engine, "_export", lambda *a: pytest.fail("exported again"))
+    with caplog.at_level(logging.INFO, logger="cbirq.search.onnx_runner"):
+        noted = onnx_runner.noted(small.name, small.weights, home / "cache", threads=1)
+    assert noted is not None and isinstance(noted.net, onnx_runner.OrtNet)
+    assert "ONNX Runtime runs mobilenet_v3_small (none), intra-op threads 1" in caplog.text
+    images = onnx_engine.sample_images(small.crop)
+    assert worst_cosine_gap(small.embed(images), noted.embed(images)) < onnx_engine.TOLERANCE
+
+
+def test_a_note_from_other_versions_is_not_used(small, home, monkeypatch):
+    monkeypatch.setattr(onnx_runner, "provenance", lambda: "another torch")
+    assert onnx_runner.noted(small.name, small.weights, home / "cache", threads=1) is None
