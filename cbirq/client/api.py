@@ -150,6 +150,9 @@ class Client:
         """Delete an index and everything stored for it; its record as it was."""
         found = info_dict(self.store.info(index))
         self.store.drop_index(index)
+        from cbirq.search.index_cache import IndexCache  # numpy: not at the CLI's start
+
+        IndexCache(self.settings.cache_dir).forget(self.store, index)
         return found
 
 

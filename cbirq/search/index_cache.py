@@ -7,6 +7,7 @@ keeps each index on disk for the next process (cbirq.search.matrix_file)."""
 from __future__ import annotations
 
 import logging
+import shutil
 import zlib
 from collections import deque
 from collections.abc import Callable
@@ -159,6 +160,15 @@ class IndexCache:
             except OSError as exc:  # a full or read-only disk costs the next process time only
                 log.warning("cannot keep index %s on disk in %s: %s", name, on_disk, exc)
         return cached
+
+    def forget(self, store: Store, name: str) -> None:
+        """Drop what is kept of index `name`, here and on disk: a removed index leaves nothing
+        behind."""
+        for key in [key for key in self._by_key if key[:2] == (id(store), name)]:
+            del self._by_key[key]
+        folder = self._on_disk(store, name, Shard())
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _on_disk(self, store: Store, name: str, shard: Shard) -> Path | None:
         if self.folder is None or store.cache_key is None:

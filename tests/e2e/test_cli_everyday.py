@@ -71,8 +71,11 @@ def test_rm_deletes_an_index_and_indexes_shows_sources(library):
     table = run_cli("indexes").stdout
     assert str(library / "lib") in table and "updated" in table.splitlines()[0]
     assert run_cli("query", str(library / "q.png"), "--whiten").returncode == 0  # learns one
+    kept = library / "home" / "cache" / "scan"
+    assert list(kept.iterdir()), "the query kept the index's matrix on disk"
     done = run_cli("rm", "default")
     assert done.returncode == 0 and "removed index 'default' (9 images)" in done.stdout
+    assert list(kept.iterdir()) == [], "and rm deleted it"
     assert json.loads(run_cli("indexes", "--json").stdout) == []
     one_line_error(run_cli("rm", "default"), "no index named 'default'")
     # The same name again starts empty: nothing of the old one is left behind.
