@@ -134,10 +134,11 @@ def onnx_dots() -> OnnxDots:
     return OnnxDots()
 
 
-def precise() -> Kernel:
-    """The kernel with the smallest error (16 bits of the query or float32), for sums that are
-    differenced afterwards: ONNX Runtime's where installed, else numpy's."""
-    return onnx_dots() if "onnx" in available() else numpy_dots
+def precise(rows: int) -> Kernel:
+    """A kernel with a small error (float32, or 16 bits of the query), for sums that are
+    differenced afterwards: numpy's below MEASURE_FROM rows (no set-up), above ONNX Runtime's
+    where installed."""
+    return onnx_dots() if rows >= MEASURE_FROM and "onnx" in available() else numpy_dots
 
 
 def named(name: str) -> Kernel:

@@ -139,7 +139,7 @@ def _centred_norms(rows: CompactRows, mean: np.ndarray) -> tuple[np.ndarray, np.
     the precise kernel, not a float32 copy of every row. Also how far each 1 / |x - m| may be
     off, relative: the kernel's error and float32 accumulation, doubled, over |x - m|^2."""
     count = len(rows)
-    dots, error = rows.dots(mean, kernels.precise())
+    dots, error = rows.dots(mean, kernels.precise(count))
     m = float(np.linalg.norm(mean))
     error = error + 2.0**-12 * rows.norms[:count] * m
     squared = rows.squares[:count].astype(np.float64) - 2 * dots + m * m

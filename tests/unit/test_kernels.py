@@ -67,3 +67,8 @@ def test_small_indexes_use_a_loaded_kernel_and_big_ones_the_fastest_measured(mon
 def test_an_unavailable_kernel_is_named_in_the_error():
     with pytest.raises(ValueError, match="not available here: numpy"):
         kernels.named("cuda")
+
+
+def test_the_precise_kernel_needs_no_set_up_for_small_indexes():
+    assert kernels.precise(1000) is kernels.numpy_dots
+    assert isinstance(kernels.precise(kernels.MEASURE_FROM), kernels.OnnxDots)

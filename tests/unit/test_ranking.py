@@ -224,7 +224,7 @@ def test_centred_norms_from_one_scan_match_the_dequantised_rows(kernel, monkeypa
     packed = CompactRows(256)
     packed.put(np.arange(3000), rows)
     mean = rows.mean(axis=0)
-    monkeypatch.setattr(kernels, "precise", lambda: kernels.named(kernel))
+    monkeypatch.setattr(kernels, "precise", lambda rows: kernels.named(kernel))
     norms, spread = ranking._centred_norms(packed, mean)
     dequantised = np.concatenate([block for _, block in packed.blocks()]).astype(np.float64)
     exact = np.linalg.norm(dequantised - mean, axis=1)
