@@ -13,8 +13,9 @@ import click
 
 from cbirq.cli.common import connect, echo_json, json_option, load_settings
 from cbirq.cluster.celery_app import QUEUES, shard_queue
-from cbirq.cluster.worker_plan import WorkerSpec, plan_workers, usable_cores, visible_devices
+from cbirq.cluster.worker_plan import WorkerSpec, plan_workers, visible_devices
 from cbirq.errors import CbirqError
+from cbirq.settings import usable_cores
 
 
 def _queues(value: str) -> str:

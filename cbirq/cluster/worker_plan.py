@@ -4,11 +4,8 @@ processes x torch threads fit the cores."""
 
 from __future__ import annotations
 
-import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from cbirq.errors import CbirqError
 
@@ -74,30 +71,3 @@ def plan_workers(
     processes = concurrency or 1
     share = threads or max(1, cores // (len(gpus) * processes))
     return [WorkerSpec(f"{name}-gpu{gpu}@%h", gpu, processes, share) for gpu in gpus]
-
-
-def usable_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
-    """The cores this process may use: the CPUs it may run on, capped by its container's CPU
-    quota (`docker run --cpus`, compose's `cpus:`), which os.cpu_count() does not see. N
-    containers on one host would otherwise each start a thread per host core."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        cores = os.cpu_count() or 1
-    quota = _cgroup_quota(cgroup)
-    return max(1, min(cores, math.ceil(quota))) if quota else cores
-
-
-def _cgroup_quota(cgroup: Path) -> float | None:
-    """CPUs' worth of quota: cgroup v2's cpu.max (`QUOTA PERIOD` or `max PERIOD`), else v1's."""
-    try:
-        quota, period = (cgroup / "cpu.max").read_text().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
-    try:
-        quota = int((cgroup / "cpu" / "cpu.cfs_quota_us").read_text())
-        period = int((cgroup / "cpu" / "cpu.cfs_period_us").read_text())
-    except (OSError, ValueError):
-        return None
-    return quota / period if quota > 0 and period > 0 else None

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import importlib.util
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -25,6 +24,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+
+from cbirq.settings import usable_cores
 
 BLOCK = 8192  # rows widened at a time by the numpy kernel (float32 temporaries of a few MB)
 MEASURE_FROM = 65_536  # rows: below this any kernel takes a few ms, and numpy needs no setup
@@ -42,13 +43,6 @@ _INT8_GRAPH = base64.b64decode(
     "ZGVzEhQKEggDEg4KAxIBbgoHEgV3aWR0aFocCgVxdWVyeRITChEIAxINCgcSBXdpZHRoCgIIAmIXCgRkb3RzEg8K"
     "DQgGEgkKAxIBbgoCCAJCBAoAEBE="
 )
-
-
-def _threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        return os.cpu_count() or 1
 
 
 def numpy_dots(codes: np.ndarray, scales: np.ndarray, query: np.ndarray) -> Dots:
@@ -79,7 +73,7 @@ class OnnxDots:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or _threads()
+        options.intra_op_num_threads = threads or usable_cores()
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(
             _INT8_GRAPH, options, providers=["CPUExecutionProvider"]

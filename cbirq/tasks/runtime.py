@@ -14,7 +14,6 @@ from kombu.exceptions import OperationalError
 
 from cbirq import settings as settings_module
 from cbirq.cluster.shared_fs import read_file
-from cbirq.cluster.worker_plan import usable_cores
 from cbirq.search.extractor import Extractor
 from cbirq.search.index_cache import IndexCache
 from cbirq.store import Store, open_store
@@ -62,7 +61,7 @@ _worker_threads: int | None = None  # this worker process's share of the cores, 
 def threads() -> int:
     """Threads for a network: CBIRQ_THREADS, else a worker process's share of the cores, else
     every core this process may use (the embedded CLI)."""
-    return settings().threads or _worker_threads or usable_cores()
+    return settings().threads or _worker_threads or settings_module.usable_cores()
 
 
 @lru_cache(maxsize=4)
@@ -99,7 +98,7 @@ def backbone(name: str, weights: str, engine: str | None = None) -> Extractor:
 
 def torch_threads(concurrency: int, config: settings_module.Settings) -> int:
     """Threads per worker process, so that concurrency x threads does not exceed the cores."""
-    return config.threads or max(1, usable_cores() // max(1, concurrency))
+    return config.threads or max(1, settings_module.usable_cores() // max(1, concurrency))
 
 
 @worker_process_init.connect

@@ -10,10 +10,10 @@ from cbirq.cluster.worker_plan import (
     WorkerSpec,
     choose_gpus,
     plan_workers,
-    usable_cores,
     visible_devices,
 )
 from cbirq.errors import CbirqError
+from cbirq.settings import usable_cores
 
 
 def test_visible_devices_follow_an_existing_restriction():
