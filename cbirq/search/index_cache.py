@@ -93,7 +93,8 @@ class IndexMatrix:
         if self.rows is None:
             self.rows, self.total = CompactRows(prepared.dim), np.zeros(prepared.dim)
         self.rows.reserve(size)
-        if not prepared.replaced and not any(p in self.row_of for p, _ in batch):  # in order
+        # No path replaced (so none known: the batches' paths differ): new rows, in order.
+        if not prepared.replaced:
             first = len(self.paths)
             self.paths.extend(p for p, _ in batch)
             self.hashes.extend(h for _, h in batch)
