@@ -14,7 +14,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 DEFAULT_MODEL = "efficientnet_lite0"
 DEFAULT_MAX_FILE_MB = 100  # under Redis's 512 MB bulk limit with room; no photo comes near it
 # An estimate of the memory decoding one image may take: an 8000 x 8000 RGBA PNG of 265 KB
-# needs about 1.2 GB to decode and convert (cbirq.search.images.decode_cost).
+# needs about 1.2 GB to decode and convert (cbirq.embed.images.decode_cost).
 DEFAULT_MAX_DECODE_MB = 768
 DEFAULT_INDEX = "default"
 # Inference engines for feature extraction; auto: ONNX Runtime on CPU, torch on GPU.

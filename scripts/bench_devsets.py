@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cbirq.embed.backbones import load_backbone
+from cbirq.embed.engines import with_engine
+from cbirq.embed.images import load_array
 from cbirq.evaluation.retrieval import Labelled, evaluate
-from cbirq.search.backbones import load_backbone
-from cbirq.search.engines import with_engine
-from cbirq.search.images import load_array
-from cbirq.search.whitening import centring
+from cbirq.rank.whitening import centring
 
 SETS = ("category", "photos", "instance")
 SPLITS = ("validation", "heldout")

@@ -7,7 +7,7 @@ threshold; PHash, DHash and WHash (imagededup, offline) at their default distanc
 A pair is predicted when cbirq puts both images in one group, or when imagededup lists one as
 the other's duplicate; precision and recall are over all pairs of images.
 
-Speed: the candidate search alone (cbirq.search.dupes.candidates) on N random unit vectors of
+Speed: the candidate search alone (cbirq.embed.dupes.candidates) on N random unit vectors of
 1280 dimensions with planted near-copies.
 
 Needs scikit-image and imagededup, which cbirq does not (a separate venv that sees cbirq):
@@ -76,7 +76,7 @@ def speed(n: int, features: np.ndarray, copies: int = 1000) -> dict:
     principal axes with their variances), 1,000 of them with a near-copy planted."""
     import numpy as np
 
-    from cbirq.search import dupes
+    from cbirq.embed import dupes
 
     rng = np.random.default_rng(0)
     mean = features.mean(axis=0)

@@ -43,10 +43,10 @@ from bench_index import (
     timed,
 )
 
-from cbirq.search import indexing
-from cbirq.search.backbones import Backbone, load_backbone
-from cbirq.search.engines import with_engine
-from cbirq.search.images import load_array
+from cbirq.embed import indexing
+from cbirq.embed.backbones import Backbone, load_backbone
+from cbirq.embed.engines import with_engine
+from cbirq.embed.images import load_array
 from cbirq.store.sqlite_store import SqliteStore
 
 WEIGHTS = {

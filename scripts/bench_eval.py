@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from cbirq.search.specs import FEATURES, FeatureSpec
+from cbirq.embed.specs import FEATURES, FeatureSpec
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = {  # name: (cbirq eval options, index name)

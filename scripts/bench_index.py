@@ -46,8 +46,8 @@ from torchvision import transforms as T
 
 from cbirq import settings
 from cbirq.cluster.celery_app import EXTRACT_TASK, make_app
-from cbirq.search.backbones import Backbone, load_backbone
-from cbirq.search.indexing import extract_chunk
+from cbirq.embed.backbones import Backbone, load_backbone
+from cbirq.embed.indexing import extract_chunk
 from cbirq.store import content_hash
 from cbirq.store.redis_store import RedisStore
 from cbirq.store.sqlite_store import SqliteStore

@@ -4,9 +4,9 @@ memory per dimension, recall@10 against an exact float32 ranking, per engine:
 
 - numpy float32: `matrix @ query` and argpartition, the plain way (4 bytes per dimension);
 - torch float16: the top 10 of torch's half-precision matrix-vector product (2 bytes);
-- cbirq: what `cbirq.rank_query` runs once it has the query's features (cbirq.search.ranking.rank):
+- cbirq: what `cbirq.rank_query` runs once it has the query's features (cbirq.rank.ranking.rank):
   int8 rows (1 byte) scanned with the kernel chosen by measurement at start-up
-  (cbirq.search.kernels), then the rows that may be in the top 10 rescored from the store's
+  (cbirq.rank.kernels), then the rows that may be in the top 10 rescored from the store's
   float32 features. Plain cosine, and EfficientNet-Lite0's default ranking (centred, alpha-QE
   over the top 10, in one scan). The store here is an in-memory stand-in that serves the
   float32 rows as bytes: with Redis, one round trip for the rescored rows (column `rescored`,
@@ -38,11 +38,12 @@ import numpy as np
 import torch
 from bench_index import busy_cores, machine  # scripts/ is on sys.path when run as a script
 
-from cbirq.search import kernels
-from cbirq.search.index_cache import IndexCache
-from cbirq.search.ranking import rank, similarities
-from cbirq.search.specs import DEFAULTS, RankOptions
-from cbirq.search.whitening import centring
+from cbirq.embed.specs import DEFAULTS
+from cbirq.rank import kernels
+from cbirq.rank.index_cache import IndexCache
+from cbirq.rank.options import RankOptions
+from cbirq.rank.ranking import rank, similarities
+from cbirq.rank.whitening import centring
 from cbirq.store import IndexInfo
 
 DIM = 1280

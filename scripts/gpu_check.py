@@ -30,9 +30,9 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # tests.cluster: the Redis harness the tests use too
 
-from cbirq.search.backbones import load_backbone  # noqa: E402
-from cbirq.search.images import load_array  # noqa: E402
-from cbirq.search.indexing import extract_chunk  # noqa: E402
+from cbirq.embed.backbones import load_backbone  # noqa: E402
+from cbirq.embed.images import load_array  # noqa: E402
+from cbirq.embed.indexing import extract_chunk  # noqa: E402
 from cbirq.store import content_hash  # noqa: E402
 from cbirq.store.sqlite_store import SqliteStore  # noqa: E402
 from cbirq.training.cifar import load_cifar  # noqa: E402

@@ -58,7 +58,7 @@ def dupes(index_name: str, threshold: float | None, sheet: Path | None, as_json:
 
 
 def _sheets(groups: list[dict], folder: Path) -> None:
-    from cbirq.search.sheet import Tile, contact_sheet, hit_tile, save
+    from cbirq.embed.sheet import Tile, contact_sheet, hit_tile, save
 
     for n, group in enumerate(groups, start=1):
         first, *rest = group["paths"]

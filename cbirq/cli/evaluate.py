@@ -22,9 +22,10 @@ from cbirq.cli.options import feature_model, model_options, ranking_options
 from cbirq.client.dispatch import Dispatcher
 from cbirq.client.indexer import IndexJob, run_index
 from cbirq.client.library import walk_images
+from cbirq.embed.specs import query_spec, resolve_options
 from cbirq.errors import CbirqError, UnknownIndex
 from cbirq.evaluation.labels import labels_for, read_csv
-from cbirq.search.specs import RankOptions, query_spec, resolve_options
+from cbirq.rank.options import RankOptions
 from cbirq.settings import Settings
 from cbirq.store import Store
 
@@ -112,7 +113,7 @@ def _sample(labels: list[str], count: int) -> list[int]:
 def _write_sheets(
     outcome: Outcome, library: Labelled, queries: Labelled, folder: Path, title: str
 ) -> None:
-    from cbirq.search.sheet import Tile, contact_sheet, hit_tile, save
+    from cbirq.embed.sheet import Tile, contact_sheet, hit_tile, save
 
     labels = [queries.labels[q] for q in outcome.queries]
     for n, at in enumerate(_sample(labels, SHEETS), start=1):

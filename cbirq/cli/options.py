@@ -7,7 +7,7 @@ from collections.abc import Callable
 import click
 
 from cbirq.client.indexer import feature_model
-from cbirq.search.specs import DEFAULTS, FEATURES
+from cbirq.embed.specs import DEFAULTS, FEATURES
 from cbirq.settings import DEFAULT_MODEL
 
 __all__ = ["feature_model", "model_options", "ranking_options"]
@@ -77,7 +77,7 @@ def model_options(command: Callable) -> Callable:
 
 def ranking_options(command: Callable) -> Callable:
     """--plain, --center, --whiten, --qe, --qe-ratio, --multiscale: how to rank; unset ones take the
-    backbone's default (cbirq.search.specs.DEFAULTS)."""
+    backbone's default (cbirq.embed.specs.DEFAULTS)."""
     for option in reversed(
         [
             click.option(

@@ -179,7 +179,7 @@ def query(
         _ask(api, path, index_name, top, metric, shards, ranking, min_score) for path in paths
     ]
     if sheet is not None:
-        from cbirq.search.sheet import query_sheet, save
+        from cbirq.embed.sheet import query_sheet, save
 
         save(query_sheet(answers[0]), sheet)
     if as_json:

@@ -130,7 +130,7 @@ class Client:
 
     def features(self, index: str = DEFAULT_INDEX) -> tuple[list[str], np.ndarray]:
         """The index's image paths (sorted) and their float32 features, one unit row each."""
-        from cbirq.search.features import read_index
+        from cbirq.rank.features import read_index
 
         info = self.store.info(index)
         paths, matrix = read_index(self.store, index)
@@ -150,7 +150,7 @@ class Client:
         """Delete an index and everything stored for it; its record as it was."""
         found = info_dict(self.store.info(index))
         self.store.drop_index(index)
-        from cbirq.search.index_cache import IndexCache  # numpy: not at the CLI's start
+        from cbirq.rank.index_cache import IndexCache  # numpy: not at the CLI's start
 
         IndexCache(self.settings.cache_dir).forget(self.store, index)
         return found

@@ -12,8 +12,8 @@ from cbirq.store import Store
 def find_dupes(store: Store, index: str, threshold: float | None = None) -> dict:
     """{"index", "images", "candidates", "threshold", "groups": [{"paths", "scores"}],
     "unchecked", "seconds"}: `scores[i]` is the plain cosine of paths[i] with paths[0]."""
-    from cbirq.search import dupes
-    from cbirq.search.features import read_index
+    from cbirq.embed import dupes
+    from cbirq.rank.features import read_index
 
     started = time.monotonic()
     info = store.info(index)

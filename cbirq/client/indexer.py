@@ -16,17 +16,17 @@ from cbirq.client.dispatch import Dispatcher
 from cbirq.client.library import EXTENSIONS, printable, utf8_name, walk_images
 from cbirq.client.sender import ChunkSender
 from cbirq.cluster.shared_fs import read_file as read_image_file
-from cbirq.errors import (
-    CbirqError,
-    ImageError,
-    UnknownIndex,
-)
-from cbirq.search.specs import (
+from cbirq.embed.specs import (
     CHECKPOINT_MODEL,
     FEATURES,
     FeatureSpec,
     checkpoint_key,
     checkpoint_weights,
+)
+from cbirq.errors import (
+    CbirqError,
+    ImageError,
+    UnknownIndex,
 )
 from cbirq.settings import DEFAULT_MAX_FILE_MB
 from cbirq.store import Store, content_hash

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from cbirq.client.dispatch import Call, Dispatcher
 from cbirq.cluster.celery_app import EMBED_TASK, SHARD_RANK_TASK, SHARD_STATS_TASK, shard_queue
-from cbirq.search import topk
-from cbirq.search.specs import RankOptions
+from cbirq.rank import topk
+from cbirq.rank.options import RankOptions
 
 
 def ranked(

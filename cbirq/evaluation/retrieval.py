@@ -11,9 +11,9 @@ import numpy as np
 
 from cbirq.errors import CbirqError
 from cbirq.evaluation.metrics import ranking_metrics, summarise
-from cbirq.search import features, whitening
-from cbirq.search.ranking import similarities
-from cbirq.search.specs import RankOptions
+from cbirq.rank import features, whitening
+from cbirq.rank.options import RankOptions
+from cbirq.rank.ranking import similarities
 from cbirq.store import Store
 
 BLOCK = 256  # queries ranked together: a (256 x library) matrix of scores and of ranks

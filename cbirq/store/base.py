@@ -63,7 +63,7 @@ def check_index_name(name: str) -> str:
 
 
 def whitening_key(name: str) -> str:
-    """The artifact that holds the whitening learned on index `name` (cbirq.search.whitening)."""
+    """The artifact that holds the whitening learned on index `name` (cbirq.rank.whitening)."""
     return f"whitening:{name}"
 
 

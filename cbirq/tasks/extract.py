@@ -5,8 +5,8 @@ from __future__ import annotations
 from celery.exceptions import SoftTimeLimitExceeded
 
 from cbirq.cluster.celery_app import BYTES_EXPIRED, EXTRACT_TASK, app
+from cbirq.embed.indexing import extract_chunk
 from cbirq.errors import CbirqError, ImageError
-from cbirq.search.indexing import extract_chunk
 from cbirq.tasks import runtime
 
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 import numpy as np
 
 from cbirq.cluster.celery_app import EMBED_TASK, RANK_TASK, SHARD_RANK_TASK, SHARD_STATS_TASK, app
+from cbirq.embed.indexing import embed_query
+from cbirq.embed.specs import query_spec
 from cbirq.errors import ImageError
-from cbirq.search.index_cache import Shard
-from cbirq.search.ranking import embed_query, plain_cosines, scan_shard, search, view
-from cbirq.search.specs import RankOptions, query_spec
+from cbirq.rank import topk
+from cbirq.rank.index_matrix import Shard
+from cbirq.rank.options import RankOptions
+from cbirq.rank.ranking import plain_cosines, scan_shard, search, view
 from cbirq.tasks import runtime
 
 # Someone is waiting: a few quick retries, no more.
@@ -47,16 +50,11 @@ def rank_query(
 ) -> dict:
     ranking = RankOptions(**(options or {}))
     info, backbone = _backbone(index, ranking)
-    found = search(
-        runtime.store(),
-        runtime.index_cache(),
-        backbone,
-        index,
-        _source(query),
-        top,
-        metric,
-        ranking,
-    )
+    store = runtime.store()
+    rows = runtime.index_cache().get(store, index)
+    topk.require_rows(index, len(rows.paths))  # before the model runs: an empty index fails fast
+    raw = embed_query(store, backbone, index, _source(query))
+    found = search(store, rows, index, raw, top, metric, ranking)
     return {
         "index": index,
         "model": info.model,

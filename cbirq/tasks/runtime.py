@@ -14,8 +14,8 @@ from kombu.exceptions import OperationalError
 
 from cbirq import settings as settings_module
 from cbirq.cluster.shared_fs import read_file
-from cbirq.search.extractor import Extractor
-from cbirq.search.index_cache import IndexCache
+from cbirq.embed.extractor import Extractor
+from cbirq.rank.index_cache import IndexCache
 from cbirq.store import Store, open_store
 
 # Worth a retry with backoff: the store or broker is restarting or briefly unreachable. Bad input
@@ -68,16 +68,16 @@ def threads() -> int:
 def _backbone(name: str, weights: str, engine: str) -> Extractor:
     if engine == "onnx":
         # A graph checked before runs without torch: a fresh `cbirq query` starts in 0.3 s.
-        from cbirq.search.onnx_runner import noted
+        from cbirq.embed.onnx_runner import noted
 
         found = noted(name, weights, settings().cache_dir, threads())
         if found is not None:
             return found
     import torch
 
-    from cbirq.search.backbones import load_backbone
-    from cbirq.search.engines import with_engine
-    from cbirq.search.specs import checkpoint_key, is_checkpoint, verified_checkpoint
+    from cbirq.embed.backbones import load_backbone
+    from cbirq.embed.engines import with_engine
+    from cbirq.embed.specs import checkpoint_key, is_checkpoint, verified_checkpoint
 
     device = "cuda" if engine == "torch" and torch.cuda.is_available() else "cpu"
     # A trained checkpoint travels through the store, so workers on any host can load it.
@@ -91,7 +91,7 @@ def _backbone(name: str, weights: str, engine: str) -> Extractor:
 def backbone(name: str, weights: str, engine: str | None = None) -> Extractor:
     """Loaded once per worker process and reused by every later task (the slow part).
     `engine`: the client's choice (`cbirq index --engine`), else this worker's CBIRQ_ENGINE."""
-    from cbirq.search.engines import cuda_available, resolve
+    from cbirq.embed.engines import cuda_available, resolve
 
     return _backbone(name, weights, resolve(engine or settings().engine, cuda_available()))
 

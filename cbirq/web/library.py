@@ -14,8 +14,8 @@ import os
 import threading
 from pathlib import Path
 
+from cbirq.embed.images import load_rgb
 from cbirq.errors import ImageError, UnknownIndex
-from cbirq.search.images import load_rgb
 from cbirq.store import Cursor, Store
 
 THUMB_SIZES = range(32, 1025)

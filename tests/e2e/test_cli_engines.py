@@ -11,7 +11,7 @@ import numpy as np
 from click.testing import CliRunner
 
 from cbirq.cli import main
-from cbirq.search import engines
+from cbirq.embed import engines
 from tests.conftest import make_library, run_cli
 
 SMALL = ["--model", "mobilenet_v3_small", "--weights", "none"]

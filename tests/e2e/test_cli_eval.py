@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cbirq.cli import main
-from cbirq.search.sheet import sheet_size
+from cbirq.embed.sheet import sheet_size
 from cbirq.training.models import resnet20
 from tests.conftest import make_library, make_photo, run_cli
 

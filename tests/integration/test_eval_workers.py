@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cbirq.search.sheet import sheet_size
+from cbirq.embed.sheet import sheet_size
 from cbirq.training.models import resnet20
 from tests.conftest import make_library, make_photo, run_cli
 from tests.e2e.test_cli_eval import copies

@@ -22,8 +22,8 @@ import torch
 
 from cbirq import settings
 from cbirq.cluster.celery_app import TRAIN_TASK, make_app
-from cbirq.search import features
-from cbirq.search.indexing import extract_chunk
+from cbirq.embed.indexing import extract_chunk
+from cbirq.rank import features
 from cbirq.store import content_hash, open_store
 from cbirq.store.redis_store import RedisStore
 from cbirq.training.jobs import new_job
@@ -332,7 +332,7 @@ import numpy as np
 from PIL import Image
 from cbirq.errors import CbirqError
 from cbirq.training.cifar import _read_batch
-from cbirq.search.images import load_rgb
+from cbirq.embed.images import load_rgb
 
 rng = random.Random(int(sys.argv[2]))
 folder = sys.argv[1]

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 from torchvision import models
 
+from cbirq.embed import backbones
+from cbirq.embed.images import load_array
 from cbirq.errors import BackboneError
-from cbirq.search import backbones
-from cbirq.search.images import load_array
 
 CHELSEA = Path(__file__).resolve().parents[1] / "data" / "chelsea.jpg"
 IMAGENET_CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cbirq.embed import backbones
+from cbirq.embed.specs import checkpoint_weights
 from cbirq.errors import BackboneError
-from cbirq.search import backbones
-from cbirq.search.specs import checkpoint_weights
 from cbirq.training.models import resnet20
 
 

@@ -3,9 +3,9 @@
 import pytest
 
 from cbirq.cli.options import feature_model
+from cbirq.embed import specs
+from cbirq.embed.specs import FeatureSpec, checkpoint_key, checkpoint_weights
 from cbirq.errors import CbirqError
-from cbirq.search import specs
-from cbirq.search.specs import FeatureSpec, checkpoint_key, checkpoint_weights
 from cbirq.store.sqlite_store import SqliteStore
 
 

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image, ImageEnhance, ImageOps
 
-from cbirq.search import dupes
+from cbirq.embed import dupes
 from tests.conftest import make_photo
 
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 from onnx import numpy_helper
 
+from cbirq.embed import engines, onnx_engine, onnx_runner
+from cbirq.embed.backbones import load_backbone
+from cbirq.embed.images import load_array
 from cbirq.errors import BackboneError
-from cbirq.search import engines, onnx_engine, onnx_runner
-from cbirq.search.backbones import load_backbone
-from cbirq.search.images import load_array
 from cbirq.tasks import runtime
 
 REPO = Path(__file__).resolve().parents[2]
@@ -125,7 +125,7 @@ def corrupting_export(real):
 
 def test_a_mismatching_export_is_refused_and_torch_used(small, tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(onnx_engine, "_export", corrupting_export(onnx_engine._export))
-    with caplog.at_level(logging.WARNING, logger="cbirq.search.engines"):
+    with caplog.at_level(logging.WARNING, logger="cbirq.embed.engines"):
         backbone = engines.with_engine(small, "onnx", tmp_path, threads=1)
     assert backbone.net is small.net
     [record] = caplog.records
@@ -227,7 +227,7 @@ def test_workers_give_onnx_runtime_their_thread_budget(home, monkeypatch, fresh_
 
 def test_a_noted_graph_runs_without_export_and_says_so(small, home, caplog, monkeypatch):
     monkeypatch.setattr(onnx_engine, "_export", lambda *a: pytest.fail("exported again"))
-    with caplog.at_level(logging.INFO, logger="cbirq.search.onnx_runner"):
+    with caplog.at_level(logging.INFO, logger="cbirq.embed.onnx_runner"):
         noted = onnx_runner.noted(small.name, small.weights, home / "cache", threads=1)
     assert noted is not None and isinstance(noted.net, onnx_runner.OrtNet)
     assert "ONNX Runtime runs mobilenet_v3_small (none), intra-op threads 1" in caplog.text

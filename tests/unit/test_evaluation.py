@@ -7,8 +7,8 @@ import pytest
 
 from cbirq.errors import CbirqError
 from cbirq.evaluation.retrieval import Labelled, Selection, evaluate, load
-from cbirq.search.specs import RankOptions
-from cbirq.search.whitening import centring, learn
+from cbirq.rank.options import RankOptions
+from cbirq.rank.whitening import centring, learn
 from cbirq.store.sqlite_store import SqliteStore
 
 

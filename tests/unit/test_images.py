@@ -7,8 +7,8 @@ import pytest
 from PIL import Image, ImageFile
 from torchvision import transforms
 
+from cbirq.embed import images
 from cbirq.errors import ImageError
-from cbirq.search import images
 
 
 def encode(img, fmt, **options):

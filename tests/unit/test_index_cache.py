@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from cbirq.search.index_cache import IndexCache, Shard
+from cbirq.rank.index_cache import IndexCache
+from cbirq.rank.index_matrix import Shard
 from cbirq.store.sqlite_store import SqliteStore
 
 

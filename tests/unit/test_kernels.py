@@ -6,7 +6,7 @@ import pytest
 import torch  # noqa: F401  (loaded, as in a worker: its kernel is available)
 from onnx import TensorProto, helper
 
-from cbirq.search import kernels
+from cbirq.rank import kernels
 
 
 def test_the_int8_graph_is_the_one_onnx_helper_builds():

@@ -16,17 +16,19 @@ ALLOWED = {
     "store": {"settings", "errors"},
     "cluster": {"settings", "errors"},
     "training": {"errors", "store"},
-    "search": {"settings", "errors", "store", "training"},  # settings: the ENGINES names
-    "evaluation": {"errors", "store", "search"},
-    "tasks": {"settings", "errors", "store", "cluster", "training", "search", "evaluation"},
-    "web": {"errors", "store", "search"},
+    "rank": {"settings", "errors", "store"},  # settings: usable_cores
+    # settings: the ENGINES names; rank: the ranking options a model family defaults to
+    "embed": {"settings", "errors", "store", "training", "rank"},
+    "evaluation": {"errors", "store", "rank"},
+    "tasks": {"settings", "errors", "store", "cluster", "training", "embed", "rank", "evaluation"},
+    "web": {"errors", "store", "embed"},
     # the client side of the CLI and the Python API: tasks only in the embedded dispatcher
     "client": {
-        *("settings", "errors", "store", "cluster", "training", "search", "evaluation"),
+        *("settings", "errors", "store", "cluster", "training", "embed", "rank", "evaluation"),
         "tasks",
     },
     "cli": {
-        *("settings", "errors", "store", "cluster", "training", "search", "evaluation"),
+        *("settings", "errors", "store", "cluster", "training", "embed", "rank", "evaluation"),
         *("tasks", "web", "client"),
     },
 }

@@ -7,8 +7,9 @@ import fakeredis
 import numpy as np
 import pytest
 
-from cbirq.search import matrix_file
-from cbirq.search.index_cache import IndexCache, Shard
+from cbirq.rank import matrix_file
+from cbirq.rank.index_cache import IndexCache
+from cbirq.rank.index_matrix import Shard
 from cbirq.store.redis_store import RedisStore
 from cbirq.store.sqlite_store import SqliteStore
 

@@ -5,10 +5,11 @@ import math
 import numpy as np
 import pytest
 
-from cbirq.search import topk, whitening
-from cbirq.search.index_cache import IndexCache, Shard
-from cbirq.search.ranking import expand, rank, scan_shard, similarities, view
-from cbirq.search.specs import RankOptions
+from cbirq.rank import topk, whitening
+from cbirq.rank.index_cache import IndexCache
+from cbirq.rank.index_matrix import Shard
+from cbirq.rank.options import RankOptions
+from cbirq.rank.ranking import expand, rank, scan_shard, similarities, view
 from cbirq.store.sqlite_store import SqliteStore
 
 
@@ -217,8 +218,8 @@ def test_similarities_hide_excluded_rows_also_from_query_expansion():
 
 @pytest.mark.parametrize("kernel", ["numpy", "onnx"])
 def test_centred_norms_from_one_scan_match_the_dequantised_rows(kernel, monkeypatch):
-    from cbirq.search import kernels, ranking
-    from cbirq.search.scan import CompactRows
+    from cbirq.rank import kernels, ranking
+    from cbirq.rank.scan import CompactRows
 
     rows = features(3000, 256, 11)
     packed = CompactRows(256)
@@ -244,7 +245,7 @@ def clustered(n_clusters, per_cluster, d, seed):
 
 @pytest.mark.parametrize("options", [RankOptions(center=True, qe=10), RankOptions(qe=5)])
 def test_alpha_qe_in_one_scan_scores_only_a_shortlist_and_is_exact(tmp_path, options, monkeypatch):
-    from cbirq.search import ranking
+    from cbirq.rank import ranking
 
     rows = clustered(40, 100, 128, 7)
     store, paths = library(tmp_path, rows)
@@ -270,7 +271,7 @@ def test_alpha_qe_in_one_scan_scores_only_a_shortlist_and_is_exact(tmp_path, opt
 
 
 def test_rows_beyond_the_reach_cannot_score_the_bar_with_the_expanded_query():
-    from cbirq.search.ranking import _reach
+    from cbirq.rank.ranking import _reach
 
     rng = np.random.default_rng(3)
     for _ in range(20):

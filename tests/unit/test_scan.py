@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch  # noqa: F401  (loaded: the torch kernel is available to test)
 
-from cbirq.search import kernels
-from cbirq.search.scan import CompactRows, Z, candidates, to_bfloat16
+from cbirq.rank import kernels
+from cbirq.rank.scan import CompactRows, Z, candidates, to_bfloat16
 
 KERNELS = sorted(kernels.available())
 

@@ -3,7 +3,7 @@
 import numpy as np
 from PIL import Image
 
-from cbirq.search.sheet import (
+from cbirq.embed.sheet import (
     CAPTION,
     GAP,
     MARKS,

@@ -1,15 +1,15 @@
 import pytest
 
-from cbirq.errors import BackboneError
-from cbirq.search import specs
-from cbirq.search.specs import (
+from cbirq.embed import specs
+from cbirq.embed.specs import (
     FeatureSpec,
-    RankOptions,
     checkpoint_weights,
     is_checkpoint,
     query_spec,
     resolve_options,
 )
+from cbirq.errors import BackboneError
+from cbirq.rank.options import RankOptions
 
 
 @pytest.mark.parametrize(

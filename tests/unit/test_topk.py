@@ -3,7 +3,7 @@ import math
 import pytest
 
 from cbirq.errors import CbirqError
-from cbirq.search import topk
+from cbirq.rank import topk
 
 HITS = [("b", "h2", 0.5), ("c", "h3", 0.9), ("a", "h1", 0.5), ("d", "h4", 0.7)]
 

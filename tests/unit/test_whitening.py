@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from cbirq.search.whitening import Whitening, artifact_key, centring, for_index, learn
+from cbirq.rank.whitening import Whitening, artifact_key, centring, for_index, learn
 from cbirq.store.sqlite_store import SqliteStore
 
 
@@ -47,7 +47,7 @@ def test_for_index_learns_once_per_state_and_stores_it(tmp_path, monkeypatch):
     data = correlated()
     first = for_index(store, "lib", lambda: data, "a")
     assert store.get_artifact(artifact_key("lib")) is not None
-    monkeypatch.setattr("cbirq.search.whitening.learn", lambda *_: pytest.fail("learned again"))
+    monkeypatch.setattr("cbirq.rank.whitening.learn", lambda *_: pytest.fail("learned again"))
     assert np.array_equal(for_index(store, "lib", lambda: data, "a").projection, first.projection)
     monkeypatch.undo()
     changed = for_index(store, "lib", lambda: data[:100], "b")

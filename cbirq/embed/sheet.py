@@ -15,8 +15,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from cbirq.embed.images import load_rgb
 from cbirq.errors import CbirqError, ImageError
-from cbirq.search.images import load_rgb
 
 THUMB = 160  # px, the side of every image square
 PAD = 12  # px around and between tiles

@@ -1,28 +1,22 @@
-"""An index's rows in a query worker's memory, kept between queries and refreshed with only the
-entries added since: compact int8 rows (cbirq.search.scan) with their paths and content hashes (the
-store keeps the exact float32 features under those), and the exact sum of the float32 rows, for
-the library mean. A shard holds only the paths that hash to it. Given a folder, the cache also
-keeps each index on disk for the next process (cbirq.search.matrix_file)."""
+"""An index's rows in a query worker's memory, refreshed with only the entries added since:
+compact int8 rows (cbirq.rank.scan) with their paths and content hashes (the store keeps the
+exact float32 features under those), and the exact sum of the float32 rows, for the library
+mean. A shard holds only the paths that hash to it."""
 
 from __future__ import annotations
 
-import logging
-import shutil
 import zlib
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cbirq.search import features, matrix_file
-from cbirq.search.scan import CompactRows, Quantised, quantise
+from cbirq.rank import features
+from cbirq.rank.scan import CompactRows, Quantised, quantise
 from cbirq.store import Cursor, Entry, Store
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -132,51 +126,3 @@ class Prepared:
         # Exact: the replaced rows' own float32 vectors come off the sum, not their int8 copies.
         change = new.sum(axis=0, dtype=np.float64) - gone.sum(axis=0, dtype=np.float64)
         return cls(quantise(new), change, len(gone), vectors.shape[1])
-
-
-class IndexCache:
-    """Index matrices kept between queries, per store, index and shard; on disk under `folder`
-    too, for stores whose change-log cursors never repeat (Store.cache_key)."""
-
-    def __init__(self, folder: Path | None = None) -> None:
-        self.folder = folder
-        self._by_key: dict[tuple[int, str, Shard], IndexMatrix] = {}
-
-    def get(self, store: Store, name: str, shard: Shard = Shard()) -> IndexMatrix:
-        key = (id(store), name, shard)
-        on_disk = self._on_disk(store, name, shard)
-        cached = self._by_key.get(key) or self._load(on_disk, shard)
-        saved = cached.cursor if cached else None
-        cursor, changed = store.changes(name, saved)
-        if cached is None or changed is None:
-            cached = IndexMatrix(shard)
-            cached.apply(store, name, sorted(store.entries(name).items()))
-        else:
-            cached.apply(store, name, changed)
-        cached.cursor = cursor
-        self._by_key[key] = cached
-        if on_disk is not None and cursor != saved and cached.rows is not None:
-            try:
-                matrix_file.save(on_disk, cached)
-            except OSError as exc:  # a full or read-only disk costs the next process time only
-                log.warning("cannot keep index %s on disk in %s: %s", name, on_disk, exc)
-        return cached
-
-    def forget(self, store: Store, name: str) -> None:
-        """Drop what is kept of index `name`, here and on disk: a removed index leaves nothing
-        behind."""
-        for key in [key for key in self._by_key if key[:2] == (id(store), name)]:
-            del self._by_key[key]
-        folder = self._on_disk(store, name, Shard())
-        if folder is not None:
-            shutil.rmtree(folder, ignore_errors=True)
-
-    def _on_disk(self, store: Store, name: str, shard: Shard) -> Path | None:
-        if self.folder is None or store.cache_key is None:
-            return None
-        return matrix_file.directory(self.folder, store.cache_key, name, shard)
-
-    @staticmethod
-    def _load(folder: Path | None, shard: Shard) -> IndexMatrix | None:
-        found = matrix_file.load(folder) if folder is not None else None
-        return IndexMatrix(shard, **found) if found else None

@@ -33,7 +33,7 @@ def rounds(
     scan: Callable[[Neighbours, int], list[Hit]], top: int, qe: int, ratio: float = 0.0
 ) -> list[Hit]:
     """The top hits: one scan, or with alpha-QE over the first scan's best `qe` (those scoring
-    at least `ratio` times the best: cbirq.search.ranking.qe_weights), a second scan with the
+    at least `ratio` times the best: cbirq.rank.ranking.qe_weights), a second scan with the
     expanded query. `scan(neighbours, k)` gives the k best over every shard."""
     hits = scan([], max(top, qe))
     if qe and hits:

@@ -20,9 +20,9 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from cbirq.search import onnx_runner
-from cbirq.search.backbones import Backbone
-from cbirq.search.extractor import Extractor
+from cbirq.embed import onnx_runner
+from cbirq.embed.backbones import Backbone
+from cbirq.embed.extractor import Extractor
 
 log = logging.getLogger(__name__)
 

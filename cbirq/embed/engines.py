@@ -12,12 +12,12 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cbirq.embed.extractor import Extractor
 from cbirq.errors import BackboneError
-from cbirq.search.extractor import Extractor
 from cbirq.settings import ENGINES
 
 if TYPE_CHECKING:  # torch: only where a network is built
-    from cbirq.search.backbones import Backbone
+    from cbirq.embed.backbones import Backbone
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def with_engine(backbone: Backbone, engine: str, cache_dir: Path, threads: int) 
     backbone stays on torch and the reason is logged."""
     if engine == "torch":
         return backbone
-    from cbirq.search import onnx_engine, onnx_runner  # onnxruntime: only where it is used
+    from cbirq.embed import onnx_engine, onnx_runner  # onnxruntime: only where it is used
 
     try:
         extractor = onnx_engine.session_net(backbone, cache_dir, threads)

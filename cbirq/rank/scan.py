@@ -2,12 +2,12 @@
 
 A query reads every row, so the scan is bound by memory bandwidth: int8 reads a quarter of the
 bytes of float32. The rows are plain numpy arrays (so an index can be memory-mapped from disk,
-cbirq.search.matrix_file); the product runs in the fastest kernel this process has
-(cbirq.search.kernels).
+cbirq.rank.matrix_file); the product runs in the fastest kernel this process has
+(cbirq.rank.kernels).
 
 The scores are approximate. Each comes with a bound on its error, so that the caller can rescore
 every row that might belong in the top k exactly, from the store's float32 features
-(cbirq.search.ranking): the ranking is exact whenever the bounds hold.
+(cbirq.rank.ranking): the ranking is exact whenever the bounds hold.
 
 - Rounding a row to int8 moves each element by at most half its scale s, in effect at random: by
   Hoeffding's inequality the dot product with a direction g moves by more than Z s |g| with
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cbirq.search import kernels
+from cbirq.rank import kernels
 
 Z = 3.5
 ALIGN = 64  # the torch kernel reads rows in blocks: shorter ones (not a multiple of 16) crash it

@@ -1,4 +1,5 @@
-"""Extracting one chunk: decode (in threads, overlapping the model) -> embed -> store."""
+"""Extracting one chunk: decode (in threads, overlapping the model) -> embed -> store; and a
+query image's features, checked against the index it is asked of."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from cbirq.embed.extractor import Extractor
+from cbirq.embed.images import MAX_DECODE_BYTES, load_array
+from cbirq.embed.specs import FeatureSpec
 from cbirq.errors import CbirqError
-from cbirq.search.extractor import Extractor
-from cbirq.search.images import MAX_DECODE_BYTES, load_array
 from cbirq.store import Store, content_hash
 
 Reader = Callable[[dict], bytes]
@@ -112,3 +115,15 @@ def _entries_for(one: Decoded, items: list[dict], errors: dict[str, str]) -> lis
         return [(item["path"], planned) for item in items if item["hash"] == planned]
     errors[planned] = "a copy of this file changed while it was being indexed; index again"
     return [(one.item["path"], one.digest)]
+
+
+def embed_query(
+    store: Store, backbone: Extractor, name: str, source: bytes | str | Path
+) -> np.ndarray:
+    """The query image's features, checked against the index's model. The backbone may be the
+    multi-scale variant of the index's model."""
+    info = store.info(name)
+    # A multi-scale query fits a library of the same features at one scale.
+    fits = FeatureSpec.parse(backbone.name).fits(FeatureSpec.parse(info.model))
+    info.check_model(info.model if fits else backbone.name, backbone.weights)
+    return backbone.embed([load_array(source, backbone.resize, backbone.crop)])[0]

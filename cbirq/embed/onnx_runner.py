@@ -1,7 +1,7 @@
 """Running a checked ONNX graph without torch: the graph's session, its digest check, and the
 note that lets a later process start from the graph alone.
 
-Exporting and checking a graph needs torch (cbirq.search.onnx_engine); running it does not. Once
+Exporting and checking a graph needs torch (cbirq.embed.onnx_engine); running it does not. Once
 a graph has passed the check, a note beside it records the extractor's settings and what the
 graph was made from (the versions of the packages that shape it, and cbirq's own source); a
 process that finds the note still true runs the graph straight away, and `cbirq query` answers
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from cbirq.search.extractor import Extractor
+from cbirq.embed.extractor import Extractor
 
 log = logging.getLogger(__name__)
 

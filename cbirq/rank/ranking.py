@@ -3,7 +3,7 @@ whitening, alpha query expansion), in two forms.
 
 - Many queries at once against float32 matrices (`similarities`): `cbirq eval`.
 - One query against a worker's compact rows (`search`, `scan_shard`): int8 coarse scores with
-  an error bound each (cbirq.search.scan) pick the rows that may be in the top k; those are scored
+  an error bound each (cbirq.rank.scan) pick the rows that may be in the top k; those are scored
   again exactly, from the store's float32 features. The result is what the float32 ranking gives.
 
 Centring and whitening need no second matrix: with mean m and projection P, the transformed
@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from cbirq.search import features, kernels, topk, whitening
-from cbirq.search.extractor import Extractor
-from cbirq.search.images import load_array
-from cbirq.search.index_cache import IndexCache, IndexMatrix
-from cbirq.search.scan import CompactRows, candidates, kth_largest
-from cbirq.search.specs import FeatureSpec, RankOptions
+from cbirq.rank import features, kernels, topk, whitening
+from cbirq.rank.index_matrix import IndexMatrix
+from cbirq.rank.options import RankOptions
+from cbirq.rank.scan import CompactRows, candidates, kth_largest
 from cbirq.store import Store
 
 QE_ALPHA = 3.0  # alpha-QE weights each neighbour by its similarity cubed (Radenovic et al.)
@@ -100,7 +97,7 @@ class View:
         self, rows: CompactRows, query: np.ndarray, subset: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Every row's score from its int8 codes (or those of the rows `subset` numbers), and a
-        bound on its error (cbirq.search.scan)."""
+        bound on its error (cbirq.rank.scan)."""
         t = self.transform
         direction = query if t is None or t.projection is None else t.projection @ query
         dots, error = rows.dots(direction, subset=subset)
@@ -273,18 +270,6 @@ def _expanded_top(
     return _best(index, ranking, store, name, expanded, coarse, k, shortlist)
 
 
-def embed_query(
-    store: Store, backbone: Extractor, name: str, source: bytes | str | Path
-) -> np.ndarray:
-    """The query image's features, checked against the index's model. The backbone may be the
-    multi-scale variant of the index's model."""
-    info = store.info(name)
-    # A multi-scale query fits a library of the same features at one scale.
-    fits = FeatureSpec.parse(backbone.name).fits(FeatureSpec.parse(info.model))
-    info.check_model(info.model if fits else backbone.name, backbone.weights)
-    return backbone.embed([load_array(source, backbone.resize, backbone.crop)])[0]
-
-
 def rank(
     store: Store, index: IndexMatrix, name: str, raw: np.ndarray, top: int, options: RankOptions
 ) -> list[topk.Hit]:
@@ -305,20 +290,17 @@ def rank(
 
 def search(
     store: Store,
-    cache: IndexCache,
-    backbone: Extractor,
+    index: IndexMatrix,
     name: str,
-    source: bytes | str | Path,
+    raw: np.ndarray,
     top: int,
     metric: str,
     options: RankOptions | None = None,
 ) -> list[dict]:
-    """The `top` library images closest to the query image, as {rank, path, score, cosine}."""
+    """The `top` library images closest to the query features `raw`, as {rank, path, score,
+    cosine}."""
     options = options or RankOptions.plain()
     topk.check_metric(metric)
-    index = cache.get(store, name)
-    topk.require_rows(name, len(index.paths))
-    raw = embed_query(store, backbone, name, source)
     hits = rank(store, index, name, raw, top, options)
     return topk.results(hits, metric, plain_cosines(store, name, raw, hits))
 

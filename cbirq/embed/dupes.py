@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cbirq.embed.images import load_rgb
 from cbirq.errors import ImageError
-from cbirq.search.images import load_rgb
 
 # Chosen on a test set built with scripts/dupes_set.py --seed 0 and measured on another
 # (--seed 1, docs/dupes.md), so that the figures there are not fitted to the set they report.

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.lib.format import open_memmap
 
-from cbirq.search.scan import CompactRows
+from cbirq.rank.scan import CompactRows
 
 if TYPE_CHECKING:  # index_cache reads and writes these files
-    from cbirq.search.index_cache import IndexMatrix, Shard
+    from cbirq.rank.index_matrix import IndexMatrix, Shard
 
 log = logging.getLogger(__name__)
 

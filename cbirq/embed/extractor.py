@@ -1,7 +1,7 @@
 """From decoded images to unit feature vectors, whatever runs the network: the preprocessing,
 views and normalisation every engine shares, in numpy, so that a query served by ONNX Runtime
 never imports torch (1.5-2 s of a fresh `cbirq query`). torch's backbones
-(cbirq.search.backbones) differ only in how they run the network.
+(cbirq.embed.backbones) differ only in how they run the network.
 """
 
 from __future__ import annotations

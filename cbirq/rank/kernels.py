@@ -50,7 +50,7 @@ def numpy_dots(codes: np.ndarray, scales: np.ndarray, query: np.ndarray) -> Dots
     for start in range(0, len(codes), BLOCK):
         block = codes[start : start + BLOCK].astype(np.float32)
         out[start : start + len(block)] = block @ query
-    # float32 accumulation is within the rows' slack (cbirq.search.scan)
+    # float32 accumulation is within the rows' slack (cbirq.rank.scan)
     return out * scales, 2.0**-22, 0.0
 
 
