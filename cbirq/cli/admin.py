@@ -73,7 +73,7 @@ def remove(names: tuple[str, ...], as_json: bool) -> None:
     """
     api = client()
     for name in names:  # every name checked before anything is deleted
-        api.store.info(name)
+        api.info(name)
     removed = [api.remove(name) for name in names]
     if as_json:
         echo_json(removed)

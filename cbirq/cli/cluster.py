@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from cbirq.cli.common import connect, echo_json, json_option, load_settings
+from cbirq.cli.common import client, echo_json, json_option, load_settings
 from cbirq.cluster.celery_app import QUEUES, shard_queue
 from cbirq.cluster.worker_plan import WorkerSpec, plan_workers, visible_devices
 from cbirq.errors import CbirqError
@@ -43,7 +43,7 @@ def _need_broker(command: str) -> None:
             f"cbirq {command} needs CBIRQ_BROKER_URL (e.g. redis://localhost:6379/0); "
             "without it every command runs in-process"
         )
-    connect(config)
+    client(config)  # a broker that cannot be reached fails here, with its address
 
 
 def _gpu_devices(choice: str) -> list[str]:

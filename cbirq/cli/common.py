@@ -1,4 +1,4 @@
-"""Helpers shared by the commands: settings, store and dispatcher for this invocation."""
+"""Helpers shared by the commands: settings and the client for this invocation, output, options."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ import click
 
 from cbirq import settings as settings_module
 from cbirq.client.api import Client
-from cbirq.client.dispatch import Dispatcher
 from cbirq.errors import CbirqError
-from cbirq.store import Store
 
 
 def load_settings() -> settings_module.Settings:
@@ -26,11 +24,6 @@ def load_settings() -> settings_module.Settings:
 def client(config: settings_module.Settings | None = None) -> Client:
     """The API's client for this invocation: what every command works through."""
     return Client(config or load_settings())
-
-
-def connect(config: settings_module.Settings) -> tuple[Store, Dispatcher]:
-    found = client(config)
-    return found.store, found.dispatcher
 
 
 def echo_json(value: object) -> None:

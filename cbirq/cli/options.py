@@ -6,11 +6,8 @@ from collections.abc import Callable
 
 import click
 
-from cbirq.client.indexer import feature_model
 from cbirq.embed.specs import DEFAULTS, FEATURES
 from cbirq.settings import DEFAULT_MODEL
-
-__all__ = ["feature_model", "model_options", "ranking_options"]
 
 
 def _default_for(option: str, off: object = False) -> str:

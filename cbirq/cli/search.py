@@ -9,7 +9,6 @@ import click
 
 from cbirq.cli.common import client, echo_json, index_option, json_option, progress_bars
 from cbirq.cli.options import model_options, ranking_options
-from cbirq.client.api import Client
 from cbirq.client.indexer import Summary
 from cbirq.errors import CbirqError
 from cbirq.settings import ENGINES
@@ -176,7 +175,8 @@ def query(
         raise CbirqError("--sheet draws one query: give a single FILE")
     api = client()
     answers = [
-        _ask(api, path, index_name, top, metric, shards, ranking, min_score) for path in paths
+        api.query(path, index_name, top, metric, shards=shards, min_score=min_score, **ranking)
+        for path in paths
     ]
     if sheet is not None:
         from cbirq.embed.sheet import query_sheet, save
@@ -195,20 +195,3 @@ def query(
         _print_answer(answer, index_name, metric)
     if sheet is not None:
         click.echo(f"contact sheet: {sheet}", err=paths_only)
-
-
-def _ask(
-    api: Client,
-    path: str,
-    index_name: str,
-    top: int,
-    metric: str,
-    shards: int | None,
-    ranking: dict,
-    min_score: float | None,
-) -> dict:
-    answer = api.query(path, index_name, top, metric, shards=shards, **ranking)
-    if min_score is not None:
-        kept = [hit for hit in answer["results"] if hit.get("cosine", hit["score"]) >= min_score]
-        answer["results"] = kept
-    return answer

@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
-import shutil
-import tempfile
-from pathlib import Path
 
 import click
 
-from cbirq.cli.common import connect, load_settings
-from cbirq.client.dispatch import Dispatcher
-from cbirq.client.querying import QueryRequest, ask
+from cbirq.cli.common import client, load_settings
 from cbirq.errors import CbirqError
 from cbirq.settings import DEFAULT_INDEX, Settings
-from cbirq.store import Store
 
 
 @click.command()
@@ -56,41 +50,20 @@ def serve(host: str, port: int, index_name: str) -> None:
         click.echo(f"warning: serving on {host}, beyond this machine", err=True)
         if config.serve_token is None:
             click.echo("warning: no CBIRQ_SERVE_TOKEN: anyone who reaches it can search", err=True)
-    uploads = Path(tempfile.mkdtemp(prefix="cbirq-uploads-"))  # mode 0700: this user only
-    try:
-        app = build_app(config, index_name, uploads)
-        click.echo(f"cbirq: serving http://{host}:{port}/ (Ctrl-C stops)", err=True)
-        uvicorn.run(app, host=host, port=port, log_level="warning")
-    finally:
-        shutil.rmtree(uploads, ignore_errors=True)
+    app = build_app(config, index_name)
+    click.echo(f"cbirq: serving http://{host}:{port}/ (Ctrl-C stops)", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
-def build_app(config: Settings, index_name: str, uploads: Path):
-    """The web app wired to this configuration's store and dispatcher."""
+def build_app(config: Settings, index_name: str):
+    """The web app, handed this configuration's client."""
     try:
         from cbirq.web.app import WebConfig, create_app
     except ImportError as exc:
         raise CbirqError(f"cbirq serve needs {exc.name}: pip install 'cbirq[web]'") from None
-    store, dispatcher = connect(config)
     thumbs = config.cache_dir / "thumbs"
     web = WebConfig(index_name, config.serve_max_upload, thumbs, config.serve_token)
-    return create_app(store, web_query(store, dispatcher, config, uploads), web)
-
-
-def web_query(store: Store, dispatcher: Dispatcher, config: Settings, uploads: Path):
-    """The web app's query function. In-process the task reads a file, so an upload is
-    written to the private `uploads` folder for the length of its query, then removed."""
-
-    def query(data: bytes, index: str, top: int, metric: str, plain: bool) -> dict:
-        request = QueryRequest(index, top, metric, {"plain": plain}, config.rank_shards)
-        if not dispatcher.embedded:
-            return ask(store, dispatcher, request, data, None)
-        with tempfile.NamedTemporaryFile(dir=uploads) as file:
-            file.write(data)
-            file.flush()
-            return ask(store, dispatcher, request, data, file.name)
-
-    return query
+    return create_app(client(config), web)
 
 
 def _loopback(host: str) -> bool:

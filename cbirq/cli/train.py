@@ -4,28 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-from cbirq.cli.common import (
-    connect,
-    echo_json,
-    force_option,
-    json_option,
-    load_settings,
-    refuse_overwrite,
-)
-from cbirq.client.dispatch import Dispatcher, Pending
-from cbirq.cluster.celery_app import TRAIN_TASK
+from cbirq.cli.common import client, echo_json, force_option, json_option, refuse_overwrite
+from cbirq.client.api import Client
+from cbirq.client.jobs import outcome
 from cbirq.errors import CbirqError
-from cbirq.store import Store
-from cbirq.training.config import DEVICES, SCHEDULES, TrainConfig, data_layout
-from cbirq.training.jobs import TERMINAL, artifact_key, lease_key, new_job
-
-POLL_SECONDS = 0.5
+from cbirq.training.config import DEVICES, SCHEDULES
 
 
 def checkpoint_out(default: str | None, help: str):
@@ -71,71 +58,45 @@ class _EpochBar:
             self.bar = None
 
 
-Reviver = Callable[[dict, "Pending | None"], "Pending | None"]
+class EpochPrinter:
+    """Prints each finished epoch of the job it is shown, and a bar for the one in progress."""
+
+    def __init__(self, show: bool = True) -> None:
+        self.shown, self.bar, self.show = 0, _EpochBar(), show
+
+    def __call__(self, job: dict) -> None:
+        if not self.show:
+            return
+        for row in job["history"][self.shown :]:
+            self.bar.close()
+            click.echo(epoch_line(row, job["epochs"]))
+        self.shown = len(job["history"])
+        self.bar.show(job)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
-def follow(
-    store: Store,
-    job_id: str,
-    pending: Pending | None = None,
-    revive: Reviver | None = None,
-    show: bool = True,
-) -> dict:
-    """Print each finished epoch (unless not `show`) until the job ends; returns the final
-    record. `revive` may start the job again when nothing runs it any more."""
-    shown, bar = 0, _EpochBar()
-    while True:
-        job = store.get_job(job_id)
-        if show:
-            for row in job["history"][shown:]:
-                bar.close()
-                click.echo(epoch_line(row, job["epochs"]))
-            shown = len(job["history"])
-            bar.show(job)
-        if job["state"] in TERMINAL:
-            bar.close()
-            return job
-        if pending is not None and pending.ready():
-            try:
-                pending.get()
-            except CbirqError:
-                pass  # the task recorded its error in the job; the next read shows it
-            except Exception as exc:  # a crash the task could not record
-                job.update(state="failed", error=f"{type(exc).__name__}: {exc}")
-                store.put_job(job)
-            pending = None
-            continue
-        if revive is not None:
-            pending = revive(job, pending) or pending
-        time.sleep(POLL_SECONDS)
-
-
-def fetch_checkpoint(
-    store: Store, job_id: str, out: Path, latest: bool = False, quiet: bool = False
-) -> dict:
-    """Write the job's checkpoint to `out`; the caller has checked it may replace it."""
-    job = store.get_job(job_id)
-    data = store.get_artifact(artifact_key(job_id, "last" if latest else "final"))
-    if data is None:
-        raise CbirqError(
-            f"job {job_id} is {job['state']} and has no "
-            f"{'checkpoint' if latest else 'final checkpoint'} yet"
-        )
+def follow(api: Client, job_id: str, show: bool = True) -> dict:
+    """Wait for the job, printing its epochs (unless not `show`) and what a person should be
+    told; returns the final record."""
+    printer = EpochPrinter(show)
     try:
-        out.write_bytes(data)
-    except OSError as exc:
-        raise CbirqError(f"cannot write {out}: {exc.strerror or exc}") from None
-    click.echo(f"wrote {out} (epoch {job['epoch']}/{job['epochs']})", err=quiet)
-    return {"id": job_id, "path": str(out), "epoch": job["epoch"], "epochs": job["epochs"]}
+        return api.wait(job_id, printer, lambda note: click.echo(note, err=True))
+    finally:
+        printer.close()
 
 
-def _finish(store: Store, job: dict, out: Path | None, quiet: bool = False) -> None:
-    if job["state"] == "failed":
-        raise CbirqError(f"job {job['id']} failed: {job['error']}")
-    if job["state"] == "cancelled":
-        raise CbirqError(f"job {job['id']} was cancelled at epoch {job['epoch']}/{job['epochs']}")
+def _finish(api: Client, job: dict, out: Path | None, quiet: bool = False) -> None:
+    outcome(job)
     if out is not None:
-        fetch_checkpoint(store, job["id"], out, quiet=quiet)
+        _fetch(api, job["id"], out, quiet=quiet)
+
+
+def _fetch(api: Client, job_id: str, out: Path, latest: bool = False, quiet: bool = False) -> dict:
+    written = api.fetch(job_id, out, latest)
+    click.echo(f"wrote {out} (epoch {written['epoch']}/{written['epochs']})", err=quiet)
+    return written
 
 
 @contextlib.contextmanager
@@ -201,35 +162,22 @@ def submit_train(
     Example:
       cbirq submit-train --data ./cifar10 --schedule fast --wait
     """
-    config = TrainConfig(
-        epochs=epochs, schedule=schedule, lr=lr, batch_size=batch_size, seed=seed, device=device
-    )
-    settings = load_settings()
-    store, dispatcher = connect(settings)
+    api = client()
     if wait:
         refuse_overwrite(force, out)
-    checkpoint = None
-    if resume is not None:
-        try:
-            checkpoint = resume.read_bytes()
-        except OSError as exc:
-            raise CbirqError(f"cannot read checkpoint {resume}: {exc.strerror or exc}") from None
-    if dispatcher.embedded:  # the data is here: check it before making a job that would fail
-        data_layout(Path(data) if data else settings.data_dir / "cifar10")
-    job = new_job(config.__dict__, data, str(resume) if resume else None)
-    if checkpoint is not None:
-        store.put_artifact(artifact_key(job["id"], "resume"), checkpoint)
-    store.put_job(job)
-    pending = dispatcher.start(TRAIN_TASK, job_id=job["id"])
-    if not (wait or dispatcher.embedded):
+    job = api.train(
+        data, resume, epochs=epochs, schedule=schedule, lr=lr, batch_size=batch_size,
+        seed=seed, device=device,
+    )  # fmt: skip
+    if not (wait or api.embedded):
         if as_json:
             echo_json({"id": job["id"], "state": "queued"})
         else:
             click.echo(job["id"])
         return
     click.echo(f"job {job['id']}", err=True)
-    final = follow(store, job["id"], pending, reviver(store, dispatcher), show=not as_json)
-    _finish(store, final, out if wait else None)
+    final = follow(api, job["id"], show=not as_json)
+    _finish(api, final, out if wait else None)
     if as_json:
         echo_json(final)
 
@@ -244,8 +192,7 @@ def status(job_id: str, as_json: bool) -> None:
     Example:
       cbirq status 3f2a9c1b7d4e --json
     """
-    store, _ = connect(load_settings())
-    job = store.get_job(job_id)
+    job = client().status(job_id)
     if as_json:
         echo_json(job)
         return
@@ -255,45 +202,6 @@ def status(job_id: str, as_json: bool) -> None:
         click.echo(epoch_line(job["history"][-1], job["epochs"]))
     if job["error"]:
         click.echo(f"error: {job['error']}")
-
-
-REVIVE_CHECK_SECONDS = 5.0
-
-
-def reviver(store: Store, dispatcher: Dispatcher) -> Reviver:
-    """Sends a job again once whatever ran it is gone (its lease lapsed, within
-    CBIRQ_LEASE_TTL): in-process nothing else would, and on workers Redis would hand its
-    message to another worker only after the visibility timeout (600 s by default). The new
-    delivery takes the lapsed lease and resumes from the last epoch's checkpoint."""
-    checked = -REVIVE_CHECK_SECONDS
-
-    def revive(job: dict, pending: Pending | None) -> Pending | None:
-        nonlocal checked
-        if time.monotonic() - checked < REVIVE_CHECK_SECONDS:
-            return None
-        checked = time.monotonic()
-        if dispatcher.embedded and pending is not None and not pending.ready():
-            return None  # its thread here runs it
-        if not dispatcher.embedded and job["state"] != "running":
-            return None  # queued: a worker will take it
-        if not _orphaned(store, job):
-            return None
-        message = f"job {job['id']}: its process is gone; resuming at epoch {job['epoch']}"
-        click.echo(message, err=True)
-        return dispatcher.start(TRAIN_TASK, job_id=job["id"])
-
-    return revive
-
-
-def _orphaned(store: Store, job: dict) -> bool:
-    """An unfinished job whose lease has lapsed: the process that ran it is gone."""
-    if job["state"] in TERMINAL:
-        return False
-    key, probe = lease_key(job["id"]), "cbirq wait (probe)"
-    if not store.claim(key, probe, ttl=5):
-        return False
-    store.release(key, probe)  # free for the task that resumes it
-    return True
 
 
 @click.command()
@@ -313,14 +221,14 @@ def wait(job_id: str, out: Path | None, force: bool, as_json: bool) -> None:
     Example:
       cbirq wait 3f2a9c1b7d4e -o final.pth
     """
-    store, dispatcher = connect(load_settings())
+    api = client()
     if out is not None:
         refuse_overwrite(force, out)
     with _quiet(as_json):
-        final = follow(store, job_id, revive=reviver(store, dispatcher))
+        final = follow(api, job_id)
     if as_json:
         echo_json(final)
-    _finish(store, final, out, quiet=as_json)
+    _finish(api, final, out, quiet=as_json)
 
 
 @click.command()
@@ -336,9 +244,9 @@ def fetch(job_id: str, out: Path, latest: bool, force: bool, as_json: bool) -> N
     Example:
       cbirq fetch 3f2a9c1b7d4e -o final.pth
     """
-    store, _ = connect(load_settings())
+    api = client()
     refuse_overwrite(force, out)
-    written = fetch_checkpoint(store, job_id, out, latest, quiet=as_json)
+    written = _fetch(api, job_id, out, latest, quiet=as_json)
     if as_json:
         echo_json(written)
 
@@ -358,8 +266,7 @@ def report(job_id: str, plot: Path | None, as_json: bool) -> None:
     Example:
       cbirq report 3f2a9c1b7d4e --plot acc.png
     """
-    store, _ = connect(load_settings())
-    job = store.get_job(job_id)
+    job = client().status(job_id)
     if as_json:
         echo_json(job["history"])
     else:
@@ -393,8 +300,7 @@ def jobs(limit: int, as_json: bool) -> None:
     Example:
       cbirq jobs --limit 5
     """
-    store, _ = connect(load_settings())
-    found = store.jobs(limit)
+    found = client().jobs(limit)
     if as_json:
         echo_json([{k: j[k] for k in ("id", "state", "epoch", "epochs", "worker")} for j in found])
         return
@@ -417,18 +323,10 @@ def cancel(job_id: str, as_json: bool) -> None:
     Example:
       cbirq cancel 3f2a9c1b7d4e
     """
-    store, _ = connect(load_settings())
-    job = store.get_job(job_id)
-    if job["state"] in TERMINAL:
-        raise CbirqError(f"job {job_id} is already {job['state']}")
-    store.put_artifact(artifact_key(job_id, "cancel"), b"1")
-    if job["state"] == "queued":  # a worker that takes it later sees the flag and skips it
-        job.update(state="cancelled", updated=time.time())
-        store.put_job(job)
-        message, state = f"cancelled job {job_id}", "cancelled"
-    else:
-        message, state = f"cancelling job {job_id}: it stops within seconds", "cancelling"
+    found = client().cancel(job_id)
     if as_json:
-        echo_json({"id": job_id, "state": state})
+        echo_json(found)
+    elif found["state"] == "cancelled":
+        click.echo(f"cancelled job {job_id}")
     else:
-        click.echo(message)
+        click.echo(f"cancelling job {job_id}: it stops within seconds")

@@ -1,4 +1,5 @@
-"""The Python API: what the command line does, as calls that return what its `--json` prints.
+"""The Python API: everything the command line does, as calls that return what its `--json`
+prints. The CLI and the web page are shells over it.
 
     from cbirq import Client
 
@@ -7,6 +8,7 @@
     cb.query("examples/query_chelsea.jpg")["results"] # [{"rank", "path", "score", "cosine"}]
     paths, matrix = cb.features()                     # float32 (n, d), L2-normalised rows
     cb.dupes()["groups"]                              # [{"paths": [...], "scores": [...]}]
+    job = cb.train(epochs=10)                         # a job record; cb.wait(job["id"]) follows it
 
 Errors a caller can act on are `cbirq.errors.CbirqError`s, with the message the CLI prints.
 """
@@ -19,13 +21,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cbirq import settings as settings_module
-from cbirq.client.dispatch import Dispatcher, dispatcher_for
+from cbirq.client import jobs as job_control
+from cbirq.client.dispatch import Dispatcher, Pending, dispatcher_for
+from cbirq.client.evaluating import EvalRequest, run_eval
 from cbirq.client.indexer import IndexJob, feature_model, run_index
+from cbirq.client.library import PathSets
 from cbirq.client.querying import QueryRequest, ask
+from cbirq.cluster.celery_app import TRAIN_TASK
 from cbirq.cluster.shared_fs import read_file
 from cbirq.errors import CbirqError, ImageError, UnknownIndex
 from cbirq.settings import DEFAULT_INDEX, DEFAULT_MODEL
 from cbirq.store import Store, open_store
+from cbirq.training.config import TrainConfig, data_layout
+from cbirq.training.jobs import artifact_key, new_job
 
 if TYPE_CHECKING:  # numpy only when features are asked for
     import numpy as np
@@ -66,6 +74,15 @@ class Client:
             ) from None
         self.store.ping()
         self.dispatcher: Dispatcher = dispatcher_for(self.settings)
+        self._running: dict[str, Pending] = {}  # jobs this client started, by id
+        self._library = PathSets(self.store)
+
+    @property
+    def embedded(self) -> bool:
+        """Whether work runs in this process (no broker configured)."""
+        return self.dispatcher.embedded
+
+    # Search by image
 
     def index(
         self,
@@ -84,39 +101,43 @@ class Client:
     ) -> dict:
         """Add the images under `folder` to `index` (incremental); `cbirq index --json`."""
         spec, weights = feature_model(self.store, model, weights, pool, flip)
-        job = IndexJob(
+        job = IndexJob.of(
+            self.settings,
             Path(folder),
             index,
             spec,
             weights,
-            chunk,
-            self.settings.inflight,
-            shared_fs,
-            prune,
-            blob_ttl=self.settings.visibility_timeout + 3600,
+            chunk=chunk,
             engine=engine,
-            max_file_bytes=self.settings.max_file_bytes,
-            result_timeout=self.settings.result_timeout,
+            shared_fs=shared_fs,
+            prune=prune,
         )
         return run_index(self.store, self.dispatcher, job, progress).as_dict()
 
     def query(
         self,
-        image: str | Path,
+        image: str | Path | bytes,
         index: str = DEFAULT_INDEX,
         top: int = 5,
         metric: str = "cosine",
         *,
         shards: int | None = None,
+        min_score: float | None = None,
+        label: str | None = None,
         **ranking: bool | int | float | None,
     ) -> dict:
-        """The `top` images of `index` most like `image`; `cbirq query --json`. `ranking`:
-        plain, center, whiten, qe, qe_ratio, multiscale (unset: the index model's default)."""
-        data = read_image(image, self.settings.max_file_bytes)
-        path = os.path.abspath(image)
+        """The `top` images of `index` most like `image` (a file, or its bytes), leaving out
+        those whose plain cosine is below `min_score`; `cbirq query --json`. `label` names
+        bytes in the answer's `query` (an image error about bytes does not name them).
+        `ranking`: plain, center, whiten, qe, qe_ratio, multiscale (unset: the index model's
+        default)."""
+        if isinstance(image, bytes):
+            data, name = image, label or "-"
+        else:
+            data, name = read_image(image, self.settings.max_file_bytes), os.path.abspath(image)
         request = QueryRequest(index, top, metric, ranking, shards or self.settings.rank_shards)
         try:
-            return {"query": path, **ask(self.store, self.dispatcher, request, data, path)}
+            answer = {"query": name, **ask(self.store, self.dispatcher, request, data)}
         except UnknownIndex:
             if self.store.indexes():
                 raise
@@ -124,9 +145,15 @@ class Client:
                 f"there is no index yet: run `cbirq index DIR{_named(index)}` first"
             ) from None
         except ImageError as exc:
-            if str(image) in str(exc):
-                raise
+            if isinstance(image, bytes) or str(image) in str(exc):
+                raise  # the caller knows what it sent; a file is named once
             raise ImageError(f"query image {image}: {exc}") from None
+        if min_score is not None:
+            kept = [
+                hit for hit in answer["results"] if hit.get("cosine", hit["score"]) >= min_score
+            ]
+            answer["results"] = kept
+        return answer
 
     def features(self, index: str = DEFAULT_INDEX) -> tuple[list[str], np.ndarray]:
         """The index's image paths (sorted) and their float32 features, one unit row each."""
@@ -142,18 +169,128 @@ class Client:
 
         return find_dupes(self.store, index, threshold)
 
+    def evaluate(
+        self,
+        library: str | Path,
+        model: str = DEFAULT_MODEL,
+        weights: str = "imagenet",
+        *,
+        queries: str | Path | None = None,
+        labels_csv: str | Path | None = None,
+        index: str | None = None,
+        ks: list[int] | None = None,
+        keep: bool = False,
+        sheet_dir: str | Path | None = None,
+        pool: str | None = None,
+        flip: bool | None = None,
+        chunk: int = 64,
+        progress: Progress = _no_progress,
+        on_failure: Callable[[dict], None] = lambda _failure: None,
+        **ranking: bool | int | float | None,
+    ) -> dict:
+        """Retrieval quality on labelled images; `cbirq eval --json`. Images that cannot be
+        indexed are left out, each passed to `on_failure`."""
+        spec, weights = feature_model(self.store, model, weights, pool, flip)
+
+        def index_folder(folder: Path, name: str, spec: str, weights: str) -> None:
+            job = IndexJob.of(self.settings, folder, name, spec, weights, chunk=chunk)
+            for failure in run_index(self.store, self.dispatcher, job, progress).failed:
+                on_failure(failure)
+
+        def path(value: str | Path | None) -> Path | None:
+            return None if value is None else Path(value)
+
+        request = EvalRequest(
+            Path(library),
+            spec,
+            weights,
+            queries=path(queries),
+            labels_csv=path(labels_csv),
+            index=index,
+            ks=ks or [1, 5, 10],
+            keep=keep,
+            sheet_dir=path(sheet_dir),
+            ranking=ranking,
+        )
+        return run_eval(self.store, index_folder, request)
+
     def indexes(self) -> list[dict]:
         """Every index: name, model, weights, dim, count, sources, updated."""
         return [info_dict(info) for info in self.store.indexes()]
 
+    def info(self, index: str = DEFAULT_INDEX) -> dict:
+        """One index's record, as `indexes()` lists it; UnknownIndex if there is none."""
+        return info_dict(self.store.info(index))
+
+    def holds(self, index: str, path: str) -> bool:
+        """Whether `index` holds the image `path` (what the web page may show)."""
+        return self._library.holds(index, path)
+
     def remove(self, index: str) -> dict:
         """Delete an index and everything stored for it; its record as it was."""
-        found = info_dict(self.store.info(index))
+        found = self.info(index)
         self.store.drop_index(index)
         from cbirq.rank.index_cache import IndexCache  # numpy: not at the CLI's start
 
         IndexCache(self.settings.cache_dir).forget(self.store, index)
         return found
+
+    # Jobs
+
+    def train(self, data: str | None = None, resume: str | Path | None = None, **config) -> dict:
+        """Queue a ResNet20 / CIFAR-10 training job and return its record; `config`: epochs,
+        schedule, lr, batch_size, seed, device (TrainConfig). In-process the job runs in a
+        thread of this process: `wait` for it."""
+        config = TrainConfig(**config)
+        checkpoint = None
+        if resume is not None:
+            try:
+                checkpoint = Path(resume).read_bytes()
+            except OSError as exc:
+                raise CbirqError(
+                    f"cannot read checkpoint {resume}: {exc.strerror or exc}"
+                ) from None
+        if self.embedded:  # the data is here: check it before making a job that would fail
+            data_layout(Path(data) if data else self.settings.data_dir / "cifar10")
+        job = new_job(config.__dict__, data, str(resume) if resume else None)
+        if checkpoint is not None:
+            self.store.put_artifact(artifact_key(job["id"], "resume"), checkpoint)
+        self.store.put_job(job)
+        self._running[job["id"]] = self.dispatcher.start(TRAIN_TASK, job_id=job["id"])
+        return job
+
+    def jobs(self, limit: int = 20) -> list[dict]:
+        """The most recent jobs' records, newest first."""
+        return self.store.jobs(limit)
+
+    def status(self, job_id: str) -> dict:
+        """The job's record; UnknownJob if there is none."""
+        return self.store.get_job(job_id)
+
+    def wait(
+        self,
+        job_id: str,
+        on_update: job_control.OnUpdate | None = None,
+        on_note: job_control.OnNote | None = None,
+    ) -> dict:
+        """Follow the job until it ends and return its final record (whatever its state);
+        `on_update` sees every read of the record, `on_note` what a person should be told."""
+        hooks = {k: v for k, v in (("on_update", on_update), ("on_note", on_note)) if v}
+        pending = self._running.pop(job_id, None)
+        return job_control.follow(self.store, self.dispatcher, job_id, pending, **hooks)
+
+    def cancel(self, job_id: str) -> dict:
+        """Stop a queued or running job: {"id", "state"} (cancelled, or cancelling)."""
+        return job_control.cancel(self.store, job_id)
+
+    def fetch(self, job_id: str, out: str | Path, latest: bool = False) -> dict:
+        """Write the job's final checkpoint (`latest`: the last epoch's) to `out`."""
+        job, data = job_control.checkpoint(self.store, job_id, latest)
+        try:
+            Path(out).write_bytes(data)
+        except OSError as exc:
+            raise CbirqError(f"cannot write {out}: {exc.strerror or exc}") from None
+        return {"id": job_id, "path": str(out), "epoch": job["epoch"], "epochs": job["epochs"]}
 
 
 def _named(index: str) -> str:

@@ -28,7 +28,7 @@ from cbirq.errors import (
     ImageError,
     UnknownIndex,
 )
-from cbirq.settings import DEFAULT_MAX_FILE_MB
+from cbirq.settings import DEFAULT_MAX_FILE_MB, Settings
 from cbirq.store import Store, content_hash
 
 
@@ -69,6 +69,24 @@ class IndexJob:
     engine: str | None = None  # None: each worker's own CBIRQ_ENGINE
     max_file_bytes: int = DEFAULT_MAX_FILE_MB * 2**20
     result_timeout: float = 600.0  # no answer for a chunk this long: the workers are gone
+
+    @classmethod
+    def of(cls, settings: Settings, root: Path, index: str, model: str, weights: str, **options):
+        """The one place an index job is made: limits and timeouts from `settings`, and
+        `options` (chunk, shared_fs, prune, engine) as chosen."""
+        return cls(
+            root,
+            index,
+            model,
+            weights,
+            inflight=settings.inflight,
+            # Bytes outlive a worker that dies holding them: Redis hands its message on only
+            # after the visibility timeout.
+            blob_ttl=settings.visibility_timeout + 3600,
+            max_file_bytes=settings.max_file_bytes,
+            result_timeout=settings.result_timeout,
+            **options,
+        )
 
 
 @dataclass

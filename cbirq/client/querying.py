@@ -27,15 +27,13 @@ class QueryRequest:
     shards: int = 1
 
 
-def ask(
-    store: Store, dispatcher: Dispatcher, request: QueryRequest, data: bytes, path: str | None
-) -> dict:
-    """The query's answer (`cbirq query --json` less its `query`). In-process the task reads
-    the image at `path`; workers get `data` through the store, as they may not see the file."""
+def ask(store: Store, dispatcher: Dispatcher, request: QueryRequest, data: bytes) -> dict:
+    """The query's answer (`cbirq query --json` less its `query`). In-process the task takes
+    the bytes as they are; workers get them through the store, as they may not see the file."""
     info = store.info(request.index)  # an unknown index fails here, before any work is sent
     options = resolve_options(info.model, **request.ranking)
-    if dispatcher.embedded and path is not None:
-        source = {"path": path}
+    if dispatcher.embedded:  # no broker between: nothing is serialised
+        source = {"data": data}
     else:
         key = f"query:{uuid.uuid4().hex}"
         store.put_blobs({key: data}, QUERY_BLOB_TTL)

@@ -28,9 +28,10 @@ _QUICK = {
 
 
 def _source(query: dict) -> bytes:
-    """The query image: bytes the client put in the store (taken once), or a shared path."""
-    if "path" in query:
-        return runtime.read_local(query["path"])
+    """The query image: bytes the client put in the store (taken once), or, in-process, the
+    bytes themselves."""
+    if "data" in query:
+        return query["data"]
     store = runtime.store()
     source = store.get_blob(query["blob"])
     store.delete_blobs([query["blob"]])

@@ -1,14 +1,15 @@
 """`cbirq serve`'s web app: the search page, thumbnails, jobs, and a JSON API.
 
 Starlette on uvicorn: a small ASGI toolkit (no ORM, templating or validation layer to carry),
-a test client, and an OpenAPI schema from the endpoints' docstrings. The app does no search
-itself: `cbirq serve` passes in a `QueryFn` that sends the query to the workers or runs it in
-this process, so this module knows nothing of Celery.
+a test client, and an OpenAPI schema from the endpoints' docstrings. As datasette is handed
+its `Datasette`, the app is handed the `cbirq.Client` that `cbirq serve` made: every answer
+comes from it, so this module knows nothing of the store, Celery or the models.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -35,12 +37,12 @@ from cbirq.errors import (
     connection_errors,
     connection_message,
 )
-from cbirq.store import Store
-from cbirq.web.library import LibraryPaths, library_file, thumbnail
+from cbirq.web.library import Holds, library_file, thumbnail
+
+if TYPE_CHECKING:
+    from cbirq.client.api import Client
 from cbirq.web.uploads import TooLarge, read_form
 
-# (image bytes, index, top, metric, plain ranking) -> the `cbirq query --json` object
-QueryFn = Callable[[bytes, str, int, str, bool], dict]
 STATIC = resources.files("cbirq.web") / "static"
 TOKEN_COOKIE = "cbirq_token"
 
@@ -53,8 +55,8 @@ class WebConfig:
     token: str | None = None
 
 
-def create_app(store: Store, query: QueryFn, config: WebConfig) -> Starlette:
-    paths = LibraryPaths(store)
+def create_app(client: Client, config: WebConfig) -> Starlette:
+    paths: Holds = client.holds
     # One thread runs every query: the model and an index's rows are loaded once and kept,
     # and a CPU-bound search gains nothing from a second one beside it.
     searcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cbirq-query")
@@ -65,7 +67,8 @@ def create_app(store: Store, query: QueryFn, config: WebConfig) -> Starlette:
         description: >
           Multipart form: `file` (the image) or `path` (an image of the index: "more like
           this"); optional `index`, `top` (1-1000, default 5), `metric` (cosine|euclidean),
-          `plain` (true: plain cosine, no ranking options). Answers the object that
+          `plain` (true: plain cosine, no ranking options), `min_score` (leave out results
+          whose plain cosine is below it). Answers the object that
           `cbirq query --json` prints. 400 bad image or option, 404 unknown index or path,
           413 upload too large.
         responses:
@@ -74,7 +77,7 @@ def create_app(store: Store, query: QueryFn, config: WebConfig) -> Starlette:
         began = time.perf_counter()
         form = await read_form(request, config.max_upload)
         index = form.get("index") or config.default_index
-        top, metric, plain = _options(form)
+        top, metric, plain, min_score = _options(form)
         upload = form.get("file")
         if isinstance(upload, bytes) and upload:
             data, label = upload, form.get("filename") or "upload"
@@ -85,11 +88,16 @@ def create_app(store: Store, query: QueryFn, config: WebConfig) -> Starlette:
             raise ImageError("send an image as `file` (or an indexed image's `path`)")
         loop = asyncio.get_running_loop()
         try:
-            answer = await loop.run_in_executor(searcher, query, data, index, top, metric, plain)
+            answer = await loop.run_in_executor(
+                searcher,
+                lambda: client.query(
+                    data, index, top, metric, plain=plain, min_score=min_score, label=label
+                ),
+            )
         except ImageError as exc:
             raise ImageError(f"{label}: {exc}") from None
         spent = f"query;dur={1000 * (time.perf_counter() - began):.1f}"
-        return JSONResponse({"query": label, **answer}, headers={"Server-Timing": spent})
+        return JSONResponse(answer, headers={"Server-Timing": spent})
 
     async def indexes(_: Request) -> JSONResponse:
         """
@@ -97,8 +105,7 @@ def create_app(store: Store, query: QueryFn, config: WebConfig) -> Starlette:
         responses:
           200: {description: "a list of {name, model, weights, dim, count}"}
         """
-        found = await run_in_threadpool(store.indexes)
-        return JSONResponse([info.__dict__ for info in found])
+        return JSONResponse(await run_in_threadpool(client.indexes))
 
     async def jobs(_: Request) -> JSONResponse:
         """
@@ -106,7 +113,7 @@ def create_app(store: Store, query: QueryFn, config: WebConfig) -> Starlette:
         responses:
           200: {description: a list of job records (see docs/formats.md)}
         """
-        return JSONResponse(await run_in_threadpool(store.jobs, 50))
+        return JSONResponse(await run_in_threadpool(client.jobs, 50))
 
     async def job(request: Request) -> JSONResponse:
         """
@@ -115,7 +122,7 @@ def create_app(store: Store, query: QueryFn, config: WebConfig) -> Starlette:
           200: {description: the job record}
           404: {description: no such job}
         """
-        return JSONResponse(await run_in_threadpool(store.get_job, request.path_params["job"]))
+        return JSONResponse(await run_in_threadpool(client.status, request.path_params["job"]))
 
     async def thumb(request: Request) -> Response:
         """
@@ -169,14 +176,27 @@ def create_app(store: Store, query: QueryFn, config: WebConfig) -> Starlette:
 _CACHE = {"Cache-Control": "private, max-age=3600"}
 
 
-def _options(form: dict) -> tuple[int, str, bool]:
+def _options(form: dict) -> tuple[int, str, bool, float | None]:
     top = _int(form.get("top") or "5", "top")
     if not 1 <= top <= 1000:
         raise ImageError("top must be 1-1000")
     metric = form.get("metric") or "cosine"
     if metric not in ("cosine", "euclidean"):
         raise ImageError("metric must be cosine or euclidean")
-    return top, metric, (form.get("plain") or "").lower() in ("1", "true", "on", "yes")
+    plain = (form.get("plain") or "").lower() in ("1", "true", "on", "yes")
+    return top, metric, plain, _min_score(form.get("min_score"))
+
+
+def _min_score(raw: str | None) -> float | None:
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not -1.0 <= value <= 1.0:
+        raise ImageError(f"min_score must be a number from -1 to 1, not {raw!r}")
+    return value
 
 
 def _int(raw: str, name: str) -> int:
@@ -193,12 +213,12 @@ def _library_params(request: Request, config: WebConfig) -> tuple[str, str]:
     return request.query_params.get("index") or config.default_index, path
 
 
-def _library_bytes(paths: LibraryPaths, index: str, path: str) -> bytes:
+def _library_bytes(paths: Holds, index: str, path: str) -> bytes:
     with open(library_file(paths, index, path), "rb") as file:
         return file.read()
 
 
-def _thumbnail(paths: LibraryPaths, index: str, path: str, size: int, cache: Path) -> bytes:
+def _thumbnail(paths: Holds, index: str, path: str, size: int, cache: Path) -> bytes:
     return thumbnail(library_file(paths, index, path), size, cache)
 
 

@@ -12,39 +12,20 @@ import hashlib
 import io
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from cbirq.embed.images import load_rgb
 from cbirq.errors import ImageError, UnknownIndex
-from cbirq.store import Cursor, Store
 
 THUMB_SIZES = range(32, 1025)
+Holds = Callable[[str, str], bool]  # (index, path) -> whether the index holds it (Client.holds)
 
 
-class LibraryPaths:
-    """Each index's set of paths, refreshed from the store's change log on every look-up."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.lock = threading.Lock()
-        self.known: dict[str, tuple[Cursor, set[str]]] = {}
-
-    def holds(self, index: str, path: str) -> bool:
-        with self.lock:
-            cursor, paths = self.known.get(index, (None, set()))
-            cursor, added = self.store.changes(index, cursor)
-            if added is None:
-                paths = set(self.store.entries(index))
-            else:
-                paths.update(p for p, _ in added)
-            self.known[index] = (cursor, paths)
-            return path in paths
-
-
-def library_file(paths: LibraryPaths, index: str, path: str) -> str:
+def library_file(holds: Holds, index: str, path: str) -> str:
     """`path` if the index holds it and it is still a readable file; UnknownIndex otherwise
     (the API answers 404 alike for a path that is not in the index and one that is gone)."""
-    if not paths.holds(index, path) or not os.path.isfile(path):
+    if not holds(index, path) or not os.path.isfile(path):
         raise UnknownIndex(f"no image {path!r} in index '{index}'")
     return path
 

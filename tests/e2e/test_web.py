@@ -26,21 +26,14 @@ def library(tmp_path):
     return tmp_path / "lib"
 
 
-@pytest.fixture
-def uploads(tmp_path):
-    folder = tmp_path / "uploads"
-    folder.mkdir()
-    return folder
-
-
-def client_for(uploads, **env) -> TestClient:
+def client_for(**env) -> TestClient:
     config = settings.load({**os.environ, **env})
-    return TestClient(build_app(config, "web", uploads))
+    return TestClient(build_app(config, "web"))
 
 
 @pytest.fixture
-def client(library, uploads):
-    with client_for(uploads) as client:
+def client(library):
+    with client_for() as client:
         yield client
 
 
@@ -95,7 +88,7 @@ def test_more_like_this_queries_with_an_indexed_image(client, library):
     assert answer["results"][0]["cosine"] == pytest.approx(1.0, abs=1e-4)
 
 
-def test_bad_input_is_an_error_and_the_server_keeps_serving(client, uploads):
+def test_bad_input_is_an_error_and_the_server_keeps_serving(client):
     bad = client.post("/api/query", files={"file": ("notes.txt", b"not an image at all")})
     assert bad.status_code == 400 and bad.json()["error"].startswith("notes.txt: not an image")
     assert client.post("/api/query", data={"top": "5"}).status_code == 400
@@ -105,11 +98,10 @@ def test_bad_input_is_an_error_and_the_server_keeps_serving(client, uploads):
     unknown = client.post("/api/query", data={"index": "nope"}, files={"file": ("q", png(1))})
     assert unknown.status_code == 404 and "nope" in unknown.json()["error"]
     assert client.post("/api/query", files={"file": ("q.png", png(2))}).status_code == 200
-    assert list(uploads.iterdir()) == []  # every upload removed after its query
 
 
-def test_an_upload_over_the_limit_is_413(library, uploads):
-    with client_for(uploads, CBIRQ_SERVE_MAX_UPLOAD_MB="1") as client:
+def test_an_upload_over_the_limit_is_413(library):
+    with client_for(CBIRQ_SERVE_MAX_UPLOAD_MB="1") as client:
         big = client.post("/api/query", files={"file": ("big.png", b"\0" * (2 * 2**20))})
         assert big.status_code == 413 and "1 MB" in big.json()["error"]
         assert client.post("/api/query", files={"file": ("q.png", png(2))}).status_code == 200
@@ -144,8 +136,8 @@ def test_jobs_are_listed_with_their_history(client):
     assert client.get("/api/jobs/nope").status_code == 404
 
 
-def test_a_token_is_required_on_every_request_when_set(library, uploads):
-    with client_for(uploads, CBIRQ_SERVE_TOKEN="s3cret") as client:
+def test_a_token_is_required_on_every_request_when_set(library):
+    with client_for(CBIRQ_SERVE_TOKEN="s3cret") as client:
         for url in ("/", "/api/indexes", "/api/jobs", "/static/app.js"):
             assert client.get(url).status_code == 401
         assert client.get("/api/indexes", headers={"Authorization": "Bearer wrong"}).is_error

@@ -2,7 +2,7 @@
 
 import pytest
 
-from cbirq.cli.options import feature_model
+from cbirq.client.indexer import feature_model
 from cbirq.embed import specs
 from cbirq.embed.specs import FeatureSpec, checkpoint_key, checkpoint_weights
 from cbirq.errors import CbirqError

@@ -21,16 +21,14 @@ ALLOWED = {
     "embed": {"settings", "errors", "store", "training", "rank"},
     "evaluation": {"errors", "store", "rank"},
     "tasks": {"settings", "errors", "store", "cluster", "training", "embed", "rank", "evaluation"},
-    "web": {"errors", "store", "embed"},
+    "web": {"errors", "client", "embed"},
     # the client side of the CLI and the Python API: tasks only in the embedded dispatcher
     "client": {
         *("settings", "errors", "store", "cluster", "training", "embed", "rank", "evaluation"),
         "tasks",
     },
-    "cli": {
-        *("settings", "errors", "store", "cluster", "training", "embed", "rank", "evaluation"),
-        *("tasks", "web", "client"),
-    },
+    # The CLI works through the client: neither the store nor the dispatcher (client.dispatch).
+    "cli": {"settings", "errors", "cluster", "training", "embed", "client", "web"},
 }
 
 
@@ -76,3 +74,19 @@ def test_the_rules_have_no_cycle():
         )
 
     assert not [part for part in ALLOWED if reaches(part, part)]
+
+
+def test_the_cli_and_the_web_page_reach_work_through_the_client_only():
+    reaching = {
+        str(path.relative_to(PACKAGE)): sorted(found)
+        for part in ("cli", "web")
+        for path in (PACKAGE / part).rglob("*.py")
+        if (
+            found := {
+                m
+                for m in cbirq_imports(path)
+                if m.startswith(("cbirq.store", "cbirq.client.dispatch"))
+            }
+        )
+    }
+    assert not reaching

@@ -82,7 +82,7 @@ def test_a_cpu_worker_fits_processes_and_threads_to_the_cores(
 
 def test_worker_command_pins_each_process_to_its_gpu(monkeypatch, tmp_path):
     started = []
-    monkeypatch.setattr(cluster, "connect", lambda config: None)
+    monkeypatch.setattr(cluster, "client", lambda config: None)
     monkeypatch.setattr(cluster, "_gpu_devices", lambda choice: ["0", "1", "2"])
     monkeypatch.setattr(cluster, "_supervise", lambda commands: started.extend(commands) or 0)
     monkeypatch.setenv("CBIRQ_BROKER_URL", "redis://127.0.0.1:1/0")
