@@ -22,7 +22,8 @@ from cbirq.cli.options import feature_model, model_options, ranking_options
 from cbirq.client.dispatch import Dispatcher
 from cbirq.client.indexer import IndexJob, run_index
 from cbirq.client.library import walk_images
-from cbirq.embed.specs import query_spec, resolve_options
+from cbirq.embed.families import resolve_options
+from cbirq.embed.specs import query_spec
 from cbirq.errors import CbirqError, UnknownIndex
 from cbirq.evaluation.labels import labels_for, read_csv
 from cbirq.rank.options import RankOptions
