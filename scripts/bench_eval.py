@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from cbirq.embed.specs import FEATURES, FeatureSpec
+from cbirq.embed.families import family
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = {  # name: (cbirq eval options, index name)
@@ -65,7 +65,7 @@ def first_per_class(split: Path, per_class: int, out: Path) -> Path:
 def run_args(run: str, model: str) -> tuple[list[str], str]:
     """`cbirq eval` options for a run, and the suffix of the index its features need."""
     if run == "default":
-        spec = FEATURES.get(model, FeatureSpec(model))
+        spec = family(model).default_features
         return [], ("-gem" if spec.pool == "gem" else "") + ("-flip" if spec.flip else "")
     args = ["--plain", *PLAIN_FEATURES]
     for part in run.split("+"):

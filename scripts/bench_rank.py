@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from bench_index import busy_cores, machine  # scripts/ is on sys.path when run as a script
 
-from cbirq.embed.specs import DEFAULTS
+from cbirq.embed.families import FAMILIES
 from cbirq.rank import kernels
 from cbirq.rank.index_cache import IndexCache
 from cbirq.rank.options import RankOptions
@@ -49,7 +49,7 @@ from cbirq.store import IndexInfo
 DIM = 1280
 K = 10
 NAME = "bench"
-DEFAULT = DEFAULTS["efficientnet_lite0"]  # centred, alpha-QE: two scans
+DEFAULT = FAMILIES["efficientnet_lite0"].ranking  # centred, alpha-QE: two scans
 Search = Callable[[np.ndarray], np.ndarray]  # query -> the top K rows, best first
 COLUMNS = ("bytes/dim", "matrix MB", "ms per query", "recall@10", "rescored")
 

@@ -6,24 +6,33 @@ from collections.abc import Callable
 
 import click
 
-from cbirq.embed.specs import DEFAULTS, FEATURES
+from cbirq.embed.families import FAMILIES, OTHER_TORCHVISION, Family
 from cbirq.settings import DEFAULT_MODEL
 
 
 def _default_for(option: str, off: object = False) -> str:
-    """'[default: ...]' naming each backbone whose own default differs from `off`."""
+    """'[default: ...]' naming each model family whose own default differs from `off`."""
 
-    def value(source: dict, model: str) -> object:
-        return getattr(source[model], option) if model in source else off
+    def value(family: Family) -> object:
+        defaults = family.default_features if option in ("pool", "flip") else family.ranking
+        return getattr(defaults, option)
 
-    source = FEATURES if option in ("pool", "flip") else DEFAULTS
-    differ = sorted(m for m in source if value(source, m) != off)
+    values = {name: value(family) for name, family in sorted(FAMILIES.items())}
     words = {True: "on", False: "off"}
-    shown = [f"{m}: {words.get(value(source, m), value(source, m))}" for m in differ]
+    shown = [f"{m}: {words.get(v, v)}" for m, v in values.items() if v != off]
     other = words.get(off, off)
     if not shown:
         return f"[default: {other}]"
     return f"[default: {', '.join(shown)}; {other} for other models]"
+
+
+def _model_help() -> str:
+    """Each model family with its one-line summary, from the registry."""
+    families = [
+        f"{name}{':CHECKPOINT' if family.checkpoint else ''} ({family.summary})"
+        for name, family in FAMILIES.items()
+    ]
+    return "; ".join([*families, f"or {OTHER_TORCHVISION.summary}."])
 
 
 def model_options(command: Callable) -> Callable:
@@ -35,9 +44,7 @@ def model_options(command: Callable) -> Callable:
                 "-m",
                 default=DEFAULT_MODEL,
                 show_default=True,
-                help="efficientnet_lite0, efficientnet_lite1, efficientnet_lite2, "
-                "resnet20:CHECKPOINT (a `cbirq submit-train` result), or a torchvision "
-                "classification model (resnet50, ...).",
+                help=_model_help(),
             ),
             click.option(
                 "--weights",
@@ -74,7 +81,7 @@ def model_options(command: Callable) -> Callable:
 
 def ranking_options(command: Callable) -> Callable:
     """--plain, --center, --whiten, --qe, --qe-ratio, --multiscale: how to rank; unset ones take the
-    backbone's default (cbirq.embed.specs.DEFAULTS)."""
+    model family's default (cbirq.embed.families)."""
     for option in reversed(
         [
             click.option(

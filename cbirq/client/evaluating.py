@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cbirq.client.library import walk_images
-from cbirq.embed.specs import query_spec, resolve_options
+from cbirq.embed.families import resolve_options
+from cbirq.embed.specs import query_spec
 from cbirq.errors import CbirqError, UnknownIndex
 from cbirq.evaluation.labels import labels_for, read_csv
 from cbirq.rank.options import RankOptions

@@ -16,13 +16,8 @@ from cbirq.client.dispatch import Dispatcher
 from cbirq.client.library import EXTENSIONS, printable, utf8_name, walk_images
 from cbirq.client.sender import ChunkSender
 from cbirq.cluster.shared_fs import read_file as read_image_file
-from cbirq.embed.specs import (
-    CHECKPOINT_MODEL,
-    FEATURES,
-    FeatureSpec,
-    checkpoint_key,
-    checkpoint_weights,
-)
+from cbirq.embed.families import checkpoint_families, family
+from cbirq.embed.specs import FeatureSpec, checkpoint_key, checkpoint_weights
 from cbirq.errors import (
     CbirqError,
     ImageError,
@@ -40,8 +35,9 @@ def feature_model(
     content hash, so that workers on any host can load the same net."""
     name, sep, path = model.partition(":")
     if sep:
-        if name != CHECKPOINT_MODEL:
-            raise CbirqError(f"only {CHECKPOINT_MODEL} takes a checkpoint: --model resnet20:PATH")
+        if not family(name).checkpoint:
+            takers = ", ".join(checkpoint_families())
+            raise CbirqError(f"only {takers} takes a checkpoint: --model {takers}:PATH")
         try:
             data = Path(path).read_bytes()
         except OSError as exc:
@@ -50,7 +46,7 @@ def feature_model(
         store.put_artifact(checkpoint_key(weights), data)
     spec = FeatureSpec.parse(name)
     if "+" not in name:
-        spec = FEATURES.get(spec.model, spec)
+        spec = family(spec.model).default_features
     chosen = {"pool": pool, "flip": flip}
     return str(replace(spec, **{k: v for k, v in chosen.items() if v is not None})), weights
 

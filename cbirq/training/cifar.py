@@ -16,11 +16,9 @@ import torch
 from PIL import Image
 
 from cbirq.errors import CbirqError
-from cbirq.training.config import BATCHES_DIR, data_layout
+from cbirq.training.config import BATCHES_DIR, MEAN, STD, data_layout
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-MEAN = (0.4914, 0.4822, 0.4465)
-STD = (0.2470, 0.2435, 0.2616)
 
 log = logging.getLogger(__name__)
 

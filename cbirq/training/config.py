@@ -9,6 +9,10 @@ from cbirq.errors import CbirqError
 
 SCHEDULES = ("recommended", "fast")
 DEVICES = ("auto", "cpu", "cuda")
+# The CIFAR-10 training set's channel statistics: training standardises with them, and so
+# does the resnet20 backbone (stdlib here, so the model families can name them).
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2470, 0.2435, 0.2616)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 from torchvision import models
 
-from cbirq.embed import backbones
+from cbirq.embed import backbones, builders
+from cbirq.embed.families import FAMILIES
 from cbirq.embed.images import load_array
 from cbirq.errors import BackboneError
 
@@ -144,7 +145,7 @@ def fake_hub_file(offline_hub) -> Path:
 def test_hub_weights_are_read_from_the_cache(offline_hub, monkeypatch):
     fake_hub_file(offline_hub)
     checked = []
-    monkeypatch.setattr(backbones, "check_hub_hash", lambda name, data: checked.append(name))
+    monkeypatch.setattr(builders, "check_hub_hash", lambda name, data: checked.append(name))
     loaded = backbones.load_backbone("resnet18", weights="imagenet")
     assert torch.all(loaded.net.layer1[0].conv1.weight == 0.25)
     assert checked == ["resnet18-f37072fd.pth"]
@@ -159,10 +160,10 @@ def test_hub_weights_that_do_not_match_their_name_are_refused(offline_hub):
 def test_the_hub_hash_is_the_sha256_prefix():
     data = b"weights"
     prefix = hashlib.sha256(data).hexdigest()[:8]
-    backbones.check_hub_hash(f"net-{prefix}.pth", data)  # accepted
-    backbones.check_hub_hash("net.pth", data)  # no hash in the name: nothing to check
+    builders.check_hub_hash(f"net-{prefix}.pth", data)  # accepted
+    builders.check_hub_hash("net.pth", data)  # no hash in the name: nothing to check
     with pytest.raises(BackboneError):
-        backbones.check_hub_hash(f"net-{prefix}.pth", data + b"!")
+        builders.check_hub_hash(f"net-{prefix}.pth", data + b"!")
 
 
 # Each EfficientNet-Lite member at its native preprocessing: (resize, crop), as in the
@@ -176,9 +177,9 @@ LITE_SIZES = {
 
 def cat_probabilities(name, weights):
     net, prep = backbones.build_classifier(name, weights)
-    assert (prep["resize"], prep["crop"]) == LITE_SIZES[name]
-    image = load_array(CHELSEA, prep["resize"], prep["crop"])
-    mean, std = (torch.tensor(prep[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+    assert (prep.resize, prep.crop) == LITE_SIZES[name]
+    image = load_array(CHELSEA, prep.resize, prep.crop)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (prep.mean, prep.std))
     assert mean.tolist() == std.tolist() == [[[[0.5]], [[0.5]], [[0.5]]]]
     x = (torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float() / 255 - mean) / std
     with torch.no_grad():
@@ -204,9 +205,17 @@ def test_each_lite_member_loads_its_own_weights():
     assert all(a.shape != b.shape or not torch.equal(a, b) for a, b in zip(stems, stems[1:]))
 
 
-@pytest.mark.parametrize("name", sorted(LITE_SIZES))
-def test_efficientnet_backbone_dim(name):
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_family_builds_with_its_registered_feature_size(name):
     backbone = backbones.load_backbone(name, weights="none")
-    assert backbone.dim == 1280
+    assert backbone.dim == FAMILIES[name].dim
+    assert backbone.batch_size == FAMILIES[name].batch
+    rgb = np.random.default_rng(2).integers(0, 256, (backbone.crop, backbone.crop, 3), np.uint8)
+    assert backbone.embed([rgb]).shape == (1, backbone.dim)
+
+
+@pytest.mark.parametrize("name", sorted(LITE_SIZES))
+def test_efficientnet_preprocessing(name):
+    backbone = backbones.load_backbone(name, weights="none")
     assert (backbone.resize, backbone.crop) == LITE_SIZES[name]
     assert backbone.mean == backbone.std == (0.5, 0.5, 0.5)

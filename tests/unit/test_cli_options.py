@@ -1,9 +1,11 @@
 """How --model, --pool and --flip become the feature spec an index records."""
 
+from dataclasses import replace
+
 import pytest
 
 from cbirq.client.indexer import feature_model
-from cbirq.embed import specs
+from cbirq.embed.families import FAMILIES
 from cbirq.embed.specs import FeatureSpec, checkpoint_key, checkpoint_weights
 from cbirq.errors import CbirqError
 from cbirq.store.sqlite_store import SqliteStore
@@ -15,7 +17,8 @@ def store(tmp_path):
 
 
 def test_bare_names_take_the_backbone_defaults_and_options_override(store, monkeypatch):
-    monkeypatch.setitem(specs.FEATURES, "resnet50", FeatureSpec("resnet50", flip=True))
+    flipped = replace(FAMILIES["resnet50"], features=FeatureSpec("resnet50", flip=True))
+    monkeypatch.setitem(FAMILIES, "resnet50", flipped)
     assert feature_model(store, "resnet50", "none", None, None) == ("resnet50+flip", "none")
     assert feature_model(store, "resnet50", "none", "gem", False) == ("resnet50+gem", "none")
     assert feature_model(store, "resnet50+gem", "none", None, None) == ("resnet50+gem", "none")

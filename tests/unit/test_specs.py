@@ -1,13 +1,6 @@
 import pytest
 
-from cbirq.embed import specs
-from cbirq.embed.specs import (
-    FeatureSpec,
-    checkpoint_weights,
-    is_checkpoint,
-    query_spec,
-    resolve_options,
-)
+from cbirq.embed.specs import FeatureSpec, checkpoint_weights, is_checkpoint, query_spec
 from cbirq.errors import BackboneError
 from cbirq.rank.options import RankOptions
 
@@ -40,16 +33,6 @@ def test_multiscale_queries_fit_a_library_of_the_same_features_only():
     assert str(query_spec("resnet50", RankOptions())) == "resnet50"
 
 
-def test_explicit_choices_override_the_backbone_default(monkeypatch):
-    monkeypatch.setitem(specs.DEFAULTS, "resnet50", RankOptions(whiten=True, qe=5))
-    assert resolve_options("resnet50+gem") == RankOptions(whiten=True, qe=5)
-    assert resolve_options("resnet50", plain=True) == RankOptions.plain()
-    assert resolve_options("resnet50", qe=0) == RankOptions(whiten=True, qe=0)
-    assert resolve_options("resnet50", plain=True, multiscale=True) == RankOptions(multiscale=True)
-    assert resolve_options("resnet50", center=True, whiten=None).center
-    assert resolve_options("vgg16") == RankOptions.plain()
-
-
 def test_checkpoint_weights_name_the_content():
     name = checkpoint_weights(b"abc")
     assert is_checkpoint(name) and name == checkpoint_weights(b"abc")
@@ -62,4 +45,3 @@ def test_the_qe_ratio_is_named_and_sent_only_when_set():
     assert RankOptions(**options.as_dict()) == options
     # Off, it is left out: a worker of an earlier release takes RankOptions(**options).
     assert "qe_ratio" not in RankOptions(center=True, qe=10).as_dict()
-    assert resolve_options("resnet50", qe=3, qe_ratio=0.8).qe_ratio == 0.8
