@@ -19,6 +19,8 @@ DEFAULT_MAX_DECODE_MB = 768
 DEFAULT_INDEX = "default"
 # Inference engines for feature extraction; auto: ONNX Runtime on CPU, torch on GPU.
 ENGINES = ("auto", "torch", "onnx")
+# Redis URLs: the broker's (Celery's Redis transport), and among the store's (cbirq.store).
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 def _default_home(env: Mapping[str, str]) -> Path:
@@ -27,11 +29,10 @@ def _default_home(env: Mapping[str, str]) -> Path:
 
 
 def with_password(url: str, password: str | None) -> str:
-    """Put `password` into a redis:// URL that has none, so one variable can hold the secret."""
-    if not password:
-        return url
+    """Put `password` into a Redis URL that has none, so one variable can hold the secret (a
+    store of another kind is left as it is)."""
     parts = urlsplit(url)
-    if parts.password:
+    if not password or parts.password or parts.scheme not in REDIS_SCHEMES:
         return url
     user = quote(parts.username or "", safe="")
     # The host as written, port included: `hostname` drops an IPv6 address's brackets.
@@ -90,9 +91,6 @@ class Settings:
         return self.home / "cache"
 
 
-REDIS_SCHEMES = ("redis", "rediss", "unix")
-
-
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
     raw = env.get(name)
     if raw in (None, ""):
@@ -106,13 +104,14 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
-def _redis_url(env: Mapping[str, str], name: str) -> str | None:
-    """The variable's URL, refusing what redis-py would fail on later with a traceback."""
-    raw = env.get(name) or None
+def _broker_url(env: Mapping[str, str]) -> str | None:
+    """CBIRQ_BROKER_URL, refusing what Celery would fail on later with a traceback. The store's
+    URL is checked where its backends are listed (cbirq.store.open_store)."""
+    raw = env.get("CBIRQ_BROKER_URL") or None
     if raw is not None and urlsplit(raw).scheme not in REDIS_SCHEMES:
         raise ValueError(
-            f"{name} must be a Redis URL such as redis://HOST:6379/0 (or rediss://, unix://), "
-            f"not {raw!r}"
+            "CBIRQ_BROKER_URL must be a Redis URL such as redis://HOST:6379/0 (or rediss://, "
+            f"unix://), not {redact(raw)!r}"
         )
     return raw
 
@@ -131,8 +130,8 @@ def _paths(raw: str) -> tuple[Path, ...]:
 def load(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     password = env.get("CBIRQ_REDIS_PASSWORD") or None
-    broker = _redis_url(env, "CBIRQ_BROKER_URL")
-    store = _redis_url(env, "CBIRQ_STORE_URL") or broker
+    broker = _broker_url(env)
+    store = env.get("CBIRQ_STORE_URL") or broker
     threads = _int(env, "CBIRQ_THREADS", 0)
     home = Path(env.get("CBIRQ_HOME") or _default_home(env))
     return Settings(

@@ -16,6 +16,7 @@ Errors a caller can act on are `cbirq.errors.CbirqError`s, with the message the 
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,7 +31,7 @@ from cbirq.client.querying import QueryRequest, ask
 from cbirq.cluster.celery_app import TRAIN_TASK
 from cbirq.cluster.shared_fs import read_file
 from cbirq.errors import CbirqError, ImageError, UnknownIndex
-from cbirq.settings import DEFAULT_INDEX, DEFAULT_MODEL
+from cbirq.settings import DEFAULT_INDEX, DEFAULT_MODEL, redact
 from cbirq.store import Store, open_store
 from cbirq.training.config import TrainConfig, data_layout
 from cbirq.training.jobs import artifact_key, new_job
@@ -43,6 +44,20 @@ Progress = Callable[[int], Callable[[int], None]]
 
 def _no_progress(_total: int) -> Callable[[int], None]:
     return lambda _done: None
+
+
+def _unusable_store(settings: settings_module.Settings, exc: Exception) -> CbirqError:
+    """A SQLite store that cannot be opened, naming the variable to change."""
+    reason = getattr(exc, "strerror", None) or exc
+    if settings.store_url:
+        return CbirqError(
+            f"cannot use CBIRQ_STORE_URL={redact(settings.store_url)}: {reason}; name a file in "
+            "a folder you can write to"
+        )
+    return CbirqError(
+        f"cannot use CBIRQ_HOME={settings.home}: {reason}; set CBIRQ_HOME to a folder you can "
+        "write to"
+    )
 
 
 def read_image(file: str | Path, max_bytes: int) -> bytes:
@@ -67,11 +82,8 @@ class Client:
         self.settings = settings
         try:
             self.store: Store = open_store(settings)
-        except OSError as exc:  # only the embedded store touches the disk
-            raise CbirqError(
-                f"cannot use CBIRQ_HOME={settings.home}: {exc.strerror or exc}; set CBIRQ_HOME "
-                "to a folder you can write to"
-            ) from None
+        except (OSError, sqlite3.Error) as exc:  # only a SQLite store touches the disk
+            raise _unusable_store(settings, exc) from None
         self.store.ping()
         self.dispatcher: Dispatcher = dispatcher_for(self.settings)
         self._running: dict[str, Pending] = {}  # jobs this client started, by id

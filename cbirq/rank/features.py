@@ -6,12 +6,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cbirq.store import Store
+from cbirq.store import IndexStore
 
 BATCH = 4096  # vectors per store read when loading an index: a few MB at a time
 
 
-def read(store: Store, name: str, hashes: Sequence[str]) -> np.ndarray:
+def read(store: IndexStore, name: str, hashes: Sequence[str]) -> np.ndarray:
     """The float32 features of `hashes`, one row each, in order (each distinct hash read once).
     Stores write features before the entries that point at them, so every hash an entry names
     has its vector."""
@@ -32,7 +32,7 @@ def read(store: Store, name: str, hashes: Sequence[str]) -> np.ndarray:
     return found[[row_of[h] for h in hashes]]
 
 
-def read_index(store: Store, name: str) -> tuple[list[str], np.ndarray]:
+def read_index(store: IndexStore, name: str) -> tuple[list[str], np.ndarray]:
     """Every image path of the index, sorted, and its float32 features."""
     entries = sorted(store.entries(name).items())
     return [p for p, _ in entries], read(store, name, [h for _, h in entries])

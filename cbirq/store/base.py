@@ -11,7 +11,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from cbirq.errors import CbirqError, IndexMismatch
 
@@ -77,12 +77,16 @@ def check_dim(info: IndexInfo, features: dict[str, bytes]) -> int:
     return sizes.pop() if sizes else info.dim
 
 
-class Store(Protocol):
+# The contract, by concern: a caller that needs one part may ask for that protocol alone, and
+# every backend offers all of them (Store).
+
+
+class IndexStore(Protocol):
+    """Named indexes: entries, the features they point at, and the change log readers follow."""
+
     # Names the store for a reader's copy of an index kept on disk, or None where the change
     # log's cursors may repeat (a copy could then pass for a different index's).
     cache_key: str | None
-
-    def ping(self) -> None: ...
 
     def open_index(self, name: str, model: str, weights: str) -> IndexInfo:
         """Create the index, or check that it holds this model's features."""
@@ -117,7 +121,9 @@ class Store(Protocol):
     def changes(self, name: str, since: Cursor | None) -> tuple[Cursor, list[Entry] | None]:
         """Entries added since `since`, or None when the reader must reload everything."""
 
-    # Training jobs: a JSON record each, and binary artifacts (checkpoints).
+
+class JobStore(Protocol):
+    """Training jobs: a JSON record each, and binary artifacts (checkpoints, whitening)."""
 
     def put_job(self, job: dict) -> None:
         """Create or replace the record `job["id"]`."""
@@ -132,10 +138,33 @@ class Store(Protocol):
 
     def get_artifact(self, key: str) -> bytes | None: ...
 
-    # Leases: at most one owner at a time, lapsing `ttl` seconds after the last renewal.
+
+class LeaseStore(Protocol):
+    """Leases: at most one owner at a time, lapsing `ttl` seconds after the last renewal."""
 
     def claim(self, key: str, owner: str, ttl: float) -> bool:
         """Take the lease, or renew it if `owner` holds it; False while someone else does."""
 
     def release(self, key: str, owner: str) -> None:
         """Give the lease up, if `owner` holds it."""
+
+
+class BlobStore(Protocol):
+    """Bytes on their way to a worker that cannot read the client's files (images to index, a
+    query image): each lapses `ttl` seconds after it is put, so a lost task leaves nothing."""
+
+    def put_blobs(self, blobs: dict[str, bytes], ttl: int) -> None: ...
+
+    def get_blob(self, key: str) -> bytes | None:
+        """The blob, or None once it is deleted or has lapsed."""
+
+    def delete_blobs(self, keys: Iterable[str]) -> None:
+        """Delete the blobs that are there; keys already gone are fine."""
+
+
+@runtime_checkable  # isinstance then checks that a backend has every member, in the tests
+class Store(IndexStore, JobStore, LeaseStore, BlobStore, Protocol):
+    """What every backend offers (store/__init__.py picks one by the URL's scheme)."""
+
+    def ping(self) -> None:
+        """Reach the store now: an address that is wrong fails before any work."""

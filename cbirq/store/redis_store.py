@@ -29,7 +29,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from cbirq.errors import Unavailable, UnknownIndex, UnknownJob
-from cbirq.settings import redact
+from cbirq.settings import Settings, redact
 from cbirq.store.base import (
     Cursor,
     Entry,
@@ -132,6 +132,11 @@ sweep(KEYS[5])
 return 0
 """
 )
+
+
+def open_url(url: str, settings: Settings) -> RedisStore:
+    """The store at a redis://, rediss:// or unix:// URL (the table in cbirq/store/__init__.py)."""
+    return RedisStore.from_url(url, timeout=settings.connect_timeout)
 
 
 class RedisStore:

@@ -1,4 +1,8 @@
-"""The store in one SQLite file under CBIRQ_HOME: the embedded default, no server needed."""
+"""The store in one SQLite file: the embedded default (under CBIRQ_HOME), no server needed.
+
+CBIRQ_STORE_URL=sqlite:///ABSOLUTE/PATH names another file; the processes of one machine share
+it (WAL), workers on other machines cannot.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,10 @@ import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
-from cbirq.errors import UnknownIndex, UnknownJob
+from cbirq.errors import CbirqError, UnknownIndex, UnknownJob
+from cbirq.settings import Settings, redact
 from cbirq.store.base import (
     Cursor,
     Entry,
@@ -37,8 +43,21 @@ CREATE TABLE IF NOT EXISTS artifacts (key TEXT PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS sources (
     idx TEXT NOT NULL, folder TEXT NOT NULL, updated REAL NOT NULL, PRIMARY KEY (idx, folder));
 CREATE TABLE IF NOT EXISTS leases (key TEXT PRIMARY KEY, owner TEXT NOT NULL, until REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS blobs (key TEXT PRIMARY KEY, data BLOB NOT NULL, expires REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS blobs_by_expiry ON blobs (expires);
 """
 CHUNK = 500  # stay under SQLite's limit on bound parameters
+
+
+def open_url(url: str, settings: Settings) -> SqliteStore:
+    """The store named by `sqlite:///ABSOLUTE/PATH` (the table in cbirq/store/__init__.py)."""
+    parts = urlsplit(url)
+    if parts.netloc or parts.query or parts.fragment or not parts.path.strip("/"):
+        raise CbirqError(
+            f"CBIRQ_STORE_URL={redact(url)}: a SQLite store is a file on this machine, "
+            "written sqlite:///ABSOLUTE/PATH"
+        )
+    return SqliteStore(Path(unquote(parts.path)))
 
 
 class SqliteStore:
@@ -213,6 +232,27 @@ class SqliteStore:
             (name, since[1], last),
         )
         return cursor, [tuple(r) for r in rows]
+
+    def put_blobs(self, blobs: dict[str, bytes], ttl: int) -> None:
+        now = time.time()
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            # Redis drops a lapsed blob by itself; here the next upload does (a client that died
+            # mid-run never deletes its own).
+            self.db.execute("DELETE FROM blobs WHERE expires <= ?", (now,))
+            self.db.executemany(
+                "INSERT OR REPLACE INTO blobs VALUES (?, ?, ?)",
+                [(key, data, now + ttl) for key, data in blobs.items()],
+            )
+
+    def get_blob(self, key: str) -> bytes | None:
+        row = self.db.execute(
+            "SELECT data FROM blobs WHERE key = ? AND expires > ?", (key, time.time())
+        ).fetchone()
+        return row[0] if row else None
+
+    def delete_blobs(self, keys: Iterable[str]) -> None:
+        self.db.executemany("DELETE FROM blobs WHERE key = ?", ((key,) for key in keys))
 
     def put_job(self, job: dict) -> None:
         self.db.execute(

@@ -13,7 +13,7 @@ import torch
 from cbirq.cluster.celery_app import TRAIN_TASK, app
 from cbirq.errors import CbirqError
 from cbirq.settings import Settings
-from cbirq.store import Store
+from cbirq.store import JobStore, Store
 from cbirq.tasks import runtime
 from cbirq.training.cifar import load_cifar
 from cbirq.training.config import TrainConfig
@@ -121,7 +121,7 @@ def train_cifar(self, job_id: str) -> dict:
         return {"id": job_id, "state": _train_leased(store, record, beat, worker)}
 
 
-def _cancelled(store: Store, job_id: str) -> bool:
+def _cancelled(store: JobStore, job_id: str) -> bool:
     return store.get_artifact(artifact_key(job_id, "cancel")) is not None
 
 

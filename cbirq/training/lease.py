@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from cbirq.store import Store
+from cbirq.store import LeaseStore
 
 
 class Stopped(Exception):
@@ -28,7 +28,7 @@ class Heartbeat:
 
     def __init__(
         self,
-        store: Store,
+        store: LeaseStore,
         key: str,
         owner: str,
         ttl: float,

@@ -178,3 +178,21 @@ def test_indexes_table_columns_fit_long_names(isolated_home):
     ]
     starts = {line.index(word) for line, word in zip(lines, ["weights", "imagenet", "ckpt-"])}
     assert len(starts) == 1, "the weights column lines up"
+
+
+def test_the_store_url_picks_the_store(isolated_home, tmp_path):
+    from cbirq.store.sqlite_store import SqliteStore
+
+    store = SqliteStore(tmp_path / "elsewhere.db")
+    store.open_index("there", "efficientnet_lite0", "imagenet")
+    store.db.close()
+    done = run_cli(
+        "indexes", "--json", env={"CBIRQ_STORE_URL": f"sqlite://{tmp_path}/elsewhere.db"}
+    )
+    assert done.returncode == 0, done.stderr
+    assert [info["name"] for info in json.loads(done.stdout)] == ["there"]
+    assert not (isolated_home / "store.sqlite3").exists()
+    done = run_cli("indexes", env={"CBIRQ_STORE_URL": "postgres://db/cbirq"})
+    assert done.returncode == 1
+    assert "CBIRQ_STORE_URL must start with" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr

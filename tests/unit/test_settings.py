@@ -48,6 +48,29 @@ def test_store_url_alone_keeps_embedded_dispatch():
     assert config.store_url == "redis://store:6379/0"
 
 
+def test_store_url_may_name_a_sqlite_file_beside_a_broker():
+    """Workers on the broker's host share the file; its scheme is checked by the store's table
+    (tests/unit/test_store_url.py), and the Redis password is not put into it."""
+    env = {
+        "CBIRQ_BROKER_URL": "redis://broker:6379/0",
+        "CBIRQ_STORE_URL": "sqlite:///srv/cbirq/store.db",
+        "CBIRQ_REDIS_PASSWORD": PASSWORD,
+    }
+    config = load(env)
+    assert not config.embedded
+    assert config.store_url == "sqlite:///srv/cbirq/store.db"
+    assert url_to_parts(config.broker_url).password == PASSWORD
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite:///srv/store.db", "amqp://guest:hunter2@host//", "localhost:6379", "broker"]
+)
+def test_a_broker_url_that_is_not_redis_is_refused(url):
+    with pytest.raises(ValueError, match="CBIRQ_BROKER_URL must be a Redis URL") as exc_info:
+        load({"CBIRQ_BROKER_URL": url})
+    assert "hunter2" not in str(exc_info.value)
+
+
 @pytest.mark.parametrize(
     ("url", "host", "port", "username"),
     [
@@ -81,6 +104,10 @@ def test_password_in_url_wins():
 def test_no_password_leaves_url_alone():
     assert with_password("redis://broker:6379/0", None) == "redis://broker:6379/0"
     assert with_password("redis://broker:6379/0", "") == "redis://broker:6379/0"
+
+
+def test_password_goes_into_redis_urls_only():
+    assert with_password("sqlite:///srv/store.db", PASSWORD) == "sqlite:///srv/store.db"
 
 
 @pytest.mark.parametrize(

@@ -1,20 +1,14 @@
-import time
+"""The store contract for indexes, run against every backend (the `store` fixture); jobs,
+leases and blobs are in test_store_records.py, feature collection in test_store_garbage.py."""
 
-import fakeredis
 import numpy as np
 import pytest
 
 from cbirq.errors import CbirqError, IndexMismatch, UnknownIndex
 from cbirq.store import base
 from cbirq.store.base import IndexInfo
-from cbirq.store.redis_store import RedisStore
 
 MODEL, WEIGHTS = "resnet18", "imagenet"
-
-
-@pytest.fixture
-def redis_store():
-    return RedisStore(fakeredis.FakeRedis())
 
 
 def vec(*values):
@@ -232,46 +226,6 @@ def test_cursor_from_the_future_forces_reload(store):
     store.add("i", [("a.jpg", "h1")], {"h1": vec(1, 0)})
     (gen, pos), _ = store.changes("i", None)
     assert store.changes("i", (gen, pos + 5))[1] is None
-
-
-def test_blobs_round_trip_with_ttl(redis_store):
-    redis_store.put_blobs({"k1": b"one", "k2": b"\x00two"}, ttl=60)
-    assert redis_store.get_blob("k1") == b"one"
-    assert redis_store.get_blob("k2") == b"\x00two"
-    assert redis_store.get_blob("k3") is None
-    ttls = [redis_store.r.ttl(key) for key in redis_store.r.keys("*blob*")]
-    assert len(ttls) == 2
-    assert all(0 < ttl <= 60 for ttl in ttls)
-    redis_store.delete_blobs(["k1", "nope"])
-    assert redis_store.get_blob("k1") is None
-    assert redis_store.get_blob("k2") == b"\x00two"
-    redis_store.delete_blobs([])
-
-
-def test_blobs_do_not_collide_with_index_keys(redis_store):
-    redis_store.open_index("i", MODEL, WEIGHTS)
-    redis_store.put_blobs({"index:i:meta": b"x"}, ttl=60)
-    assert redis_store.info("i").model == MODEL
-    redis_store.delete_blobs(["index:i:meta"])
-    assert redis_store.info("i").model == MODEL
-
-
-def test_a_lease_has_one_owner_until_released(store):
-    assert store.claim("job:1", "a", ttl=30)
-    assert store.claim("job:1", "a", ttl=30), "the owner renews"
-    assert not store.claim("job:1", "b", ttl=30)
-    assert store.claim("job:2", "b", ttl=30), "leases are per key"
-    store.release("job:1", "b")
-    assert not store.claim("job:1", "b", ttl=30), "only the owner releases"
-    store.release("job:1", "a")
-    assert store.claim("job:1", "b", ttl=30)
-
-
-def test_a_lease_lapses_without_renewal(store):
-    assert store.claim("job:1", "a", ttl=0.05)
-    time.sleep(0.1)  # fakeredis and SQLite both read the real clock
-    assert store.claim("job:1", "b", ttl=30)
-    assert not store.claim("job:1", "a", ttl=30)
 
 
 def test_sources_record_each_folder_and_the_last_update(store):
