@@ -58,7 +58,7 @@ def first_sentence(text: str) -> str:
 
 
 def _register() -> None:
-    from cbirq.cli import admin, cluster, dupes, evaluate, search, serve, train
+    from cbirq.cli import admin, cluster, dupes, evaluate, jobs, search, serve, train
 
     for command in (
         search.index,
@@ -71,12 +71,12 @@ def _register() -> None:
         cluster.worker,
         cluster.workers,
         train.submit_train,
-        train.status,
-        train.wait,
-        train.fetch,
-        train.report,
-        train.jobs,
-        train.cancel,
+        jobs.status,
+        jobs.wait,
+        jobs.fetch,
+        jobs.report,
+        jobs.jobs,
+        jobs.cancel,
         serve.serve,
     ):
         command.short_help = first_sentence(command.help or "")

@@ -63,10 +63,39 @@ def _celery_args(spec: WorkerSpec, queues: str, loglevel: str) -> list[str]:
     ]
 
 
+# Coordinators mostly wait on their chunks: threads, not processes, and never a slot that an
+# extract task needs (a coordinator holding the only process would wait for ever).
+COORDINATOR_THREADS = 8
+
+
+def _coordinator_args(base: str, loglevel: str) -> list[str]:
+    return [
+        "worker",
+        *("-Q", "jobs", "-P", "threads", "-c", str(COORDINATOR_THREADS)),
+        *("-n", f"{base}-jobs@%h", "-l", loglevel),
+        "--without-gossip",
+        "--without-mingle",
+    ]
+
+
+def _die_with_parent() -> None:
+    """In the child: be killed when the supervisor dies, even by SIGKILL (Linux's
+    PR_SET_PDEATHSIG), so that no worker is left consuming on its own. The children have
+    sessions of their own, so that a terminal's Ctrl-C reaches them once, through the
+    supervisor."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+
+
 def _supervise(commands: list[tuple[list[str], dict[str, str]]]) -> int:
     """Run one Celery worker per GPU; the first to stop stops the rest, so a half-dead set of
     workers never goes unnoticed (a container restart policy brings all back)."""
-    procs = [subprocess.Popen(cmd, env=env, start_new_session=True) for cmd, env in commands]
+    procs = [
+        subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_die_with_parent)
+        for cmd, env in commands
+    ]
 
     def forward(signum: int, _frame: object) -> None:
         for proc in procs:
@@ -85,10 +114,11 @@ def _supervise(commands: list[tuple[list[str], dict[str, str]]]) -> int:
 @click.option(
     "--queues",
     "-Q",
-    default="extract,query",
+    default=",".join(QUEUES),
     show_default=True,
     callback=lambda _c, _p, v: _queues(v),
-    help=f"Comma-separated queues to consume: {', '.join(QUEUES)}.",
+    help="Comma-separated queues to consume: extract (indexing), query, train, jobs (index "
+    "jobs' coordinators, in threads of a process of their own). One worker serves them all.",
 )
 @click.option(
     "--gpus",
@@ -140,22 +170,31 @@ def worker(
 
     \b
     Example:
+      cbirq worker                          # every queue
       cbirq worker --queues extract,query
       cbirq worker --queues train --concurrency 1
     """
     _need_broker("worker")
-    queues = ",".join([queues, *shards])
+    coordinates = "jobs" in queues.split(",")
+    queues = ",".join([q for q in queues.split(",") if q != "jobs"] + shards)
+    base = (name or f"cbirq-{os.getpid()}").partition("@")[0]
+    if not queues:  # coordinators only: threads, which spend their time waiting
+        os.environ.update({"CUDA_VISIBLE_DEVICES": ""})
+        from cbirq.cluster.celery_app import app
+
+        app.worker_main(_coordinator_args(base, loglevel))
+        return
     specs = plan_workers(
         gpus,
         _gpu_devices(gpus),
         usable_cores(),
         concurrency,
         load_settings().threads,
-        (name or f"cbirq-{os.getpid()}").partition("@")[0],
+        base,
     )
     roots = {"CBIRQ_SHARED_ROOTS": os.pathsep.join(str(r.resolve()) for r in shared_roots)}
     extra = roots if shared_roots else {}
-    if len(specs) == 1 and specs[0].gpu is None:
+    if len(specs) == 1 and specs[0].gpu is None and not coordinates:
         os.environ.update(specs[0].env(), **extra)
         from cbirq.cluster.celery_app import app
 
@@ -166,6 +205,9 @@ def worker(
         (celery + _celery_args(spec, queues, loglevel), {**os.environ, **spec.env(), **extra})
         for spec in specs
     ]
+    if coordinates:
+        coordinator_env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", **extra}
+        commands.append((celery + _coordinator_args(base, loglevel), coordinator_env))
     sys.exit(_supervise(commands))
 
 

@@ -7,20 +7,20 @@ from pathlib import Path
 
 import click
 
-from cbirq.cli.common import client, echo_json, index_option, json_option, progress_bars
+from cbirq.cli.common import client, echo_json, index_option, json_option
 from cbirq.cli.options import model_options, ranking_options
-from cbirq.client.indexer import Summary
+from cbirq.cli.progress import IndexProgressLine
 from cbirq.errors import CbirqError
 from cbirq.settings import ENGINES
 
 
-def _print_summary(summary: Summary) -> None:
+def _print_summary(summary: dict) -> None:
     click.echo(
-        f"index '{summary.index}' ({summary.model}): {summary.total} images found, "
-        f"{summary.indexed} indexed ({summary.reused} reused), {summary.skipped} unchanged, "
-        f"{summary.pruned} pruned, {len(summary.failed)} failed"
+        f"index '{summary['index']}' ({summary['model']}): {summary['total']} images found, "
+        f"{summary['indexed']} indexed ({summary['reused']} reused), {summary['skipped']} "
+        f"unchanged, {summary['pruned']} pruned, {len(summary['failed'])} failed"
     )
-    for failure in summary.failed:
+    for failure in summary["failed"]:
         click.echo(f"  failed: {failure['path']}: {failure['error']}", err=True)
 
 
@@ -40,6 +40,12 @@ def _print_summary(summary: Summary) -> None:
     help="Send file paths instead of file bytes: workers see the same files.",
 )
 @click.option("--prune", is_flag=True, help="Drop entries under DIRECTORY whose files are gone.")
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="Print the job's id once the workers have it, and return (follow it with `cbirq "
+    "wait ID`). With --shared-fs at once; otherwise after the images are uploaded.",
+)
 @json_option
 def index(
     directory: Path,
@@ -52,6 +58,7 @@ def index(
     engine: str | None,
     shared_fs: bool,
     prune: bool,
+    detach: bool,
     as_json: bool,
 ) -> None:
     """Add the images under DIRECTORY (recursively) to an index.
@@ -65,23 +72,37 @@ def index(
       cbirq index ./photos                  # into the index 'default'
       cbirq index ./photos -i r50 -m resnet50 --prune
     """
-    found = client().index(
-        directory,
-        index_name,
-        model,
-        weights,
-        pool=pool,
-        flip=flip,
-        chunk=chunk,
-        engine=engine,
-        shared_fs=shared_fs,
-        prune=prune,
-        progress=progress_bars(not as_json),
-    )
+    api = client()
+    line = IndexProgressLine(enabled=not as_json)
+    try:
+        found = api.index(
+            directory,
+            index_name,
+            model,
+            weights,
+            pool=pool,
+            flip=flip,
+            chunk=chunk,
+            engine=engine,
+            shared_fs=shared_fs,
+            prune=prune,
+            detach=detach,
+            on_update=line,
+        )
+    except KeyboardInterrupt:
+        line.close()
+        click.echo("interrupted: the index job is cancelled; the images indexed stay", err=True)
+        sys.exit(130)
+    finally:
+        line.close()  # a second close writes nothing
     if as_json:
         echo_json(found)
+    elif detach:
+        click.echo(found["id"])
+        click.echo(f"index job {found['id']} is {found['state']}: cbirq wait {found['id'][:6]}",
+                   err=True)  # fmt: skip
     else:
-        _print_summary(Summary(**found))
+        _print_summary(found)
 
 
 def _query_files(files: tuple[str, ...]) -> list[str]:

@@ -1,4 +1,7 @@
-"""The client side of the work, shared by the command line and the Python API: sending tasks
-(dispatch.py: broker or in-process), indexing a folder (indexer.py, library.py), asking a query
-(querying.py, sharded.py), finding near-duplicates (duplicates.py), and the API (api.py).
-Imports neither torch nor numpy at module level."""
+"""The client side of the work, shared by the command line, the web page and the Python API
+(api.py: `Client`, the one way in). Sending tasks (dispatch.py: broker or in-process); index runs
+as jobs (indexer.py plans, index_runs.py submits and follows, coordinator.py and sender.py send
+the chunks, index_jobs.py keeps the record, library.py walks folders); jobs of every kind
+(jobs.py: follow, revive, cancel; workers.py: is any worker there); queries (querying.py,
+sharded.py); near-duplicates (duplicates.py); evaluation (evaluating.py). Imports neither torch
+nor numpy at module level; its coordinator also runs on workers (tasks.coordinate)."""

@@ -22,13 +22,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cbirq import settings as settings_module
+from cbirq.client import index_jobs, index_runs
 from cbirq.client import jobs as job_control
 from cbirq.client.dispatch import Dispatcher, Pending, dispatcher_for
 from cbirq.client.evaluating import EvalRequest, run_eval
 from cbirq.client.indexer import IndexJob, feature_model, run_index
 from cbirq.client.library import PathSets
 from cbirq.client.querying import QueryRequest, ask
-from cbirq.cluster.celery_app import TRAIN_TASK
+from cbirq.client.workers import missing, require
+from cbirq.cluster.celery_app import TRAIN_TASK, shard_queue
 from cbirq.cluster.shared_fs import read_file
 from cbirq.errors import CbirqError, ImageError, UnknownIndex
 from cbirq.settings import DEFAULT_INDEX, DEFAULT_MODEL, redact
@@ -109,9 +111,12 @@ class Client:
         engine: str | None = None,
         shared_fs: bool = False,
         prune: bool = False,
-        progress: Progress = _no_progress,
+        detach: bool = False,
+        on_update: job_control.OnUpdate = lambda _job: None,
     ) -> dict:
-        """Add the images under `folder` to `index` (incremental); `cbirq index --json`."""
+        """Add the images under `folder` to `index` (incremental), as a job; `cbirq index
+        --json`. `on_update` sees the job's record as it goes. With `detach`, the job's record
+        once it is handed to the workers (they coordinate it; see `wait`)."""
         spec, weights = feature_model(self.store, model, weights, pool, flip)
         job = IndexJob.of(
             self.settings,
@@ -124,7 +129,14 @@ class Client:
             shared_fs=shared_fs,
             prune=prune,
         )
-        return run_index(self.store, self.dispatcher, job, progress).as_dict()
+        ctx = index_runs.Context(self.store, self.dispatcher, self.settings)
+        record, items = index_runs.submit(ctx, job, detach)
+        on_update(record)
+        if detach:
+            return index_runs.hand_over(ctx, record, items, on_update)
+        final = index_runs.run_attached(ctx, record, on_update)
+        job_control.outcome(final)
+        return index_jobs.summary(final, index_jobs.get_failures(self.store, final["id"]))
 
     def query(
         self,
@@ -148,6 +160,8 @@ class Client:
         else:
             data, name = read_image(image, self.settings.max_file_bytes), os.path.abspath(image)
         request = QueryRequest(index, top, metric, ranking, shards or self.settings.rank_shards)
+        if not self.embedded:
+            require(self.store, "query", *_shard_queues(request.shards))
         try:
             answer = {"query": name, **ask(self.store, self.dispatcher, request, data)}
         except UnknownIndex:
@@ -161,9 +175,7 @@ class Client:
                 raise  # the caller knows what it sent; a file is named once
             raise ImageError(f"query image {image}: {exc}") from None
         if min_score is not None:
-            kept = [
-                hit for hit in answer["results"] if hit.get("cosine", hit["score"]) >= min_score
-            ]
+            kept = [h for h in answer["results"] if _plain_cosine(h, metric) >= min_score]
             answer["results"] = kept
         return answer
 
@@ -250,9 +262,10 @@ class Client:
     # Jobs
 
     def train(self, data: str | None = None, resume: str | Path | None = None, **config) -> dict:
-        """Queue a ResNet20 / CIFAR-10 training job and return its record; `config`: epochs,
-        schedule, lr, batch_size, seed, device (TrainConfig). In-process the job runs in a
-        thread of this process: `wait` for it."""
+        """Queue a ResNet20 / CIFAR-10 training job and return its record (`waiting` says why
+        it would wait: no worker consumes the `train` queue); `config`: epochs, schedule, lr,
+        batch_size, seed, device (TrainConfig). In-process the job runs in a thread of this
+        process: `wait` for it."""
         config = TrainConfig(**config)
         checkpoint = None
         if resume is not None:
@@ -269,15 +282,29 @@ class Client:
             self.store.put_artifact(artifact_key(job["id"], "resume"), checkpoint)
         self.store.put_job(job)
         self._running[job["id"]] = self.dispatcher.start(TRAIN_TASK, job_id=job["id"])
-        return job
+        return self._waiting(job)
 
     def jobs(self, limit: int = 20) -> list[dict]:
-        """The most recent jobs' records, newest first."""
-        return self.store.jobs(limit)
+        """The most recent jobs' records (every kind), newest first, each with `waiting`."""
+        return [self._waiting(job) for job in self.store.jobs(limit)]
 
     def status(self, job_id: str) -> dict:
-        """The job's record; UnknownJob if there is none."""
-        return self.store.get_job(job_id)
+        """The job's record (`job_id` may be a unique prefix), with `waiting`: why it waits
+        (no worker consumes its queue), or None."""
+        return self._waiting(self.store.get_job(self.resolve(job_id)))
+
+    def resolve(self, job_id: str) -> str:
+        """The whole id of the one job whose id starts with `job_id`."""
+        return job_control.resolve(self.store, job_id)
+
+    def index_report(self, job_id: str) -> dict:
+        """An index job's summary, as `cbirq index --json` prints it, with every failure."""
+        job = self.status(job_id)
+        if job.get("kind") != "index":
+            raise CbirqError(
+                f"job {job['id']} is a {job.get('kind', 'train')} job, not an index job"
+            )
+        return index_jobs.summary(job, index_jobs.get_failures(self.store, job["id"]))
 
     def wait(
         self,
@@ -287,22 +314,47 @@ class Client:
     ) -> dict:
         """Follow the job until it ends and return its final record (whatever its state);
         `on_update` sees every read of the record, `on_note` what a person should be told."""
-        hooks = {k: v for k, v in (("on_update", on_update), ("on_note", on_note)) if v}
+        job_id = self.resolve(job_id)
+        hooks = {"on_note": on_note} if on_note else {}
+        if on_update is not None:
+            hooks["on_update"] = lambda job: on_update(self._waiting(job))
         pending = self._running.pop(job_id, None)
         return job_control.follow(self.store, self.dispatcher, job_id, pending, **hooks)
 
     def cancel(self, job_id: str) -> dict:
         """Stop a queued or running job: {"id", "state"} (cancelled, or cancelling)."""
-        return job_control.cancel(self.store, job_id)
+        return job_control.cancel(self.store, self.resolve(job_id))
 
     def fetch(self, job_id: str, out: str | Path, latest: bool = False) -> dict:
         """Write the job's final checkpoint (`latest`: the last epoch's) to `out`."""
-        job, data = job_control.checkpoint(self.store, job_id, latest)
+        job, data = job_control.checkpoint(self.store, self.resolve(job_id), latest)
         try:
             Path(out).write_bytes(data)
         except OSError as exc:
             raise CbirqError(f"cannot write {out}: {exc.strerror or exc}") from None
-        return {"id": job_id, "path": str(out), "epoch": job["epoch"], "epochs": job["epochs"]}
+        return {"id": job["id"], "path": str(out), "epoch": job["epoch"], "epochs": job["epochs"]}
+
+    def _waiting(self, job: dict) -> dict:
+        """The record, with why it waits: a job nobody can take until a worker for its queue
+        starts (or, running, until one for its chunks does)."""
+        queue = None
+        if not self.embedded and job["state"] == "queued":
+            queue = "train" if job.get("kind", "train") == "train" else "jobs"
+        elif not self.embedded and job["state"] == "running" and job.get("kind") == "index":
+            queue = "extract"
+        return {**job, "waiting": missing(self.store, queue) if queue else None}
+
+
+def _shard_queues(shards: int) -> list[str]:
+    return [shard_queue(i, shards) for i in range(shards)] if shards > 1 else []
+
+
+def _plain_cosine(hit: dict, metric: str) -> float:
+    """A result's plain cosine to the query; from its score where an older worker sent none
+    (a Euclidean score is the distance between unit vectors: cos = 1 - d^2 / 2)."""
+    if "cosine" in hit:
+        return hit["cosine"]
+    return 1 - hit["score"] ** 2 / 2 if metric == "euclidean" else hit["score"]
 
 
 def _named(index: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -52,11 +53,19 @@ class _Done:
         return self.value
 
 
-class _Thread:
-    def __init__(self, run) -> None:
+class ThreadPending:
+    """A call running in a thread of this process."""
+
+    def __init__(self, run: Callable[[], dict]) -> None:
         self.outcome: _Done | None = None
-        self.thread = threading.Thread(target=lambda: setattr(self, "outcome", run()), daemon=True)
+        self.thread = threading.Thread(target=self._run, args=(run,), daemon=True)
         self.thread.start()
+
+    def _run(self, run: Callable[[], dict]) -> None:
+        try:
+            self.outcome = _Done(run())
+        except BaseException as exc:  # raised when the result is read, as from a worker
+            self.outcome = _Done(error=exc)
 
     def ready(self) -> bool:
         return not self.thread.is_alive()
@@ -64,6 +73,9 @@ class _Thread:
     def get(self) -> dict:
         self.thread.join()
         return self.outcome.get()
+
+    def join(self, timeout: float) -> None:
+        self.thread.join(timeout)
 
 
 class LocalDispatcher:
@@ -81,10 +93,15 @@ class LocalDispatcher:
             return _Done(error=exc)
 
     def start(self, task: str, **kwargs: Any) -> Pending:
-        return _Thread(lambda: self.submit(task, **kwargs))
+        return in_thread(lambda: self.submit(task, **kwargs).get())
 
     def gather(self, calls: list[Call]) -> list[dict]:
         return [self.submit(call.task, **call.kwargs).get() for call in calls]
+
+
+def in_thread(run: Callable[[], dict]) -> ThreadPending:
+    """Run `run` in a thread of this process; its result (or error) as a Pending."""
+    return ThreadPending(run)
 
 
 def no_answer(timeout: float, queues: list[str]) -> Unavailable:
@@ -106,7 +123,9 @@ class _Remote:
         from celery.exceptions import TimeoutError as CeleryTimeout
 
         try:
-            return self.result.get(timeout=self.timeout)
+            # An index job's coordinator runs as a task and waits for its chunks' results: it
+            # only reads answers that are ready, so it never blocks a worker on itself.
+            return self.result.get(timeout=self.timeout, disable_sync_subtasks=False)
         except CeleryTimeout:
             raise no_answer(self.timeout, [self.queue]) from None
 

@@ -113,10 +113,6 @@ def run_eval(store: Store, index_folder: IndexFolder, request: EvalRequest) -> d
     }
 
 
-def _images(folder: Path) -> list[str]:
-    return [os.path.abspath(p) for p in walk_images(folder)]
-
-
 def _check_labels(library: Path, labels: list[str]) -> None:
     """Refuse a library with fewer than two labels: every image would be relevant to every
     query, and P@1 = mAP = 1.0 would say nothing."""

@@ -142,19 +142,16 @@ def plan(store: Store, job: IndexJob, summary: Summary, entries: dict[str, str],
     return result, set(files)
 
 
-def prune(store: Store, job: IndexJob, entries: dict[str, str], found: set[str]) -> int:
-    """Drop entries under the indexed folder whose files are gone."""
+def gone_paths(job: IndexJob, entries: dict[str, str], found: set[str]) -> list[str]:
+    """The entries under the indexed folder whose files are gone (what --prune drops)."""
     root = os.path.join(os.path.abspath(job.root), "")
-    gone = [p for p in entries if p.startswith(root) and p not in found]
-    return store.remove(job.index, gone)
+    return [p for p in entries if p.startswith(root) and p not in found]
 
 
-def run_index(
-    store: Store,
-    dispatcher: Dispatcher,
-    job: IndexJob,
-    progress_factory: Callable[[int], Callable[[int], None]],
-) -> Summary:
+def plan_run(store: Store, job: IndexJob) -> tuple[Summary, list[dict], list[str]]:
+    """Walk the folder, hash its images and compare with the index: the summary so far (found,
+    unchanged, failed, reused: renamed or copied files point at stored features at once), the
+    items to extract ({path, hash}) and the entries to prune."""
     if not job.root.is_dir():
         raise CbirqError(f"{job.root} is not a folder")
     summary = Summary(job.index, job.model, job.weights)
@@ -169,11 +166,26 @@ def run_index(
         work.extract += [{"path": p, "hash": h} for p, h in work.reuse if p in gone]
         summary.reused = len(work.reuse) - len(gone)
         summary.indexed += summary.reused
-    progress = progress_factory(len(work.extract))
-    sender = ChunkSender(store, dispatcher, job, summary, progress, job.result_timeout)
-    sender.send_all(work.extract)
-    if job.prune:
-        summary.pruned = prune(store, job, entries, found)
+    return summary, work.extract, gone_paths(job, entries, found) if job.prune else []
+
+
+def run_index(
+    store: Store,
+    dispatcher: Dispatcher,
+    job: IndexJob,
+    progress_factory: Callable[[int], Callable[[int], None]],
+) -> Summary:
+    """An index run with no job record, all in this call (`cbirq eval`'s own indexes)."""
+    summary, items, gone = plan_run(store, job)
+    progress = progress_factory(len(items))
+
+    def on_chunk(settled: int, indexed: int, failed: list[dict]) -> None:
+        summary.indexed += indexed
+        summary.failed.extend(failed)
+        progress(settled)
+
+    ChunkSender(store, dispatcher, job, on_chunk).send_all(items)
+    summary.pruned = store.remove(job.index, gone) if gone else 0
     if summary.total:
         store.note_source(job.index, os.path.abspath(job.root), time.time())
     return summary

@@ -7,13 +7,15 @@ import time
 from collections.abc import Callable
 
 from cbirq.client.dispatch import Dispatcher, Pending
-from cbirq.cluster.celery_app import TRAIN_TASK
-from cbirq.errors import CbirqError
+from cbirq.cluster.celery_app import COORDINATE_TASK, TRAIN_TASK
+from cbirq.errors import CbirqError, UnknownJob
 from cbirq.store import Store
 from cbirq.training.jobs import TERMINAL, artifact_key, lease_key
 
 POLL_SECONDS = 0.5
 REVIVE_CHECK_SECONDS = 5.0
+ACTIVE = ("running", "uploading")  # states in which a job's runner holds its lease
+TASKS = {"train": TRAIN_TASK, "index": COORDINATE_TASK}  # what runs a job of each kind
 
 OnUpdate = Callable[[dict], None]  # each read of the record while following it
 OnNote = Callable[[str], None]  # one line worth telling a person (a job revived)
@@ -30,6 +32,7 @@ def follow(
     pending: Pending | None = None,
     on_update: OnUpdate = _silent,
     on_note: OnNote = _silent,
+    poll: float = POLL_SECONDS,
 ) -> dict:
     """Read the job until it ends and return its final record; a job whose process is gone
     is started again (`Reviver`)."""
@@ -44,7 +47,7 @@ def follow(
             pending = None
             continue
         pending = revive(job, pending) or pending
-        time.sleep(POLL_SECONDS)
+        time.sleep(poll)
 
 
 def _settle(store: Store, job: dict, pending: Pending) -> None:
@@ -63,24 +66,54 @@ class Reviver:
     """Sends a job again once whatever ran it is gone (its lease lapsed, within
     CBIRQ_LEASE_TTL): in-process nothing else would, and on workers Redis would hand its
     message to another worker only after the visibility timeout (600 s by default). The new
-    delivery takes the lapsed lease and resumes from the last epoch's checkpoint."""
+    delivery takes the lapsed lease and goes on: training from the last epoch's checkpoint,
+    an index job with the images its index does not hold yet. An index job whose client was
+    uploading its images cannot go on without it, and ends (`abandon`)."""
 
     def __init__(self, store: Store, dispatcher: Dispatcher, on_note: OnNote = _silent) -> None:
         self.store, self.dispatcher, self.on_note = store, dispatcher, on_note
-        self.checked = -REVIVE_CHECK_SECONDS
+        self.checked: dict[str, float] = {}
 
-    def __call__(self, job: dict, pending: Pending | None) -> Pending | None:
-        if time.monotonic() - self.checked < REVIVE_CHECK_SECONDS:
+    def __call__(self, job: dict, pending: Pending | None = None) -> Pending | None:
+        now = time.monotonic()
+        if now - self.checked.get(job["id"], -REVIVE_CHECK_SECONDS) < REVIVE_CHECK_SECONDS:
             return None
-        self.checked = time.monotonic()
+        self.checked[job["id"]] = now
         if self.dispatcher.embedded and pending is not None and not pending.ready():
             return None  # its thread here runs it
-        if not self.dispatcher.embedded and job["state"] != "running":
+        if not self.dispatcher.embedded and job["state"] not in ACTIVE:
             return None  # queued: a worker will take it
         if not orphaned(self.store, job):
             return None
-        self.on_note(f"job {job['id']}: its process is gone; resuming at epoch {job['epoch']}")
-        return self.dispatcher.start(TRAIN_TASK, job_id=job["id"])
+        if job.get("needs_client"):
+            self.on_note(abandon(self.store, job))
+            return None
+        where = f"at epoch {job['epoch']}" if job["kind"] == "train" else f"at {job['done']}"
+        self.on_note(f"job {job['id']}: its process is gone; resuming {where}")
+        return self.dispatcher.start(TASKS[job["kind"]], job_id=job["id"])
+
+
+def abandon(store: Store, job: dict) -> str:
+    """End an index job whose uploading client is gone: what it indexed stays, and none of its
+    chunks still queued is processed (the cancel flag)."""
+    asked = cancel_asked(store, job["id"])
+    ask_cancel(store, job["id"])
+    job.update(state="cancelled" if asked else "failed", ended=time.time(), updated=time.time())
+    if not asked:
+        job["error"] = (
+            "the client that ran `cbirq index` (and uploaded its images) stopped; the "
+            f"{job['indexed']} images indexed stay: run it again to index the rest"
+        )
+    store.put_job(job)
+    return f"job {job['id']}: its client is gone; {job['state']}"
+
+
+def sweep(reviver: Reviver, limit: int = 100) -> None:
+    """Take care of the recent jobs whose runner is gone (a worker does this every few
+    seconds, so that a job needs no client to be revived)."""
+    for job in reviver.store.jobs(limit):
+        if job["state"] in ACTIVE:
+            reviver(job)
 
 
 def orphaned(store: Store, job: dict) -> bool:
@@ -94,12 +127,33 @@ def orphaned(store: Store, job: dict) -> bool:
     return True
 
 
+def resolve(store: Store, given: str) -> str:
+    """The id of the one job whose id starts with `given` (as git and docker take ids)."""
+    found = store.job_ids(given, limit=2)
+    if given in found or len(found) == 1:
+        return given if given in found else found[0]
+    if not found:
+        raise UnknownJob(f"no job with id '{given}' (see `cbirq jobs`)")
+    raise CbirqError(f"job id '{given}' is ambiguous: give more of it (see `cbirq jobs`)")
+
+
+def ask_cancel(store: Store, job_id: str) -> None:
+    """The flag that stops a job: its runner's heartbeat sees it within seconds, and a worker
+    that takes one of its chunks later drops it. A flag of its own, so that the runner's
+    record updates cannot overwrite it."""
+    store.put_artifact(artifact_key(job_id, "cancel"), b"1")
+
+
+def cancel_asked(store: Store, job_id: str) -> bool:
+    return store.get_artifact(artifact_key(job_id, "cancel")) is not None
+
+
 def cancel(store: Store, job_id: str) -> dict:
     """Stop a queued or running job: {"id", "state"}, state `cancelled` or `cancelling`."""
     job = store.get_job(job_id)
     if job["state"] in TERMINAL:
         raise CbirqError(f"job {job_id} is already {job['state']}")
-    store.put_artifact(artifact_key(job_id, "cancel"), b"1")
+    ask_cancel(store, job_id)
     if job["state"] != "queued":
         return {"id": job_id, "state": "cancelling"}
     # A worker that takes it later sees the flag and skips it.
@@ -125,5 +179,10 @@ def outcome(job: dict) -> dict:
     if job["state"] == "failed":
         raise CbirqError(f"job {job['id']} failed: {job['error']}")
     if job["state"] == "cancelled":
-        raise CbirqError(f"job {job['id']} was cancelled at epoch {job['epoch']}/{job['epochs']}")
+        where = (
+            f"with {job['done']} of {job['to_extract']} images done"
+            if job.get("kind") == "index"
+            else f"at epoch {job['epoch']}/{job['epochs']}"
+        )
+        raise CbirqError(f"job {job['id']} was cancelled {where}")
     return job

@@ -9,6 +9,8 @@
   keyed by content hash, entries by path), so the first answer wins and a late one is ignored.
 - Items whose bytes were gone when a worker took them (a late duplicate of a chunk that had
   already finished) are uploaded and sent again rather than reported as lost.
+- Each chunk names its job: a worker skips the chunks of a cancelled job, however late it
+  takes them, and the sender stops when `stop` raises (a cancel, or a lost lease).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import statistics
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from cbirq.client.dispatch import Dispatcher, Pending, no_answer
@@ -52,18 +54,30 @@ class Chunk:
     sends: list[tuple[float, Pending]] = field(default_factory=list)
 
 
+# (images settled, images indexed, their failures): each chunk's outcome, as it comes
+OnChunk = Callable[[int, int, list[dict]], None]
+
+
+def _nothing() -> None:
+    pass
+
+
 class ChunkSender:
     def __init__(
         self,
         store: Store,
         dispatcher: Dispatcher,
         job,  # client.indexer.IndexJob
-        summary,  # client.indexer.Summary
-        progress: Callable[[int], None],
-        result_timeout: float = 600.0,
+        on_chunk: OnChunk,
+        job_id: str | None = None,
+        stop: Callable[[], None] = _nothing,
+        on_note: Callable[[str], None] = lambda _text: None,
     ) -> None:
-        self.store, self.dispatcher, self.job, self.summary = store, dispatcher, job, summary
-        self.progress, self.result_timeout = progress, result_timeout
+        self.store, self.dispatcher, self.job, self.on_chunk = store, dispatcher, job, on_chunk
+        self.job_id, self.stop, self.on_note = job_id, stop, on_note
+        self.result_timeout = job.result_timeout
+        # Items that carry no blob yet are read and uploaded here, as they go out (the files
+        # are on this machine); in-process and with --shared-fs the task reads the file.
         self.ship_bytes = not (dispatcher.embedded or job.shared_fs)
         self.run_id = uuid.uuid4().hex[:12]
         self.flying: list[Chunk] = []
@@ -79,7 +93,8 @@ class ChunkSender:
             while self.waiting or self.flying:
                 while self.waiting and len(self.flying) < self.job.inflight:
                     self._launch(self.waiting.popleft())
-                self._settle_one()
+                if self.flying:  # none when every file of the last chunks failed to upload
+                    self._settle_one()
         finally:  # an error or Ctrl-C: the chunks still out keep no bytes in the store
             self._drop_bytes(*self.flying)
 
@@ -98,33 +113,25 @@ class ChunkSender:
             model=self.job.model,
             weights=self.job.weights,
             items=chunk.items,
-            # Sent only when chosen, so workers of an older release still take the task.
+            # Sent only when set, so workers of an older release still take the task.
             **({"engine": self.job.engine} if self.job.engine else {}),
+            **({"job": self.job_id} if self.job_id else {}),
         )
         chunk.sends.append((time.monotonic(), pending))
 
     def _upload(self, chunk: Chunk) -> list[dict]:
-        blobs, shipped = {}, []
-        for item in chunk.items:
-            try:
-                data = read_file(item["path"], self.job.max_file_bytes)
-            except ImageError as exc:
-                self.summary.failed.append({"path": item["path"], "error": str(exc)})
-                continue
-            key = f"{self.run_id}:{chunk.number}:{item['hash']}"
-            blobs[key] = data
-            shipped.append({"path": item["path"], "hash": item["hash"], "blob": key})
-        try:
-            self.store.put_blobs(blobs, self.job.blob_ttl)
-        except BaseException:
-            self.store.delete_blobs(blobs)  # a partial upload leaves nothing behind
-            raise
+        if all("blob" in item for item in chunk.items):  # uploaded before the job was handed on
+            return chunk.items
+        shipped, failed = upload(self.store, chunk.items, f"{self.run_id}:{chunk.number}", self.job)
+        if failed:
+            self.on_chunk(len(failed), 0, failed)
         return shipped
 
     def _settle_one(self) -> None:
         """Wait until a chunk answers (taking its first answer), sending backups of overdue
         chunks meanwhile."""
         while True:
+            self.stop()
             for chunk in self.flying:
                 for sent, pending in chunk.sends:
                     if pending.ready():
@@ -139,6 +146,10 @@ class ChunkSender:
         if now - chunk.sends[0][0] > self.result_timeout:
             raise no_answer(self.result_timeout, ["extract"])
         if len(chunk.sends) < MAX_SENDS and now - last_sent > self._overdue():
+            self.on_note(
+                f"chunk {chunk.number} ({len(chunk.items)} images): no answer in "
+                f"{now - last_sent:.0f} s, sent again (its worker may have stopped)"
+            )
             self._send(chunk)
 
     def _overdue(self) -> float:
@@ -160,17 +171,44 @@ class ChunkSender:
             self._drop_bytes(chunk)
         self.durations.append(seconds)
         again = set()
-        if chunk.reuploads < MAX_REUPLOADS:
+        if self.ship_bytes and chunk.reuploads < MAX_REUPLOADS:
             again = {f["path"] for f in result["failed"] if BYTES_EXPIRED in f["error"]}
         if again:
             items = [
                 {"path": i["path"], "hash": i["hash"]} for i in chunk.items if i["path"] in again
             ]
             self.waiting.appendleft(Chunk(next(self.numbers), items, chunk.reuploads + 1))
-        self.summary.indexed += result["indexed"]
-        self.summary.failed.extend(f for f in result["failed"] if f["path"] not in again)
-        self.progress(len(chunk.items) - len(again))
+        failed = [f for f in result["failed"] if f["path"] not in again]
+        # A chunk its worker dropped (the job was cancelled) settled nothing.
+        settled = 0 if result.get("cancelled") else len(chunk.items) - len(again)
+        self.on_chunk(settled, result["indexed"], failed)
 
     def _drop_bytes(self, *chunks: Chunk) -> None:
-        if self.ship_bytes:
-            self.store.delete_blobs(i["blob"] for chunk in chunks for i in chunk.items)
+        drop_blobs(self.store, (item for chunk in chunks for item in chunk.items))
+
+
+def upload(store: Store, items: list[dict], prefix: str, job) -> tuple[list[dict], list[dict]]:
+    """Put the items' file bytes in the store under `prefix`: (the items with their blob
+    keys, the failures of those that could not be read)."""
+    blobs, shipped, failed = {}, [], []
+    for item in items:
+        try:
+            data = read_file(item["path"], job.max_file_bytes)
+        except ImageError as exc:
+            failed.append({"path": item["path"], "error": str(exc)})
+            continue
+        key = f"{prefix}:{item['hash']}"
+        blobs[key] = data
+        shipped.append({"path": item["path"], "hash": item["hash"], "blob": key})
+    try:
+        store.put_blobs(blobs, job.blob_ttl)
+    except BaseException:
+        store.delete_blobs(blobs)  # a partial upload leaves nothing behind
+        raise
+    return shipped, failed
+
+
+def drop_blobs(store: Store, items: Iterable[dict]) -> None:
+    keys = [item["blob"] for item in items if "blob" in item]
+    if keys:
+        store.delete_blobs(keys)

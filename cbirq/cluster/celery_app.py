@@ -15,17 +15,22 @@ EXTRACT_TASK = "cbirq.extract_batch"
 BYTES_EXPIRED = "image bytes expired"
 RANK_TASK = "cbirq.rank_query"
 TRAIN_TASK = "cbirq.train_cifar"
+# An index job's coordinator, for jobs that need no client (--shared-fs, --detach).
+COORDINATE_TASK = "cbirq.coordinate_index"
 # Sharded ranking: the query's features, then each shard's row sum and its top k.
 EMBED_TASK = "cbirq.embed_query"
 SHARD_STATS_TASK = "cbirq.shard_stats"
 SHARD_RANK_TASK = "cbirq.rank_shard"
 
-QUEUES = ("extract", "query", "train")
+# `jobs` holds coordinators, which mostly wait: a worker runs them in threads of their own
+# (cbirq worker), so that they never hold the processes their chunks need.
+QUEUES = ("extract", "query", "train", "jobs")
 ROUTES = {
     EXTRACT_TASK: {"queue": "extract"},
     RANK_TASK: {"queue": "query"},
     TRAIN_TASK: {"queue": "train"},
     EMBED_TASK: {"queue": "query"},
+    COORDINATE_TASK: {"queue": "jobs"},
 }
 QUERY_TASKS = (RANK_TASK, EMBED_TASK, SHARD_STATS_TASK, SHARD_RANK_TASK)
 # Where each task is defined: the embedded CLI imports only the one it runs (training's
@@ -33,6 +38,7 @@ QUERY_TASKS = (RANK_TASK, EMBED_TASK, SHARD_STATS_TASK, SHARD_RANK_TASK)
 TASK_MODULES = {
     EXTRACT_TASK: "cbirq.tasks.extract",
     TRAIN_TASK: "cbirq.tasks.train",
+    COORDINATE_TASK: "cbirq.tasks.coordinate",
     **{task: "cbirq.tasks.rank" for task in QUERY_TASKS},
 }
 
@@ -69,7 +75,8 @@ def make_app(settings: settings_module.Settings | None = None) -> Celery:
         "cbirq",
         broker=url,
         backend=settings.broker_url and url,
-        include=sorted(set(TASK_MODULES.values())),
+        # tasks.presence: every worker beats into the store (and sweeps, on the jobs queue).
+        include=sorted({*TASK_MODULES.values(), "cbirq.tasks.presence"}),
     )
     app.conf.update(
         # Never pickle: a broker message must not be able to run code on a worker.

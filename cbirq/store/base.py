@@ -123,7 +123,8 @@ class IndexStore(Protocol):
 
 
 class JobStore(Protocol):
-    """Training jobs: a JSON record each, and binary artifacts (checkpoints, whitening)."""
+    """Jobs (training, index runs): a JSON record each, and binary artifacts (checkpoints,
+    work lists, flags, whitening)."""
 
     def put_job(self, job: dict) -> None:
         """Create or replace the record `job["id"]`."""
@@ -133,6 +134,9 @@ class JobStore(Protocol):
 
     def jobs(self, limit: int = 20) -> list[dict]:
         """The most recently created jobs, newest first."""
+
+    def job_ids(self, prefix: str, limit: int = 2) -> list[str]:
+        """Up to `limit` ids that start with `prefix` (a user may type a unique prefix)."""
 
     def put_artifact(self, key: str, data: bytes) -> None: ...
 
@@ -162,8 +166,19 @@ class BlobStore(Protocol):
         """Delete the blobs that are there; keys already gone are fine."""
 
 
+class PresenceStore(Protocol):
+    """Workers say they are alive, and which queues they consume, by beating: a client checks
+    that some worker consumes a queue before it sends work there, instead of waiting."""
+
+    def beat(self, worker: str, info: dict, ttl: float) -> None:
+        """`worker` is alive with `info` (JSON) for the next `ttl` seconds."""
+
+    def workers(self) -> dict[str, dict]:
+        """The workers whose last beat has not lapsed: name -> info."""
+
+
 @runtime_checkable  # isinstance then checks that a backend has every member, in the tests
-class Store(IndexStore, JobStore, LeaseStore, BlobStore, Protocol):
+class Store(IndexStore, JobStore, LeaseStore, BlobStore, PresenceStore, Protocol):
     """What every backend offers (store/__init__.py picks one by the URL's scheme)."""
 
     def ping(self) -> None:

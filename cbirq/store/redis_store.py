@@ -15,6 +15,7 @@ Keys, all under `cbirq:`:
     blob:KEY                image bytes on their way to a worker, with a TTL
     job:ID                  JSON record of a training job
     jobs                    sorted set of job ids by creation time
+    workers                 hash: worker name -> JSON of its queues and when its beat lapses
     artifact:KEY            checkpoints and other binary results
     lease:KEY               the owner's name, expiring unless renewed
 """
@@ -22,6 +23,8 @@ Keys, all under `cbirq:`:
 from __future__ import annotations
 
 import json
+import re
+import time
 from collections.abc import Iterable, Sequence
 
 import redis
@@ -331,6 +334,31 @@ class RedisStore:
         raw = self.r.mget([f"{PREFIX}job:{i}" for i in ids]) if ids else []
         return [json.loads(r) for r in raw if r is not None]
 
+    def job_ids(self, prefix: str, limit: int = 2) -> list[str]:
+        pattern = _glob_escape(prefix) + "*"
+        found = []
+        for member, _ in self.r.zscan_iter(f"{PREFIX}jobs", match=pattern, count=500):
+            found.append(member.decode())
+            if len(found) >= limit:
+                break
+        return found
+
+    def beat(self, worker: str, info: dict, ttl: float) -> None:
+        record = json.dumps({**info, "until": time.time() + ttl})
+        self.r.hset(f"{PREFIX}workers", worker, record)
+
+    def workers(self) -> dict[str, dict]:
+        now, live, lapsed = time.time(), {}, []
+        for name, raw in self.r.hgetall(f"{PREFIX}workers").items():
+            info = json.loads(raw)
+            if info.pop("until") > now:
+                live[name.decode()] = info
+            else:
+                lapsed.append(name)
+        if lapsed:  # a worker that died says nothing more: its last beat goes here
+            self.r.hdel(f"{PREFIX}workers", *lapsed)
+        return live
+
     def put_artifact(self, key: str, data: bytes) -> None:
         self.r.set(f"{PREFIX}artifact:{key}", data)
 
@@ -362,3 +390,8 @@ class RedisStore:
 
     def memory_used(self) -> int:
         return int(self.r.info("memory")["used_memory"])
+
+
+def _glob_escape(text: str) -> str:
+    """`text` matched literally by a Redis glob pattern."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)

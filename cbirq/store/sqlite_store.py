@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS sources (
 CREATE TABLE IF NOT EXISTS leases (key TEXT PRIMARY KEY, owner TEXT NOT NULL, until REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS blobs (key TEXT PRIMARY KEY, data BLOB NOT NULL, expires REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS blobs_by_expiry ON blobs (expires);
+CREATE TABLE IF NOT EXISTS workers (name TEXT PRIMARY KEY, info TEXT NOT NULL, until REAL NOT NULL);
 """
 CHUNK = 500  # stay under SQLite's limit on bound parameters
 
@@ -270,6 +271,25 @@ class SqliteStore:
     def jobs(self, limit: int = 20) -> list[dict]:
         rows = self.db.execute("SELECT record FROM jobs ORDER BY created DESC LIMIT ?", (limit,))
         return [json.loads(r) for (r,) in rows]
+
+    def job_ids(self, prefix: str, limit: int = 2) -> list[str]:
+        # substr, not LIKE: '%' and '_' in what a user typed match only themselves.
+        rows = self.db.execute(
+            "SELECT id FROM jobs WHERE substr(id, 1, ?) = ? LIMIT ?", (len(prefix), prefix, limit)
+        )
+        return [i for (i,) in rows]
+
+    def beat(self, worker: str, info: dict, ttl: float) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO workers VALUES (?, ?, ?)",
+            (worker, json.dumps(info), time.time() + ttl),
+        )
+
+    def workers(self) -> dict[str, dict]:
+        now = time.time()
+        self.db.execute("DELETE FROM workers WHERE until <= ?", (now,))
+        rows = self.db.execute("SELECT name, info FROM workers")
+        return {name: json.loads(info) for name, info in rows}
 
     def put_artifact(self, key: str, data: bytes) -> None:
         self.db.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?)", (key, data))

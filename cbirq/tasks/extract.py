@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from celery.exceptions import SoftTimeLimitExceeded
 
+from cbirq.client.jobs import cancel_asked
+from cbirq.client.sender import drop_blobs
 from cbirq.cluster.celery_app import BYTES_EXPIRED, EXTRACT_TASK, app
 from cbirq.embed.indexing import extract_chunk
 from cbirq.errors import CbirqError, ImageError
@@ -32,12 +34,23 @@ def _reader(store):
     max_retries=5,
 )
 def extract_batch(
-    self, index: str, model: str, weights: str, items: list[dict], engine: str | None = None
+    self,
+    index: str,
+    model: str,
+    weights: str,
+    items: list[dict],
+    engine: str | None = None,
+    job: str | None = None,
 ) -> dict:
     """Idempotent: features are keyed by content hash and entries by path, so a redelivered
     chunk rewrites the same keys (and skips images whose features an earlier run stored).
-    `engine` (torch, onnx, auto; default the worker's CBIRQ_ENGINE) does not change them."""
+    `engine` (torch, onnx, auto; default the worker's CBIRQ_ENGINE) does not change them.
+    The chunk of a cancelled `job` is dropped, however late a worker takes it: a cancel
+    sticks, with no revoke to lose when workers restart."""
     store = runtime.store()
+    if job is not None and cancel_asked(store, job):
+        drop_blobs(store, items)
+        return {"indexed": 0, "extracted": 0, "failed": [], "cancelled": True}
     try:
         backbone = runtime.backbone(model, weights, engine)
         limit = runtime.settings().max_decode_bytes
@@ -47,7 +60,5 @@ def extract_batch(
             f"a chunk of {len(items)} images took over {self.soft_time_limit:.0f} s: "
             "use a smaller --chunk"
         ) from None
-    blobs = [item["blob"] for item in items if "blob" in item]
-    if blobs:
-        store.delete_blobs(blobs)
+    drop_blobs(store, items)
     return summary

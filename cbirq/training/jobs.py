@@ -1,4 +1,5 @@
-"""Training job records in the store: created by the CLI, advanced by the worker (stdlib only)."""
+"""Training job records in the store: created by the client, advanced by the worker (stdlib
+only); the artifact and lease keys of every kind of job."""
 
 from __future__ import annotations
 

@@ -103,13 +103,14 @@ def create_app(client: Client, config: WebConfig) -> Starlette:
         """
         summary: The indexes, with their model and image count
         responses:
-          200: {description: "a list of {name, model, weights, dim, count}"}
+          200: {description: "a list of {name, model, weights, dim, count, sources, updated}"}
         """
         return JSONResponse(await run_in_threadpool(client.indexes))
 
     async def jobs(_: Request) -> JSONResponse:
         """
-        summary: Recent training jobs, newest first, with state, progress and history
+        summary: Recent jobs of every kind (training, index runs), newest first, with state,
+          progress and why a queued one waits
         responses:
           200: {description: a list of job records (see docs/formats.md)}
         """

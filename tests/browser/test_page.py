@@ -129,3 +129,20 @@ def test_the_jobs_page_shows_a_job_and_its_accuracy_curve(site, browser):
     curves = browser.find_elements(By.CSS_SELECTOR, "#curve polyline")
     assert len(curves) == 3  # the axes, train and test accuracy
     assert "65.00%" in browser.find_element(By.ID, "history").text
+
+
+def test_the_jobs_page_shows_an_index_job_with_its_progress(site, browser):
+    url, root, env = site
+    (job,) = [j for j in open_store(settings.load(env)).jobs(50) if j["kind"] == "index"]
+    browser.get(f"{url}/jobs")
+    row = WebDriverWait(browser, 30).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, f"tr.job[data-id='{job['id']}']")
+    )
+    assert row.get_attribute("data-kind") == "index"
+    assert "index" in row.text and "done" in row.text and "12/12 images (100%)" in row.text
+    assert f"'page' ← {root / 'lib'}" in row.text and "images/s" in row.text
+    row.click()
+    detail = browser.find_element(By.ID, "detail")
+    WebDriverWait(browser, 10).until(lambda d: detail.is_displayed())
+    assert f"Index job {job['id']}: done" in browser.find_element(By.ID, "detail-title").text
+    assert "found 12" in browser.find_element(By.ID, "history").text

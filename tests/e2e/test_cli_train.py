@@ -142,7 +142,9 @@ def test_jobs_lists_the_job(trained):
     done = cli(trained, "jobs")
     assert done.returncode == 0, done.stderr
     (line,) = [line for line in done.stdout.splitlines() if line.startswith(job_id)]
-    assert re.match(rf"^{job_id}  done +epoch +2/2 +recommended +best test acc \d", line)
+    assert done.stdout.splitlines()[0].split() == ["ID", "KIND", "STATE", "PROGRESS", "RATE",
+                                                   "CREATED", "WHAT"]  # fmt: skip
+    assert re.match(rf"^{job_id}  train +done +epoch 2/2 .+ recommended, best test acc \d", line)
     listed = json.loads(cli(trained, "jobs", "--json").stdout)
     assert {"id": job_id, "state": "done", "epoch": 2, "epochs": 2} == {
         k: listed[0][k] for k in ("id", "state", "epoch", "epochs")

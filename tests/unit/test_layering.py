@@ -20,13 +20,15 @@ ALLOWED = {
     # settings: the ENGINES names; rank: the ranking options a model family defaults to
     "embed": {"settings", "errors", "store", "training", "rank"},
     "evaluation": {"errors", "store", "rank"},
-    "tasks": {"settings", "errors", "store", "cluster", "training", "embed", "rank", "evaluation"},
-    "web": {"errors", "client", "embed"},
-    # the client side of the CLI and the Python API: tasks only in the embedded dispatcher
-    "client": {
+    # client: an index job's coordinator, which runs on a worker as well as in the client
+    "tasks": {
         *("settings", "errors", "store", "cluster", "training", "embed", "rank", "evaluation"),
-        "tasks",
+        "client",
     },
+    "web": {"errors", "client", "embed"},
+    # the client side of the CLI and the Python API; the embedded dispatcher imports the task
+    # modules by name (cluster.celery_app.TASK_MODULES), never with an import statement
+    "client": {"settings", "errors", "store", "cluster", "training", "embed", "rank", "evaluation"},
     # The CLI works through the client: neither the store nor the dispatcher (client.dispatch).
     "cli": {"settings", "errors", "cluster", "training", "embed", "client", "web"},
 }

@@ -130,3 +130,31 @@ def test_lapsed_blobs_leave_the_sqlite_file(tmp_path, clock):
     store.put_blobs({"new": b"y"}, ttl=60)
     assert [k for (k,) in store.db.execute("SELECT key FROM blobs")] == ["new"]
     store.db.close()
+
+
+def test_job_ids_are_found_by_prefix_and_literally(store):
+    for job_id, created in (("3f2a9c1b7d4e", 1.0), ("3f2a00000000", 2.0), ("9e1d5c0a2b3f", 3.0)):
+        store.put_job(job(job_id, created))
+    assert sorted(store.job_ids("3f2a")) == ["3f2a00000000", "3f2a9c1b7d4e"]
+    assert store.job_ids("3f2a9c") == ["3f2a9c1b7d4e"]
+    assert store.job_ids("9e1d5c0a2b3f") == ["9e1d5c0a2b3f"]
+    assert store.job_ids("3f2a", limit=1) in (["3f2a00000000"], ["3f2a9c1b7d4e"])
+    # Glob and LIKE characters match only themselves.
+    assert store.job_ids("3f*") == [] and store.job_ids("3f%") == [] and store.job_ids("?") == []
+    assert store.job_ids("7") == []
+
+
+def test_a_worker_is_alive_until_its_beat_lapses(store, clock):
+    assert store.workers() == {}
+    store.beat("w1@host", {"queues": ["extract", "query"]}, ttl=10)
+    store.beat("w2@host", {"queues": ["train"]}, ttl=30)
+    assert store.workers() == {
+        "w1@host": {"queues": ["extract", "query"]},
+        "w2@host": {"queues": ["train"]},
+    }
+    clock.advance(11)
+    assert store.workers() == {"w2@host": {"queues": ["train"]}}
+    store.beat("w1@host", {"queues": ["query"]}, ttl=10)  # back, with other queues
+    assert store.workers()["w1@host"] == {"queues": ["query"]}
+    clock.advance(31)
+    assert store.workers() == {}

@@ -1,4 +1,5 @@
-// The jobs page: every training job with its state and progress, and a job's accuracy curve.
+// The jobs page: every job (training, index runs) with its state and progress; a training job's
+// accuracy curve, an index job's counts, notes and failures.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -18,16 +19,30 @@ function cell(text) {
   return td;
 }
 
+function indexProgress(job) {
+  if (job.state === "uploading") return `uploading ${job.uploaded}/${job.to_extract} images`;
+  const share = job.to_extract ? ` (${Math.round((100 * job.done) / job.to_extract)}%)` : "";
+  const failed = job.failed ? `, ${job.failed} failed` : "";
+  return `${job.done}/${job.to_extract} images${share}${failed}`;
+}
+
+function trainProgress(job) {
+  const step = job.steps ? `, ${Math.round((100 * job.step) / job.steps)}% of epoch` : "";
+  return `epoch ${job.epoch}/${job.epochs}${job.state === "running" ? step : ""}`;
+}
+
 function jobRow(job) {
   const row = document.createElement("tr");
   row.className = "job";
   row.dataset.id = job.id;
-  const last = job.history.at(-1);
-  const progress = job.steps ? `${Math.round((100 * job.step) / job.steps)}% of epoch` : "";
+  row.dataset.kind = job.kind;
+  const index = job.kind === "index";
+  const last = index ? null : job.history.at(-1);
+  const rate = index ? (job.rate ? `${job.rate.toFixed(1)} images/s` : "") : last ? `test ${percent(last.test_acc)}` : "";
+  const state = job.waiting ? `${job.state}: ${job.waiting}` : job.error ? `${job.state}: ${job.error}` : job.state;
   row.append(
-    cell(job.id), cell(job.state), cell(`${job.epoch}/${job.epochs}`),
-    cell(job.state === "running" ? progress : job.error || ""),
-    cell(last ? percent(last.test_acc) : ""), cell(job.worker || ""),
+    cell(job.id), cell(job.kind), cell(state), cell(index ? indexProgress(job) : trainProgress(job)),
+    cell(rate), cell(index ? `'${job.index}' ← ${job.source}` : job.config.schedule), cell(job.worker || ""),
   );
   row.addEventListener("click", () => {
     selected = job.id;
@@ -72,8 +87,28 @@ function drawCurve(historyRows, epochs) {
   svg.replaceChildren(...nodes);
 }
 
-function showJob(job) {
+function showIndexJob(job) {
   $("detail").hidden = false;
+  $("curve").hidden = true;
+  $("detail-title").textContent = `Index job ${job.id}: ${job.state}, index '${job.index}' (${job.model})`;
+  const rows = [
+    ["source", job.source], ["submitted by", job.submitted_by], ["found", job.found],
+    ["unchanged", job.skipped], ["reused", job.reused], ["to extract", job.to_extract],
+    ["done", job.done], ["indexed", job.indexed], ["failed", job.failed],
+    ...job.notes.map((note) => ["note", note]),
+    ...job.failures.map((f) => ["failed", `${f.path}: ${f.error}`]),
+  ];
+  $("history").replaceChildren(...rows.map(([name, value]) => {
+    const row = document.createElement("tr");
+    row.append(cell(name), cell(String(value)));
+    return row;
+  }));
+}
+
+function showJob(job) {
+  if (job.kind === "index") return showIndexJob(job);
+  $("detail").hidden = false;
+  $("curve").hidden = false;
   $("detail-title").textContent = `Job ${job.id}: ${job.config.schedule} schedule, ${job.state}`;
   drawCurve(job.history, job.epochs);
   const head = document.createElement("tr");
@@ -98,7 +133,7 @@ async function refresh() {
   try {
     const jobs = await api("/api/jobs");
     $("jobs").replaceChildren(...jobs.map(jobRow));
-    if (!jobs.length) $("jobs").append(cell("No training job yet: `cbirq submit-train`."));
+    if (!jobs.length) $("jobs").append(cell("No job yet: `cbirq index DIR` or `cbirq submit-train`."));
     const chosen = jobs.find((job) => job.id === selected);
     if (chosen) showJob(chosen);
     $("error").hidden = true;
@@ -109,4 +144,4 @@ async function refresh() {
 }
 
 refresh();
-setInterval(refresh, 5000);
+setInterval(refresh, 2000);
