@@ -35,13 +35,14 @@ def index_progress(job: dict) -> str:
 
 
 class IndexProgressLine:
-    """An index job's progress on stderr: one line rewritten in place on a terminal (a line
-    per state elsewhere), and a line for each note (a chunk sent again)."""
+    """An index job's progress on stderr: one line rewritten in place, on a terminal only
+    (a log or a pipe gets no bar, as with Click's), and a line for each note (a chunk sent
+    again) wherever stderr goes."""
 
     def __init__(self, enabled: bool = True, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
         self.enabled, self.tty = enabled, self.stream.isatty()
-        self.notes, self.state, self.width = 0, None, 0
+        self.notes, self.width = 0, 0
 
     def __call__(self, job: dict) -> None:
         if not self.enabled:
@@ -50,13 +51,10 @@ class IndexProgressLine:
             self._clear()
             click.echo(note, file=self.stream)
         self.notes = len(job["notes"])
-        text = f"index job {job['id']}: {index_progress(job)}"
         if self.tty:
+            text = f"index job {job['id']}: {index_progress(job)}"
             click.echo(f"\r{text:<{self.width}}", file=self.stream, nl=False)
             self.width = len(text)
-        elif job["state"] != self.state:
-            click.echo(text, file=self.stream)
-        self.state = job["state"]
 
     def close(self) -> None:
         if self.enabled and self.tty and self.width:

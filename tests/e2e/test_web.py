@@ -49,7 +49,7 @@ def test_the_page_and_its_scripts_are_served(client):
     page = client.get("/")
     assert page.status_code == 200 and '<input id="file"' in page.text
     assert client.get("/static/app.js").status_code == 200
-    assert "Training jobs" in client.get("/jobs").text
+    assert "<h2>Jobs</h2>" in client.get("/jobs").text
 
 
 def test_indexes_lists_name_model_and_count(client):
@@ -131,7 +131,10 @@ def test_jobs_are_listed_with_their_history(client):
     job = new_job({"epochs": 2, "schedule": "fast"}, None, None)
     job["history"] = [{"epoch": 1, "test_acc": 0.5}]
     store.put_job(job)
-    assert [j["id"] for j in client.get("/api/jobs").json()] == [job["id"]]
+    listed = client.get("/api/jobs").json()  # newest first: the library's index run before
+    assert [(j["id"], j["kind"]) for j in listed][0] == (job["id"], "train")
+    assert [j["kind"] for j in listed[1:]] == ["index"] and listed[1]["state"] == "done"
+    assert listed[0]["waiting"] is None, "in-process: nothing waits for a worker"
     assert client.get(f"/api/jobs/{job['id']}").json()["history"] == job["history"]
     assert client.get("/api/jobs/nope").status_code == 404
 
@@ -157,3 +160,17 @@ def test_serve_binds_loopback_by_default_and_says_so_otherwise():
     assert not _loopback("0.0.0.0") and not _loopback("192.0.2.1")
     default = next(p for p in main.commands["serve"].params if p.name == "host").default
     assert default == "127.0.0.1"
+
+
+def test_min_score_leaves_out_results_below_the_plain_cosine(client):
+    everything = client.post("/api/query", data={"top": "9"}, files={"file": ("q.png", png(1))})
+    cosines = sorted(hit["cosine"] for hit in everything.json()["results"])
+    cut = (cosines[3] + cosines[4]) / 2
+    kept = client.post(
+        "/api/query", data={"top": "9", "min_score": str(cut)}, files={"file": ("q.png", png(1))}
+    ).json()["results"]
+    assert len(kept) == len([c for c in cosines if c >= cut]) and all(
+        hit["cosine"] >= cut for hit in kept
+    )
+    bad = client.post("/api/query", data={"min_score": "2"}, files={"file": ("q.png", png(1))})
+    assert bad.status_code == 400 and "min_score must be a number from -1 to 1" in bad.text

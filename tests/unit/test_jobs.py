@@ -4,12 +4,13 @@ that stands in for the workers), and how a job reads to a person."""
 
 from __future__ import annotations
 
+import io
 import struct
 import time
 
 import pytest
 
-from cbirq.cli.progress import JOB_HEADER, index_progress, job_row, table
+from cbirq.cli.progress import JOB_HEADER, IndexProgressLine, index_progress, job_row, table
 from cbirq.client import index_jobs
 from cbirq.client import jobs as job_control
 from cbirq.client.coordinator import Tracker, coordinate
@@ -168,3 +169,25 @@ def test_a_run_whose_last_files_all_vanished_before_upload_still_ends(store, tmp
     job = store.get_job(record["id"])
     assert (job["done"], job["failed"]) == (4, 4)
     assert "file not found" in index_jobs.get_failures(store, record["id"])[0]["error"]
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_progress_line_is_rewritten_on_a_terminal_and_notes_go_everywhere():
+    job = {
+        "id": "3f2a9c1b7d4e", "state": "running", "done": 64, "to_extract": 128, "rate": None,
+        "failed": 0, "notes": [],
+    }  # fmt: skip
+    terminal, log = Terminal(), io.StringIO()
+    for stream in (terminal, log):
+        line = IndexProgressLine(stream=stream)
+        line(job)
+        line({**job, "done": 128, "notes": ["chunk 3 (64 images): no answer in 12 s, sent again"]})
+        line.close()
+    assert terminal.getvalue().startswith("\rindex job 3f2a9c1b7d4e: 64/128 images (50%)")
+    assert "\rchunk 3 (64 images): no answer in 12 s, sent again\n\r" in terminal.getvalue()
+    assert terminal.getvalue().endswith("128/128 images (100%)\n")
+    assert log.getvalue() == "chunk 3 (64 images): no answer in 12 s, sent again\n"
