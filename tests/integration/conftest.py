@@ -1,4 +1,5 @@
-"""Session fixtures: one real redis-server and two real `cbirq worker` processes."""
+"""Fixtures: one real redis-server and two real `cbirq worker` processes for the session; a
+Redis of their own, with short timeouts, for the modules that kill and restart things."""
 
 from __future__ import annotations
 
@@ -49,3 +50,27 @@ def workers(broker_env, tmp_path_factory):
     yield pool
     for worker in pool:
         worker.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_node(tmp_path_factory):
+    """A Redis server of the module's own (the fault and job tests kill and restart things)."""
+    server = RedisServer(tmp_path_factory.mktemp("fault-redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def env(redis_node, tmp_path_factory):
+    """Settings for `redis_node`, with a visibility timeout and a lease of seconds (the defaults
+    are minutes), so that a dead worker's task or job comes back within a test."""
+    return {
+        "CBIRQ_BROKER_URL": redis_node.url,
+        "CBIRQ_REDIS_PASSWORD": PASSWORD,
+        "CBIRQ_RESULT_TIMEOUT": "120",
+        "CBIRQ_VISIBILITY_TIMEOUT": "4",
+        "CBIRQ_LEASE_TTL": "2",
+        "CBIRQ_HOME": str(tmp_path_factory.mktemp("fault-home")),
+        "CBIRQ_DATA_DIR": str(tmp_path_factory.getbasetemp()),  # the tests' CIFAR trees
+    }

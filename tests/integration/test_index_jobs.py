@@ -3,7 +3,7 @@ worker killed mid-run, cancels that stick against workers that start later, Ctrl
 silent waits when no worker consumes a queue.
 
 A Redis server and workers of this module's own (queues extract and jobs), with a visibility
-timeout and a lease of seconds so that the dead come back within a test.
+timeout and a lease of seconds so that the dead come back within a test (conftest's `env`).
 """
 
 from __future__ import annotations
@@ -19,31 +19,11 @@ import pytest
 
 from cbirq import settings
 from cbirq.store import open_store
-from tests.cluster import PASSWORD, RedisServer, Worker, start_cli, wait_until
+from tests.cluster import PASSWORD, Worker, start_cli, wait_until
 from tests.conftest import make_library, run_cli
 from tests.integration.test_faults import SLOW_MODEL, assert_indexed_once
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def redis_node(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("jobs-redis"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def env(redis_node, tmp_path_factory):
-    return {
-        "CBIRQ_BROKER_URL": redis_node.url,
-        "CBIRQ_REDIS_PASSWORD": PASSWORD,
-        "CBIRQ_RESULT_TIMEOUT": "120",
-        "CBIRQ_VISIBILITY_TIMEOUT": "4",
-        "CBIRQ_LEASE_TTL": "2",
-        "CBIRQ_HOME": str(tmp_path_factory.mktemp("jobs-home")),
-    }
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from cbirq.cluster.celery_app import EXTRACT_TASK, make_app
 from cbirq.cluster.worker_plan import visible_devices
 from tests.cluster import PASSWORD, wait_until
 from tests.conftest import make_library, make_photo, run_cli
+from tests.e2e.test_cli_engines import imported
 
 pytestmark = pytest.mark.integration
 
@@ -259,3 +260,18 @@ def test_shards_without_a_worker_are_named(workers, broker_env, tmp_path):
     for shard in range(3):  # said at once, from the workers' beats: no time-out to wait for
         assert f"no worker consumes the 'query.shard{shard}of3' queue" in done.stderr
         assert f"--shard {shard}/3" in done.stderr
+
+
+def test_a_distributed_query_imports_neither_torch_nor_numpy(workers, broker_env, tmp_path):
+    make_library(tmp_path / "lib", 3)
+    index_json(tmp_path / "lib", broker_env, "--index", "light")
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "cbirq", "query", str(query_view(tmp_path, 1))]
+        + ["--index", "light"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **broker_env},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    modules = imported(done.stderr)
+    assert "cbirq.client.api" in modules and not {"torch", "numpy"} & modules
