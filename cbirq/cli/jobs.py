@@ -202,8 +202,10 @@ def fetch(job_id: str, out: Path, latest: bool, force: bool, as_json: bool) -> N
 )
 @json_option
 def report(job_id: str, plot: Path | None, as_json: bool) -> None:
-    """A job's report: a training job's per-epoch table (lr, train loss/accuracy, test
-    loss/accuracy, time), an index job's counts and every failure.
+    """A job's report: epochs of a training job, counts and failures of an index job.
+
+    A training job's per-epoch table: lr, train loss/accuracy, test loss/accuracy, time. An
+    index job's counts and every file that failed, with the reason.
 
     \b
     Example:
