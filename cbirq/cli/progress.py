@@ -56,6 +56,13 @@ class IndexProgressLine:
             click.echo(f"\r{text:<{self.width}}", file=self.stream, nl=False)
             self.width = len(text)
 
+    def say(self, text: str) -> None:
+        """A line of what happens before the job exists (reading the folder), replaced by the
+        progress once it does."""
+        if self.enabled and self.tty:
+            click.echo(f"\r{text}", file=self.stream, nl=False)
+            self.width = len(text)
+
     def close(self) -> None:
         if self.enabled and self.tty and self.width:
             click.echo(file=self.stream)

@@ -74,6 +74,7 @@ def index(
     """
     api = client()
     line = IndexProgressLine(enabled=not as_json)
+    line.say(f"reading the images under {directory} ...")  # a large folder takes a while
     try:
         found = api.index(
             directory,

@@ -184,10 +184,13 @@ def test_the_progress_line_is_rewritten_on_a_terminal_and_notes_go_everywhere():
     terminal, log = Terminal(), io.StringIO()
     for stream in (terminal, log):
         line = IndexProgressLine(stream=stream)
+        line.say("reading the images under photos ...")
         line(job)
         line({**job, "done": 128, "notes": ["chunk 3 (64 images): no answer in 12 s, sent again"]})
         line.close()
-    assert terminal.getvalue().startswith("\rindex job 3f2a9c1b7d4e: 64/128 images (50%)")
+    assert terminal.getvalue().startswith(
+        "\rreading the images under photos ...\rindex job 3f2a9c1b7d4e: 64/128 images (50%)"
+    )
     assert "\rchunk 3 (64 images): no answer in 12 s, sent again\n\r" in terminal.getvalue()
     assert terminal.getvalue().endswith("128/128 images (100%)\n")
     assert log.getvalue() == "chunk 3 (64 images): no answer in 12 s, sent again\n"
