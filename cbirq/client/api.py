@@ -286,7 +286,8 @@ class Client:
 
     def jobs(self, limit: int = 20) -> list[dict]:
         """The most recent jobs' records (every kind), newest first, each with `waiting`."""
-        return [self._waiting(job) for job in self.store.jobs(limit)]
+        live = {} if self.embedded else self.store.workers()  # read once for every record
+        return [self._waiting(job, live) for job in self.store.jobs(limit)]
 
     def status(self, job_id: str) -> dict:
         """The job's record (`job_id` may be a unique prefix), with `waiting`: why it waits
@@ -334,15 +335,17 @@ class Client:
             raise CbirqError(f"cannot write {out}: {exc.strerror or exc}") from None
         return {"id": job["id"], "path": str(out), "epoch": job["epoch"], "epochs": job["epochs"]}
 
-    def _waiting(self, job: dict) -> dict:
+    def _waiting(self, job: dict, live: dict[str, dict] | None = None) -> dict:
         """The record, with why it waits: a job nobody can take until a worker for its queue
-        starts (or, running, until one for its chunks does)."""
+        starts (or, running, until one for its chunks does). `live`: the workers, if read."""
         queue = None
         if not self.embedded and job["state"] == "queued":
             queue = "train" if job.get("kind", "train") == "train" else "jobs"
         elif not self.embedded and job["state"] == "running" and job.get("kind") == "index":
             queue = "extract"
-        return {**job, "waiting": missing(self.store, queue) if queue else None}
+        if queue is None:
+            return {**job, "waiting": None}
+        return {**job, "waiting": missing(self.store.workers() if live is None else live, queue)}
 
 
 def _shard_queues(shards: int) -> list[str]:

@@ -7,9 +7,10 @@ from cbirq.errors import Unavailable
 from cbirq.store import Store
 
 
-def missing(store: Store, queue: str) -> str | None:
-    """Why work sent to `queue` would wait (no live worker consumes it), or None."""
-    if any(queue in info.get("queues", ()) for info in store.workers().values()):
+def missing(live: dict[str, dict], queue: str) -> str | None:
+    """Why work sent to `queue` would wait (none of the `live` workers, Store.workers(),
+    consumes it), or None."""
+    if any(queue in info.get("queues", ()) for info in live.values()):
         return None
     only = queue.partition(".")[0]  # a shard queue is served by `--shard I/N` workers
     start = f"`cbirq worker --queues {only}`" + (
@@ -20,7 +21,8 @@ def missing(store: Store, queue: str) -> str | None:
 
 def require(store: Store, *queues: str) -> None:
     """Refuse at once, naming the command that helps, if no worker consumes one of `queues`."""
-    reasons = [reason for queue in queues if (reason := missing(store, queue))]
+    live = store.workers()
+    reasons = [reason for queue in queues if (reason := missing(live, queue))]
     if reasons:
         raise Unavailable("; ".join(reasons))
 

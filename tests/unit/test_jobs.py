@@ -16,9 +16,9 @@ from cbirq.client import jobs as job_control
 from cbirq.client.coordinator import Tracker, coordinate
 from cbirq.client.dispatch import ThreadPending
 from cbirq.client.indexer import IndexJob, Summary
-from cbirq.client.workers import missing
+from cbirq.client.workers import missing, require
 from cbirq.cluster.celery_app import COORDINATE_TASK, EXTRACT_TASK
-from cbirq.errors import CbirqError, UnknownJob
+from cbirq.errors import CbirqError, Unavailable, UnknownJob
 from cbirq.settings import load
 from cbirq.training.jobs import lease_key, new_job
 
@@ -68,10 +68,12 @@ def test_a_job_is_named_by_any_unique_start_of_its_id(store):
 
 
 def test_no_worker_for_a_queue_is_said_with_the_command_that_starts_one(store):
-    assert "start one with `cbirq worker --queues train`" in missing(store, "train")
+    assert "start one with `cbirq worker --queues train`" in missing(store.workers(), "train")
     store.beat("w@h", {"queues": ["extract", "train"]}, ttl=30)
-    assert missing(store, "train") is None
-    assert "--shard 1/2" in missing(store, "query.shard1of2")
+    assert missing(store.workers(), "train") is None
+    assert "--shard 1/2" in missing(store.workers(), "query.shard1of2")
+    with pytest.raises(Unavailable, match="'jobs' queue.*; no worker consumes the 'query'"):
+        require(store, "extract", "jobs", "query")
 
 
 def test_an_index_job_is_coordinated_to_its_end_and_resumed_where_it_stopped(store, tmp_path):
