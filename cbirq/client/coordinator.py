@@ -157,6 +157,12 @@ def _run(
         raise
     if gone:  # the files under the folder that the client found gone (--prune)
         tracker.record["pruned"] = store.remove(job.index, gone)
+    if work:
+        # Counted from the index, not from the answers: after a takeover a chunk may have run
+        # twice, and its second run stored nothing new.
+        held = store.entries(job.index)
+        extracted = sum(held.get(item["path"]) == item["hash"] for item in work)
+        tracker.record["indexed"] = record["reused"] + extracted
     if record["found"]:
         store.note_source(job.index, record["source"], time.time())
     return tracker.end("done")
