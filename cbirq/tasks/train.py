@@ -10,10 +10,11 @@ from pathlib import Path
 
 import torch
 
+from cbirq.client.jobs import cancel_asked
 from cbirq.cluster.celery_app import TRAIN_TASK, app
 from cbirq.errors import CbirqError
 from cbirq.settings import Settings
-from cbirq.store import JobStore, Store
+from cbirq.store import Store
 from cbirq.tasks import runtime
 from cbirq.training.cifar import load_cifar
 from cbirq.training.config import TrainConfig
@@ -110,7 +111,7 @@ def train_cifar(self, job_id: str) -> dict:
         lease_key(job_id),
         f"{worker or socket.gethostname()}:{os.getpid()}",
         settings.lease_ttl,
-        lambda: _cancelled(store, job_id),
+        lambda: cancel_asked(store, job_id),
     )
     if not beat.acquire():
         # Another delivery is training it. Check back once its lease could have lapsed, well
@@ -121,14 +122,10 @@ def train_cifar(self, job_id: str) -> dict:
         return {"id": job_id, "state": _train_leased(store, record, beat, worker)}
 
 
-def _cancelled(store: JobStore, job_id: str) -> bool:
-    return store.get_artifact(artifact_key(job_id, "cancel")) is not None
-
-
 def _train_leased(store: Store, record: JobRecord, beat: Heartbeat, worker: str | None) -> str:
     """Train the job while holding its lease, recording how it ends; returns its state."""
     job_id = record.job["id"]
-    if _cancelled(store, job_id):
+    if cancel_asked(store, job_id):
         record.update(state="cancelled")
         return "cancelled"
     # A delivery that kills its worker outright (a crash in native code, the OOM killer) is
