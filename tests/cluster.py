@@ -13,6 +13,9 @@ from pathlib import Path
 
 import redis
 
+from cbirq import settings
+from cbirq.store import open_store
+
 PASSWORD = "s3cret-for-tests"
 
 
@@ -87,7 +90,7 @@ class Worker:
     """`cbirq worker` in a session of its own, so that `kill()` takes all its processes."""
 
     def __init__(self, name: str, queues: str, env: dict, log: Path, *extra: str) -> None:
-        self.name, self.log = name, log
+        self.name, self.queues, self.env, self.log = name, queues, env, log
         with open(log, "wb") as out:
             self.proc = subprocess.Popen(
                 [
@@ -112,8 +115,18 @@ class Worker:
             )
 
     def wait_ready(self) -> Worker:
+        """Wait until it is up and has told the store which queues it consumes: work sent to a
+        queue that no beat names is refused (client.workers)."""
         wait_until(self.ready, 60, f"worker {self.name}")
+        store = open_store(settings.load(self.env))
+        wait_until(lambda: set(self.queues.split(",")) <= self._beating(store), 30, "its beats")
         return self
+
+    def _beating(self, store) -> set[str]:
+        """The queues named by the beats of this worker's processes (name@ and name-jobs@)."""
+        own = (f"{self.name}@", f"{self.name}-jobs@")
+        beats = [info for worker, info in store.workers().items() if worker.startswith(own)]
+        return {queue for info in beats for queue in info.get("queues", ())}
 
     def ready(self) -> bool:
         if self.proc.poll() is not None:

@@ -36,14 +36,18 @@ def start_worker(env, tmp_path, tmp_path_factory):
         shared = str(tmp_path_factory.getbasetemp())
         worker = Worker(name, queues, env, tmp_path / f"{name}.log", "--shared-root", shared)
         started.append(worker)
-        worker.wait_ready()
-        store = open_store(settings.load(env))
-        wait_until(lambda: any(w.startswith(name) for w in store.workers()), 30, "its beat")
-        return worker
+        return worker.wait_ready()
 
     yield start
     for worker in started:
         worker.stop()
+
+
+def submit(env: dict, *args: str) -> str:
+    """`cbirq index ... --detach`: the job id it prints."""
+    done = run_cli(*args, "--chunk", "4", *SLOW_MODEL, env=env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
 
 
 def record(env: dict, job_id: str) -> dict:
@@ -106,7 +110,7 @@ def test_the_coordinators_worker_killed_mid_run_the_job_completes_once(
     pool = {name: start_worker(name) for name in ("k1", "k2")}
     files = make_library(tmp_path / "lib", 48)
     args = ("index", str(tmp_path / "lib"), "-i", "killed", "--shared-fs", "--detach")
-    job_id = run_cli(*args, "--chunk", "4", *SLOW_MODEL, env=env).stdout.strip()
+    job_id = submit(env, *args)
     wait_until(lambda: record(env, job_id)["done"] >= 8, 120, "chunks done")
     coordinator = record(env, job_id)["worker"]
     victim = next(name for name in pool if coordinator.startswith(f"{name}-jobs@"))
@@ -123,7 +127,7 @@ def test_a_cancel_sticks_even_for_a_worker_that_starts_later(
     first = start_worker("c1")
     make_library(tmp_path / "lib", 40)
     args = ("index", str(tmp_path / "lib"), "-i", "cancelled", "--shared-fs", "--detach")
-    job_id = run_cli(*args, "--chunk", "4", *SLOW_MODEL, env=env).stdout.strip()
+    job_id = submit(env, *args)
     wait_until(lambda: record(env, job_id)["done"] >= 4, 120, "a chunk done")
     first.kill()  # its coordinator with it; chunks of the job stay queued, one unacknowledged
     client = redis_node.client()
