@@ -12,7 +12,13 @@ from cbirq.training.config import DEVICES, SCHEDULES
 
 
 @click.command("submit-train")
-@click.option("--data", help="CIFAR-10 folder on the worker [default: $CBIRQ_DATA_DIR/cifar10].")
+@click.option(
+    "--data",
+    help="CIFAR-10's cifar-10-batches-py/, or images in train/<class>/ and test/<class>/ "
+    "(any classes, the same in both). In-process any folder; with workers a folder under "
+    "each worker's CBIRQ_DATA_DIR, a relative path taken from there "
+    "[default: $CBIRQ_DATA_DIR/cifar10].",
+)
 @click.option(
     "--epochs", default=10, show_default=True, type=click.IntRange(1, 1000), help="Epochs to train."
 )

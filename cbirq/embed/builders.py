@@ -106,17 +106,22 @@ def resnet20(name: str, weights: str, checkpoint: bytes | None) -> nn.Module:
     from cbirq.training.loop import read_checkpoint
     from cbirq.training.models import resnet20 as build
 
-    net = _seeded(build)
-    if is_checkpoint(weights):
-        if checkpoint is None:
+    if not is_checkpoint(weights):
+        if weights != "none":
             raise BackboneError(
-                f"checkpoint {weights} is not in the store: index again with --model resnet20:PATH"
+                "resnet20 takes its weights from a checkpoint: --model resnet20:PATH"
             )
-        try:
-            net.load_state_dict(read_checkpoint(checkpoint)["net"])
-        except (CbirqError, RuntimeError) as exc:
-            detail = (str(exc).splitlines() or ["?"])[0]
-            raise BackboneError(f"checkpoint {weights} does not fit resnet20: {detail}") from None
-    elif weights != "none":
-        raise BackboneError("resnet20 takes its weights from a checkpoint: --model resnet20:PATH")
+        return _seeded(build)
+    if checkpoint is None:
+        raise BackboneError(
+            f"checkpoint {weights} is not in the store: index again with --model resnet20:PATH"
+        )
+    try:
+        state = read_checkpoint(checkpoint)["net"]
+        classes = state["linear.weight"].shape[0]  # trained on any set of class folders
+        net = _seeded(lambda: build(classes))
+        net.load_state_dict(state)
+    except (CbirqError, RuntimeError, KeyError, AttributeError, TypeError) as exc:
+        detail = (str(exc).splitlines() or ["?"])[0]
+        raise BackboneError(f"checkpoint {weights} does not fit resnet20: {detail}") from None
     return net

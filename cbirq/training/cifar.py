@@ -1,5 +1,6 @@
-"""CIFAR-10 as uint8 tensors: loading (torchvision batches or an image-folder tree), a decoded
-cache, and augmentation done on whole batches on the training device (as airbench does)."""
+"""CIFAR-10 (or any tree of class folders) as uint8 tensors: loading (torchvision batches or an
+image-folder tree), a decoded cache, and augmentation done on whole batches on the training
+device (as airbench does)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from cbirq.errors import CbirqError
-from cbirq.training.config import BATCHES_DIR, MEAN, STD, data_layout
+from cbirq.training.config import BATCHES_DIR, MEAN, STD, data_layout, tree_classes
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -25,17 +26,18 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Cifar:
-    """Images as (N, 3, 32, 32) uint8, labels as int64; the test split is only evaluated."""
+    """Images as (N, 3, 32, 32) uint8, labels as int64 indexes into `classes`; the test split
+    is only evaluated."""
 
     train_x: torch.Tensor
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
+    classes: tuple[str, ...] = CLASSES
 
     def to(self, device: torch.device) -> Cifar:
-        return Cifar(
-            *(t.to(device) for t in (self.train_x, self.train_y, self.test_x, self.test_y))
-        )
+        tensors = (self.train_x, self.train_y, self.test_x, self.test_y)
+        return Cifar(*(t.to(device) for t in tensors), self.classes)
 
     def held_out(self, size: int, seed: int = 1234) -> Cifar:
         """Training images split in two, `size` of them in place of the test split: choosing a
@@ -44,7 +46,8 @@ class Cifar:
             raise CbirqError(f"cannot hold out {size} of {len(self.train_x)} training images")
         order = torch.randperm(len(self.train_x), generator=torch.Generator().manual_seed(seed))
         train, val = order[size:], order[:size]
-        return Cifar(self.train_x[train], self.train_y[train], self.train_x[val], self.train_y[val])
+        x, y = self.train_x, self.train_y
+        return Cifar(x[train], y[train], x[val], y[val], self.classes)
 
 
 class _Dtype:
@@ -163,12 +166,9 @@ def _read_batches(folder: Path) -> dict[str, np.ndarray]:
     return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
 
 
-def _read_split(folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    missing = [c for c in CLASSES if not (folder / c).is_dir()]
-    if missing:
-        raise CbirqError(f"{folder} lacks class folders: {', '.join(missing)}")
+def _read_split(folder: Path, classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     images, labels = [], []
-    for label, name in enumerate(CLASSES):
+    for label, name in enumerate(classes):
         for path in sorted((folder / name).iterdir()):
             if path.name.startswith("."):
                 continue
@@ -177,8 +177,8 @@ def _read_split(folder: Path) -> tuple[np.ndarray, np.ndarray]:
                     rgb = img.convert("RGB")
             except (OSError, ValueError) as exc:
                 raise CbirqError(f"cannot read CIFAR image {path}: {exc}") from None
-            if rgb.size != (32, 32):
-                raise CbirqError(f"{path} is {rgb.size[0]}x{rgb.size[1]}, CIFAR-10 is 32x32")
+            if rgb.size != (32, 32):  # ResNet20's input: the centre square, scaled
+                rgb = ImageOps.fit(rgb, (32, 32), Image.Resampling.BICUBIC)
             images.append(np.asarray(rgb, np.uint8).transpose(2, 0, 1))
             labels.append(label)
     if not images:
@@ -187,9 +187,11 @@ def _read_split(folder: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _read_tree(root: Path) -> dict[str, np.ndarray]:
-    train_x, train_y = _read_split(root / "train")
-    test_x, test_y = _read_split(root / "test")
-    return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
+    classes = tree_classes(root)
+    train_x, train_y = _read_split(root / "train", classes)
+    test_x, test_y = _read_split(root / "test", classes)
+    arrays = {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
+    return {**arrays, "classes": np.array(classes)}
 
 
 def _cache_key(root: Path) -> str:
@@ -223,7 +225,8 @@ def _write_cache(cache: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def load_cifar(root: Path, cache_dir: Path | None = None) -> Cifar:
-    """CIFAR-10 from `root/cifar-10-batches-py/` or `root/{train,test}/<class>/*`, decoded once
+    """CIFAR-10 from `root/cifar-10-batches-py/`, or any classes from `root/{train,test}/<class>/*`
+    (images of other sizes cropped to their centre square and scaled to 32x32), decoded once
     into an .npz cache (read without pickle) under `cache_dir`."""
     if data_layout(root) == "batches":
         read, source = _read_batches, root / BATCHES_DIR
@@ -240,7 +243,8 @@ def load_cifar(root: Path, cache_dir: Path | None = None) -> Cifar:
             raise CbirqError(f"malformed CIFAR-10 data in {source}: {exc}") from None
         if cache:
             _write_cache(cache, arrays)
-    return Cifar(*(torch.from_numpy(arrays[k]) for k in ("train_x", "train_y", "test_x", "test_y")))
+    tensors = (torch.from_numpy(arrays[k]) for k in ("train_x", "train_y", "test_x", "test_y"))
+    return Cifar(*tensors, tuple(str(c) for c in arrays.get("classes", CLASSES)))
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:

@@ -70,14 +70,35 @@ BATCHES_DIR = "cifar-10-batches-py"  # torchvision's layout of the pickled batch
 
 
 def data_layout(root: Path) -> str:
-    """Which CIFAR-10 layout `root` holds ("batches" or "tree"); a CbirqError saying what is
-    missing otherwise. Stdlib only: `cbirq submit-train` checks its folder before the job."""
+    """Which layout `root` holds ("batches": CIFAR-10's pickles, or "tree" of class folders
+    that `tree_classes` accepts); a CbirqError saying what is missing otherwise. Stdlib only:
+    `cbirq submit-train` checks its folder before the job."""
     if not root.is_dir():
         raise CbirqError(f"no CIFAR-10 data folder at {root} (set --data or CBIRQ_DATA_DIR)")
     if (root / BATCHES_DIR).is_dir():
         return "batches"
     if (root / "train").is_dir() and (root / "test").is_dir():
+        tree_classes(root)
         return "tree"
     raise CbirqError(
         f"{root} holds neither {BATCHES_DIR}/ nor train/<class>/ and test/<class>/ folders"
     )
+
+
+def tree_classes(root: Path) -> tuple[str, ...]:
+    """The class names of an image tree, sorted: the folders of `root/train`, which must be
+    those of `root/test` (a class seen in one split only could not be learnt or scored)."""
+    train, test = (_folders(root / split) for split in ("train", "test"))
+    if train != test:
+        only = sorted(train ^ test)
+        raise CbirqError(
+            f"{root}: train/ and test/ must hold the same class folders; "
+            f"in one only: {', '.join(only)}"
+        )
+    if len(train) < 2:
+        raise CbirqError(f"{root}/train needs at least two class folders, found {len(train)}")
+    return tuple(sorted(train))
+
+
+def _folders(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}

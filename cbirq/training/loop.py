@@ -78,6 +78,12 @@ def read_checkpoint(data: bytes) -> dict:
 
 def restore(net: nn.Module, optimizer: torch.optim.Optimizer, checkpoint: dict) -> tuple[int, list]:
     """Load a checkpoint into net (and optimizer); returns (epochs done, history)."""
+    outputs = net.linear.out_features
+    saved = checkpoint["net"].get("linear.weight") if isinstance(checkpoint["net"], dict) else None
+    if isinstance(saved, torch.Tensor) and saved.shape[0] != outputs:
+        raise CbirqError(
+            f"the checkpoint classifies {saved.shape[0]} classes; --data has {outputs}"
+        )
     try:
         net.load_state_dict(checkpoint["net"])
     except (RuntimeError, TypeError, AttributeError) as exc:
@@ -194,7 +200,7 @@ def train(
             f"--batch-size {config.batch_size} exceeds the {len(data.train_x)} training images"
         )
     torch.manual_seed(config.seed)
-    net = resnet20().to(device, memory_format=torch.channels_last)
+    net = resnet20(len(data.classes)).to(device, memory_format=torch.channels_last)
     optimizer = make_optimizer(net, config)
     start, history = restore(net, optimizer, _for_schedule(resume, config)) if resume else (0, [])
     if start >= config.epochs:
@@ -225,6 +231,7 @@ def train(
             "epoch": epoch + 1,
             "history": history,
             "config": asdict(config),
+            "classes": list(data.classes),  # what each of the logits means
         }
         on_epoch(checkpoint)
     return checkpoint

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from types import SimpleNamespace
 
 import pytest
@@ -378,3 +379,41 @@ def test_submit_train_json_in_process(tree, tmp_path, monkeypatch):
     out = tmp_path / "f.pth"
     assert invoke("fetch", job["id"], "-o", str(out)).exit_code == 0
     load_net(out)
+
+
+@pytest.fixture(scope="module")
+def three_classes(tmp_path_factory):
+    """A data set of its own: three classes, not CIFAR-10's, photos larger than 32x32."""
+    root = tmp_path_factory.mktemp("three")
+    for split, count in (("train", 8), ("test", 4)):
+        for name, colour in (("boats", "navy"), ("cars", "red"), ("trees", "green")):
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                shade = Image.new("RGB", (48, 40), colour).point(lambda v, i=i: v * (i + 4) // 12)
+                shade.save(root / split / name / f"{i}.png")
+    return root
+
+
+def test_any_class_folders_train_a_resnet20_with_that_many_outputs(three_classes, tmp_path, tree):
+    out = tmp_path / "three.pth"
+    args = ("--batch-size", "8", "--wait")
+    done = run("submit-train", "--data", str(three_classes), "--epochs", "1", *args, "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    checkpoint = torch.load(out, weights_only=True)
+    assert checkpoint["classes"] == ["boats", "cars", "trees"]
+    net = resnet20(3)
+    net.load_state_dict(checkpoint["net"], strict=True)
+    # Its logits mean other classes: resuming it on CIFAR-10's ten is refused in one line.
+    resumed = ("--resume", str(out), "--epochs", "2", *args, "-o", str(tmp_path / "ten.pth"))
+    again = run("submit-train", "--data", str(tree), *resumed)
+    assert_one_line_error(again, "the checkpoint classifies 3 classes; --data has 10")
+
+
+def test_class_folders_that_differ_between_splits_are_refused_before_a_job(three_classes, tmp_path):
+    data = tmp_path / "uneven"
+    shutil.copytree(three_classes, data)
+    shutil.rmtree(data / "test" / "cars")
+    done = run("submit-train", "--data", str(data), "--epochs", "1")
+    assert_one_line_error(done, "train/ and test/ must hold the same class folders")
+    assert "in one only: cars" in done.stderr
+    assert run("jobs", "--json").stdout.strip() == "[]"

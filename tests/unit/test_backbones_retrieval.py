@@ -11,6 +11,7 @@ from torch import nn
 from cbirq.embed import backbones
 from cbirq.embed.specs import checkpoint_weights
 from cbirq.errors import BackboneError
+from cbirq.training.cifar import normalize
 from cbirq.training.models import resnet20
 
 
@@ -58,11 +59,22 @@ def test_resnet20_checkpoint_gives_its_penultimate_features(trained):
     assert (bb.dim, bb.crop) == (64, 32)
     batch = images(3, 32)
     x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2)
-    from cbirq.training.cifar import normalize
-
     with torch.no_grad():
         expected = F.normalize(trained.features(normalize(x)), dim=1).numpy()
     assert np.allclose(bb.embed(batch), expected, atol=1e-5)
+
+
+def test_resnet20_loads_a_checkpoint_trained_on_other_classes():
+    """`cbirq submit-train` on three class folders gives a 3-way classifier; its penultimate
+    features are as good a backbone as a CIFAR-10 one."""
+    torch.manual_seed(3)
+    net = resnet20(3).eval()
+    data = checkpoint_of(net)
+    bb = backbones.load_backbone("resnet20", checkpoint_weights(data), checkpoint=data)
+    x = torch.from_numpy(np.stack(images(2, 32))).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        expected = F.normalize(net.features(normalize(x)), dim=1).numpy()
+    assert bb.dim == 64 and np.allclose(bb.embed(images(2, 32)), expected, atol=1e-5)
 
 
 def test_resnet20_refuses_missing_or_unfitting_checkpoints():
