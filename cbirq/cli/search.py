@@ -167,7 +167,12 @@ def _print_answer(answer: dict, index_name: str, metric: str) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also draw the query and its results with rank and score into this PNG (one query only).",
 )
-@click.option("--paths-only", "-f", is_flag=True, help="Print only the result paths, one a line.")
+@click.option(
+    "--paths-only",
+    "-f",
+    is_flag=True,
+    help="Print only the result paths, one a line; with several queries, QUERY<tab>PATH lines.",
+)
 @json_option
 def query(
     files: tuple[str, ...],
@@ -204,13 +209,15 @@ def query(
         from cbirq.embed.sheet import query_sheet, save
 
         save(query_sheet(answers[0]), sheet)
+    several = len(files) > 1 or files[0] == "-"  # by what was asked, not by how many came
     if as_json:
-        echo_json(answers[0] if len(files) == 1 and files[0] != "-" else answers)
+        echo_json(answers if several else answers[0])
         return
     for n, answer in enumerate(answers):
         if paths_only:
+            mark = f"{answer['query']}\t" if several else ""
             for hit in answer["results"]:
-                click.echo(hit["path"])
+                click.echo(f"{mark}{hit['path']}")
             continue
         if n:
             click.echo()

@@ -143,7 +143,10 @@ def test_output_for_scripts(library):
         text=True,
         cwd=REPO,
     )
-    assert piped.returncode == 0 and piped.stdout.splitlines() == paths[:2] * 2
+    # Several queries: each line says which query it answers.
+    assert (
+        piped.returncode == 0 and piped.stdout.splitlines() == [f"{q}\t{p}" for p in paths[:2]] * 2
+    )
     exported = json.loads(run_cli("export", str(library / "f.npy"), "--json").stdout)
     assert (exported["rows"], exported["dim"]) == (9, 1280)
     assert np.load(library / "f.npy").shape == (9, 1280)
