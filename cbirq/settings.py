@@ -77,6 +77,9 @@ class Settings:
     max_decode_bytes: int = DEFAULT_MAX_DECODE_MB * 2**20  # estimated memory for one decode
     serve_token: str | None = None  # `cbirq serve` asks every request for it when set
     serve_max_upload: int = 20 * 2**20  # bytes of one upload to `cbirq serve`
+    serve_allowed_hosts: tuple[str, ...] = ()  # Host names `cbirq serve` answers besides its own
+    serve_body_timeout: int = 60  # seconds for an upload's whole body
+    serve_uploads: int = 8  # requests holding an upload at once
 
     @property
     def embedded(self) -> bool:
@@ -159,6 +162,11 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         max_decode_bytes=max(1, _int(env, "CBIRQ_MAX_DECODE_MB", DEFAULT_MAX_DECODE_MB)) * 2**20,
         serve_token=env.get("CBIRQ_SERVE_TOKEN") or None,
         serve_max_upload=max(1, _int(env, "CBIRQ_SERVE_MAX_UPLOAD_MB", 20)) * 2**20,
+        serve_allowed_hosts=tuple(
+            h.strip() for h in env.get("CBIRQ_SERVE_ALLOWED_HOSTS", "").split(",") if h.strip()
+        ),
+        serve_body_timeout=_int(env, "CBIRQ_SERVE_BODY_TIMEOUT", 60, minimum=1),
+        serve_uploads=_int(env, "CBIRQ_SERVE_UPLOADS", 8, minimum=1),
     )
 
 

@@ -36,6 +36,8 @@ class WebServer:
         try:
             with urllib.request.urlopen(f"{self.url}/api/indexes", timeout=2):
                 return True
+        except urllib.error.HTTPError:
+            return True  # it answers, if only to ask for the token
         except (urllib.error.URLError, ConnectionError):
             return False
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 import click
 
@@ -30,7 +31,17 @@ from cbirq.settings import DEFAULT_INDEX, Settings
     show_default=True,
     help="The index the page and API use when a request names none.",
 )
-def serve(host: str, port: int, index_name: str) -> None:
+@click.option(
+    "--allow-host",
+    "allow_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Also answer requests for this host name (repeat; *.example.org for a domain): the "
+    "names others reach this server by. Addresses, localhost and this machine's name are "
+    "answered always; any other Host is refused (a DNS-rebinding page). Adds to "
+    "CBIRQ_SERVE_ALLOWED_HOSTS.",
+)
+def serve(host: str, port: int, index_name: str, allow_hosts: tuple[str, ...]) -> None:
     """Serve the search page (http://HOST:PORT/) and its JSON API (/api/...).
 
     Queries run in this process (the model and index stay loaded between them), or on the
@@ -50,20 +61,47 @@ def serve(host: str, port: int, index_name: str) -> None:
         click.echo(f"warning: serving on {host}, beyond this machine", err=True)
         if config.serve_token is None:
             click.echo("warning: no CBIRQ_SERVE_TOKEN: anyone who reaches it can search", err=True)
-    app = build_app(config, index_name)
-    click.echo(f"cbirq: serving http://{host}:{port}/ (Ctrl-C stops)", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    app = build_app(config, index_name, host, allow_hosts)
+    listening = _listen(host, port)  # before saying so: a busy port is one line, not a traceback
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(
+        f"cbirq: serving http://{shown}:{listening.getsockname()[1]}/ (Ctrl-C stops)", err=True
+    )
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listening])
 
 
-def build_app(config: Settings, index_name: str):
-    """The web app, handed this configuration's client."""
+def build_app(
+    config: Settings, index_name: str, host: str = "127.0.0.1", allow_hosts: tuple[str, ...] = ()
+):
+    """The web app, handed this configuration's client, for a server bound to `host`."""
     try:
         from cbirq.web.app import WebConfig, create_app
+        from cbirq.web.gates import accepted_hosts
     except ImportError as exc:
         raise CbirqError(f"cbirq serve needs {exc.name}: pip install 'cbirq[web]'") from None
-    thumbs = config.cache_dir / "thumbs"
-    web = WebConfig(index_name, config.serve_max_upload, thumbs, config.serve_token)
+    web = WebConfig(
+        index_name,
+        config.serve_max_upload,
+        config.cache_dir / "thumbs",
+        config.serve_token,
+        hosts=accepted_hosts(host, (*config.serve_allowed_hosts, *allow_hosts)),
+        body_seconds=config.serve_body_timeout,
+        upload_slots=config.serve_uploads,
+    )
     return create_app(client(config), web)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listening = socket.socket(family, socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((host, port))
+    except OSError as exc:
+        listening.close()
+        raise CbirqError(f"cannot listen on {host} port {port}: {exc.strerror or exc}") from None
+    listening.listen(2048)  # uvicorn's backlog; connections wait from here on, not refused
+    return listening
 
 
 def _loopback(host: str) -> bool:

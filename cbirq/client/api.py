@@ -250,6 +250,18 @@ class Client:
         """Whether `index` holds the image `path` (what the web page may show)."""
         return self._library.holds(index, path)
 
+    def library_image(self, index: str, path: str) -> bytes:
+        """The bytes of an image `index` holds, read as a worker reads a named file: opened
+        first, then it must be a regular file of at most CBIRQ_MAX_FILE_MB whose real path lies
+        under a folder the index was built from (a photo replaced by a symlink since is not
+        followed out). UnknownIndex if the index does not hold `path`; ImageError otherwise."""
+        roots = [Path(folder) for folder in self.info(index)["sources"]]
+        if not roots or not self.holds(index, path):
+            raise UnknownIndex(f"no image {path!r} in index '{index}'")
+        return read_file(
+            path, self.settings.max_file_bytes, roots, "the folders it was indexed from"
+        )
+
     def remove(self, index: str) -> dict:
         """Delete an index and everything stored for it; its record as it was."""
         found = self.info(index)

@@ -25,9 +25,15 @@ _KINDS = {
 }
 
 
-def read_file(path: str, max_bytes: int, roots: Sequence[Path] | None = None) -> bytes:
-    """The bytes of the regular file at `path`, at most `max_bytes` of them; with `roots`, only
-    if the opened file lies under one of them (resolved). ImageError with the reason otherwise."""
+def read_file(
+    path: str,
+    max_bytes: int,
+    roots: Sequence[Path] | None = None,
+    roots_are: str = "this worker's shared roots",
+) -> bytes:
+    """The bytes of the regular file at `path`, at most `max_bytes` of them; with `roots` (which
+    messages call `roots_are`), only if the opened file lies under one of them (resolved).
+    ImageError with the reason otherwise."""
     if roots is not None and not roots:
         raise ImageError(
             "this worker reads no local files: start it with --shared-root DIR, "
@@ -44,7 +50,7 @@ def read_file(path: str, max_bytes: int, roots: Sequence[Path] | None = None) ->
         if not stat.S_ISREG(info.st_mode):
             raise ImageError(f"not a regular file ({_KINDS.get(stat.S_IFMT(info.st_mode), '?')})")
         if roots is not None and not _is_under(_real_path(fd), roots):
-            raise ImageError(f"{path} is outside this worker's shared roots")
+            raise ImageError(f"{path} is outside {roots_are}")
         if info.st_size > max_bytes:
             raise _too_large(info.st_size, max_bytes)
         data = _read_at_most(fd, max_bytes + 1)

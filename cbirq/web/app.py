@@ -9,8 +9,9 @@ comes from it, so this module knows nothing of the store, Celery or the models.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
-import secrets
+import mimetypes
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,12 +23,11 @@ from typing import TYPE_CHECKING
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.schemas import SchemaGenerator
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cbirq.errors import (
     CbirqError,
@@ -37,14 +37,15 @@ from cbirq.errors import (
     connection_errors,
     connection_message,
 )
-from cbirq.web.library import Holds, library_file, thumbnail
+from cbirq.web.gates import HostGate, TokenGate
+from cbirq.web.library import LibraryImage, ThumbCache, library_bytes, thumb_size
+from cbirq.web.uploads import Busy, TooLarge, TooSlow, Uploads
 
 if TYPE_CHECKING:
     from cbirq.client.api import Client
-from cbirq.web.uploads import TooLarge, read_form
 
 STATIC = resources.files("cbirq.web") / "static"
-TOKEN_COOKIE = "cbirq_token"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,16 @@ class WebConfig:
     max_upload: int  # bytes
     thumb_cache: Path
     token: str | None = None
+    hosts: frozenset[str] = frozenset({"localhost"})  # names answered besides addresses
+    body_seconds: float = 60.0  # for an upload's whole body
+    upload_slots: int = 8  # requests holding an upload at once
+    thumb_cache_bytes: int = 256 * 2**20
 
 
 def create_app(client: Client, config: WebConfig) -> Starlette:
-    paths: Holds = client.holds
+    read: LibraryImage = client.library_image
+    uploads = Uploads(config.max_upload, config.body_seconds, config.upload_slots)
+    thumbs = ThumbCache(config.thumb_cache, config.thumb_cache_bytes)
     # One thread runs every query: the model and an index's rows are loaded once and kept,
     # and a CPU-bound search gains nothing from a second one beside it.
     searcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cbirq-query")
@@ -70,12 +77,16 @@ def create_app(client: Client, config: WebConfig) -> Starlette:
           `plain` (true: plain cosine, no ranking options), `min_score` (leave out results
           whose plain cosine is below it). Answers the object that
           `cbirq query --json` prints. 400 bad image or option, 404 unknown index or path,
-          413 upload too large.
+          408 upload too slow, 413 upload too large, 503 too many uploads at once.
         responses:
           200: {description: the ranked results}
         """
+        async with uploads.held():
+            return await query(request)
+
+    async def query(request: Request) -> JSONResponse:
         began = time.perf_counter()
-        form = await read_form(request, config.max_upload)
+        form = await uploads.read_form(request)
         index = form.get("index") or config.default_index
         top, metric, plain, min_score = _options(form)
         upload = form.get("file")
@@ -83,7 +94,7 @@ def create_app(client: Client, config: WebConfig) -> Starlette:
             data, label = upload, form.get("filename") or "upload"
         elif form.get("path"):
             label = form["path"]
-            data = await run_in_threadpool(_library_bytes, paths, index, label)
+            data = await run_in_threadpool(library_bytes, read, index, label)
         else:
             raise ImageError("send an image as `file` (or an indexed image's `path`)")
         loop = asyncio.get_running_loop()
@@ -127,23 +138,29 @@ def create_app(client: Client, config: WebConfig) -> Starlette:
 
     async def thumb(request: Request) -> Response:
         """
-        summary: A JPEG thumbnail of an image the index holds (404 for any other path)
+        summary: A JPEG thumbnail of an image the index holds (404 for any other path), fitted
+          in the first of 64, 128, 256, 512, 1024 px that is at least `size` (default 256)
         responses:
           200: {description: image/jpeg}
         """
         index, path = _library_params(request, config)
-        size = _int(request.query_params.get("size", "256"), "size")
-        data = await run_in_threadpool(_thumbnail, paths, index, path, size, config.thumb_cache)
-        return Response(data, media_type="image/jpeg", headers=_CACHE)
+        size = thumb_size(_int(request.query_params.get("size", "256"), "size"))
 
-    async def original(request: Request) -> FileResponse:
+        def make() -> bytes:
+            return thumbs.thumbnail(library_bytes(read, index, path), size)
+
+        return Response(await run_in_threadpool(make), media_type="image/jpeg", headers=_CACHE)
+
+    async def original(request: Request) -> Response:
         """
         summary: The original file of an image the index holds (404 for any other path)
         responses:
           200: {description: the file as stored on disk}
         """
         index, path = _library_params(request, config)
-        return FileResponse(await run_in_threadpool(library_file, paths, index, path))
+        data = await run_in_threadpool(library_bytes, read, index, path)
+        kind = mimetypes.guess_type(path)[0] or "application/octet-stream"
+        return Response(data, media_type=kind, headers={**_CACHE, **_NO_SNIFF})
 
     def page(name: str) -> Callable[[Request], FileResponse]:
         async def serve_page(_: Request) -> FileResponse:
@@ -170,11 +187,13 @@ def create_app(client: Client, config: WebConfig) -> Starlette:
     ]
     app = Starlette(routes=routes, exception_handlers=_HANDLERS)
     app.add_middleware(TokenGate, token=config.token)
+    app.add_middleware(HostGate, hosts=config.hosts)  # added last: runs first
     app.state.searcher = searcher
     return app
 
 
 _CACHE = {"Cache-Control": "private, max-age=3600"}
+_NO_SNIFF = {"X-Content-Type-Options": "nosniff"}  # shown as its type says, never as a page
 
 
 def _options(form: dict) -> tuple[int, str, bool, float | None]:
@@ -214,20 +233,18 @@ def _library_params(request: Request, config: WebConfig) -> tuple[str, str]:
     return request.query_params.get("index") or config.default_index, path
 
 
-def _library_bytes(paths: Holds, index: str, path: str) -> bytes:
-    with open(library_file(paths, index, path), "rb") as file:
-        return file.read()
-
-
-def _thumbnail(paths: Holds, index: str, path: str, size: int, cache: Path) -> bytes:
-    return thumbnail(library_file(paths, index, path), size, cache)
-
-
-def _error(status: int) -> Callable[[Request, Exception], JSONResponse]:
+def _error(status: int, **headers: str) -> Callable[[Request, Exception], JSONResponse]:
     def handle(_: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=status)
+        return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
 
     return handle
+
+
+def _gone(request: Request, _: Exception) -> Response:
+    """A client that went away during its upload: one line, no traceback, nobody to answer."""
+    client = request.client.host if request.client else "a client"
+    log.warning("cbirq serve: %s went away during its upload to %s", client, request.url.path)
+    return Response(status_code=400)
 
 
 def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
@@ -240,38 +257,13 @@ def _unavailable(_: Request, exc: Exception) -> JSONResponse:
 
 _HANDLERS = {
     HTTPException: _http_error,
-    TooLarge: _error(413),
+    ClientDisconnect: _gone,
+    # Closing the connection drops the rest of a body the request has not read.
+    TooLarge: _error(413, Connection="close"),
+    TooSlow: _error(408, Connection="close"),
+    Busy: _error(503, Connection="close", **{"Retry-After": "5"}),
     UnknownIndex: _error(404),
     UnknownJob: _error(404),
     CbirqError: _error(400),
     **{error: _unavailable for error in connection_errors()},
 }
-
-
-class TokenGate:
-    """With a token set, every request must carry it: `Authorization: Bearer T`, or the
-    cookie that opening any page with `?token=T` sets (so the page's images load too)."""
-
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
-        self.app, self.token = app, token
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.token is None or scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        request = Request(scope)
-        given = request.query_params.get("token")
-        header = request.headers.get("authorization", "")
-        candidates = [given, request.cookies.get(TOKEN_COOKIE), header.removeprefix("Bearer ")]
-        if not any(c and secrets.compare_digest(c, self.token) for c in candidates):
-            response = JSONResponse({"error": "a valid token is required"}, status_code=401)
-            return await response(scope, receive, send)
-        if given is None:
-            return await self.app(scope, receive, send)
-
-        async def with_cookie(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                cookie = f"{TOKEN_COOKIE}={given}; Path=/; HttpOnly; SameSite=Strict"
-                message["headers"] = [*message.get("headers", []), (b"set-cookie", cookie.encode())]
-            await send(message)
-
-        await self.app(scope, receive, with_cookie)

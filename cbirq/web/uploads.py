@@ -1,13 +1,17 @@
-"""Reading an upload with a size cap, entirely in memory.
+"""Reading an upload with a size cap and a deadline, entirely in memory, a few at once.
 
 The body is counted as it arrives and refused past the cap (413) before anything is parsed;
-the parts are then kept in memory, so an upload is never written to disk at all.
+the parts are then kept in memory, so an upload is never written to disk at all. A body must
+arrive within a deadline (408), and only so many requests may hold one at a time (503 beyond):
+a client that sends most of a body and stops would otherwise hold its bytes for ever.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
 
 from starlette.datastructures import UploadFile
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
@@ -23,13 +27,50 @@ class TooLarge(CbirqError):
     pass
 
 
+class TooSlow(CbirqError):
+    pass
+
+
+class Busy(CbirqError):
+    pass
+
+
 class _InMemoryParser(MultiPartParser):
     spool_max_size = sys.maxsize  # the body is capped already: never roll over to a temp file
 
 
-async def read_form(request: Request, limit: int) -> dict[str, str | bytes]:
-    """The form's fields; a file field's bytes, with its name under `filename`."""
-    body = await _capped_body(request, limit + FRAMING)
+class Uploads:
+    """Request bodies: at most `max_bytes` each, read within `seconds`, `slots` held at once."""
+
+    def __init__(self, max_bytes: int, seconds: float, slots: int) -> None:
+        self.max_bytes, self.seconds, self.slots = max_bytes, seconds, slots
+        self._free = asyncio.Semaphore(slots)
+
+    @asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        """A slot for one request's body, for as long as the request keeps it; Busy if none is
+        free (answered at once: a queue would hold the waiting connections' bodies too)."""
+        if self._free.locked():
+            raise Busy(
+                f"too many uploads at once (CBIRQ_SERVE_UPLOADS={self.slots}): try again shortly"
+            )
+        async with self._free:
+            yield
+
+    async def read_form(self, request: Request) -> dict[str, str | bytes]:
+        """The form's fields; a file field's bytes, with its name under `filename`."""
+        try:
+            async with asyncio.timeout(self.seconds):
+                body = await _capped_body(request, self.max_bytes + FRAMING)
+        except TimeoutError:
+            raise TooSlow(
+                f"upload too slow: the body must arrive within {self.seconds:g} s "
+                "(CBIRQ_SERVE_BODY_TIMEOUT)"
+            ) from None
+        return await _parse(request, body)
+
+
+async def _parse(request: Request, body: bytes) -> dict[str, str | bytes]:
     kind = request.headers.get("content-type", "")
     try:
         if kind.startswith("multipart/form-data"):

@@ -146,3 +146,16 @@ def test_the_jobs_page_shows_an_index_job_with_its_progress(site, browser):
     WebDriverWait(browser, 10).until(lambda d: detail.is_displayed())
     assert f"Index job {job['id']}: done" in browser.find_element(By.ID, "detail-title").text
     assert "found 12" in browser.find_element(By.ID, "history").text
+
+
+def test_a_token_in_the_address_is_taken_out_once_it_has_set_the_cookie(site, browser):
+    url, root, env = site
+    server = WebServer({**env, "CBIRQ_SERVE_TOKEN": "s3cret"}, root / "token.log", "page")
+    try:
+        browser.get(f"{server.url}/?token=s3cret&top=3")
+        WebDriverWait(browser, 30).until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, "#index option")
+        )
+        assert browser.current_url == f"{server.url}/?top=3"  # the index list came by the cookie
+    finally:
+        server.stop()

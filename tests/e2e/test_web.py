@@ -28,7 +28,7 @@ def library(tmp_path):
 
 def client_for(**env) -> TestClient:
     config = settings.load({**os.environ, **env})
-    return TestClient(build_app(config, "web"))
+    return TestClient(build_app(config, "web"), base_url="http://localhost")
 
 
 @pytest.fixture
@@ -111,8 +111,8 @@ def test_thumbnails_and_originals_only_for_indexed_paths(client, library, tmp_pa
     path = next(library.rglob("img005.png"))
     thumb = client.get("/api/thumb", params={"path": str(path), "size": "48"})
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
-    assert max(Image.open(io.BytesIO(thumb.content)).size) == 48
-    again = client.get("/api/thumb", params={"path": str(path), "size": "48"})
+    assert max(Image.open(io.BytesIO(thumb.content)).size) == 64  # the next fixed size
+    again = client.get("/api/thumb", params={"path": str(path), "size": "64"})
     assert again.content == thumb.content  # from the cache
     original = client.get("/api/image", params={"path": str(path)})
     assert original.content == path.read_bytes()
