@@ -9,7 +9,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 DEFAULT_MODEL = "efficientnet_lite0"
 DEFAULT_MAX_FILE_MB = 100  # under Redis's 512 MB bulk limit with room; no photo comes near it
@@ -39,6 +39,19 @@ def with_password(url: str, password: str | None) -> str:
     host = parts.netloc.rpartition("@")[2] or "localhost"
     netloc = f"{user}:{quote(password, safe='')}@{host}"
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def password_in_user_part(url: str) -> str:
+    """A Redis URL with its `?password=` (which redis-py reads) moved into the user part, as
+    kombu passes query parameters on as keywords beside the user part's password and fails on
+    two. A password in the user part wins, as in redis-py."""
+    parts = urlsplit(url)
+    pairs = [pair.partition("=") for pair in parts.query.split("&") if pair]
+    passwords = [unquote(value) for name, _, value in pairs if name == "password"]
+    if not passwords or parts.scheme not in REDIS_SCHEMES:
+        return url
+    query = "&".join("".join(pair) for pair in pairs if pair[0] != "password")
+    return with_password(urlunsplit(parts._replace(query=query)), passwords[-1])
 
 
 SECRET_PARAMETERS = re.compile(r"pass|secret|token|auth|key", re.IGNORECASE)
@@ -132,6 +145,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     password = env.get("CBIRQ_REDIS_PASSWORD") or None
     broker = _broker_url(env)
     store = env.get("CBIRQ_STORE_URL") or broker
+    broker, store = (password_in_user_part(url) if url else None for url in (broker, store))
     threads = _int(env, "CBIRQ_THREADS", 0)
     home = Path(env.get("CBIRQ_HOME") or _default_home(env))
     return Settings(
