@@ -3,6 +3,7 @@ process may use, which the thread defaults follow (stdlib only)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -102,6 +103,26 @@ class Settings:
     @property
     def cache_dir(self) -> Path:
         return self.home / "cache"
+
+
+def make_home(home: Path) -> Path:
+    """cbirq's home, made 0700, or tightened to it (releases before this one left it 0755): it
+    holds the SQLite store (paths, features, jobs, checkpoints), caches and thumbnails of
+    private photos, which no other user may reach through it whatever their own modes. A home
+    this user does not own (CBIRQ_HOME=/tmp) is left as it is."""
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if home.stat().st_mode & 0o077:
+        with contextlib.suppress(PermissionError):
+            home.chmod(0o700)
+    return home
+
+
+def own_files_only(home: Path) -> None:
+    """For a process that writes only cbirq's own files (`cbirq worker`, `cbirq serve`): what it
+    creates is 0600 and its folders 0700 (caches, thumbnails), in its children too. The CLI
+    keeps the user's umask, for the exports and sheets a user asks for."""
+    os.umask(0o077)
+    make_home(home)
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:

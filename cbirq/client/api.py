@@ -83,6 +83,11 @@ class Client:
                 raise CbirqError(str(exc)) from None
         self.settings = settings
         try:
+            settings_module.make_home(settings.home)
+        except OSError as exc:
+            if not settings.store_url:  # a home that only caches may be made later, or never
+                raise _unusable_store(settings, exc) from None
+        try:
             self.store: Store = open_store(settings)
         except (OSError, sqlite3.Error) as exc:  # only a SQLite store touches the disk
             raise _unusable_store(settings, exc) from None
