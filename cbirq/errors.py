@@ -21,6 +21,10 @@ class IndexMismatch(CbirqError):
     pass
 
 
+class InvalidArgument(CbirqError, ValueError):
+    """A value of the wrong type or out of range, named (cbirq.arguments)."""
+
+
 class ImageError(CbirqError):
     pass
 

@@ -3,13 +3,14 @@ process may use, which the thread defaults follow (stdlib only)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 DEFAULT_MODEL = "efficientnet_lite0"
 DEFAULT_MAX_FILE_MB = 100  # under Redis's 512 MB bulk limit with room; no photo comes near it
@@ -39,6 +40,19 @@ def with_password(url: str, password: str | None) -> str:
     host = parts.netloc.rpartition("@")[2] or "localhost"
     netloc = f"{user}:{quote(password, safe='')}@{host}"
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def password_in_user_part(url: str) -> str:
+    """A Redis URL with its `?password=` (which redis-py reads) moved into the user part, as
+    kombu passes query parameters on as keywords beside the user part's password and fails on
+    two. A password in the user part wins, as in redis-py."""
+    parts = urlsplit(url)
+    pairs = [pair.partition("=") for pair in parts.query.split("&") if pair]
+    passwords = [unquote(value) for name, _, value in pairs if name == "password"]
+    if not passwords or parts.scheme not in REDIS_SCHEMES:
+        return url
+    query = "&".join("".join(pair) for pair in pairs if pair[0] != "password")
+    return with_password(urlunsplit(parts._replace(query=query)), passwords[-1])
 
 
 SECRET_PARAMETERS = re.compile(r"pass|secret|token|auth|key", re.IGNORECASE)
@@ -94,6 +108,26 @@ class Settings:
         return self.home / "cache"
 
 
+def make_home(home: Path) -> Path:
+    """cbirq's home, made 0700, or tightened to it (releases before this one left it 0755): it
+    holds the SQLite store (paths, features, jobs, checkpoints), caches and thumbnails of
+    private photos, which no other user may reach through it whatever their own modes. A home
+    this user does not own (CBIRQ_HOME=/tmp) is left as it is."""
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if home.stat().st_mode & 0o077:
+        with contextlib.suppress(PermissionError):
+            home.chmod(0o700)
+    return home
+
+
+def own_files_only(home: Path) -> None:
+    """For a process that writes only cbirq's own files (`cbirq worker`, `cbirq serve`): what it
+    creates is 0600 and its folders 0700 (caches, thumbnails), in its children too. The CLI
+    keeps the user's umask, for the exports and sheets a user asks for."""
+    os.umask(0o077)
+    make_home(home)
+
+
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
     raw = env.get(name)
     if raw in (None, ""):
@@ -135,6 +169,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     password = env.get("CBIRQ_REDIS_PASSWORD") or None
     broker = _broker_url(env)
     store = env.get("CBIRQ_STORE_URL") or broker
+    broker, store = (password_in_user_part(url) if url else None for url in (broker, store))
     threads = _int(env, "CBIRQ_THREADS", 0)
     home = Path(env.get("CBIRQ_HOME") or _default_home(env))
     return Settings(

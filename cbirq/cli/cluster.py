@@ -15,7 +15,7 @@ from cbirq.cli.common import client, echo_json, json_option, load_settings
 from cbirq.cluster.celery_app import QUEUES, shard_queue
 from cbirq.cluster.worker_plan import WorkerSpec, plan_workers, visible_devices
 from cbirq.errors import CbirqError
-from cbirq.settings import usable_cores
+from cbirq.settings import own_files_only, usable_cores
 
 
 def _queues(value: str) -> str:
@@ -175,6 +175,7 @@ def worker(
       cbirq worker --queues train --concurrency 1
     """
     _need_broker("worker")
+    own_files_only(load_settings().home)  # before any worker process starts: they inherit it
     coordinates = "jobs" in queues.split(",")
     queues = ",".join([q for q in queues.split(",") if q != "jobs"] + shards)
     base = (name or f"cbirq-{os.getpid()}").partition("@")[0]

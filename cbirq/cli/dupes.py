@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
+from cbirq.arguments import THRESHOLD
 from cbirq.cli.common import client, echo_json, index_option, json_option
+from cbirq.cli.options import Checked
 
 
 @click.command()
@@ -14,7 +17,7 @@ from cbirq.cli.common import client, echo_json, index_option, json_option
 @click.option(
     "--threshold",
     "-t",
-    type=click.FloatRange(0.0, 2.0),
+    type=Checked(THRESHOLD),
     help="Score a pair needs to be a duplicate: the pixel check's correlation (up to 1), "
     "+0.5 x (cosine - 0.8), +0.25 when the features' cosine is at least 0.94; lower finds "
     "more [default: 0.86].",
@@ -38,9 +41,10 @@ def dupes(index_name: str, threshold: float | None, sheet: Path | None, as_json:
       cbirq dupes -i photos -t 0.9 --sheet dupes/
       cbirq dupes --json | jq -r '.groups[].paths[1:][]'    # every copy but the first
     """
-    found = client().dupes(index_name, threshold)
+    api = client()
+    found = api.dupes(index_name, threshold)
     if sheet is not None:
-        _sheets(found["groups"], sheet)
+        _sheets(found["groups"], sheet, api.read_file)
     if as_json:
         echo_json(found)
         return
@@ -57,7 +61,7 @@ def dupes(index_name: str, threshold: float | None, sheet: Path | None, as_json:
         click.echo(f"{len(found['unchecked'])} files could not be read for the check", err=True)
 
 
-def _sheets(groups: list[dict], folder: Path) -> None:
+def _sheets(groups: list[dict], folder: Path, read: Callable[[str], bytes]) -> None:
     from cbirq.embed.sheet import Tile, contact_sheet, hit_tile, save
 
     for n, group in enumerate(groups, start=1):
@@ -68,5 +72,6 @@ def _sheets(groups: list[dict], folder: Path) -> None:
             for rank, (path, score) in enumerate(zip(rest, group["scores"][1:]), start=1)
         ]
         save(
-            contact_sheet(tile, hits, f"near-duplicates, group {n}"), folder / f"group-{n:03d}.png"
+            contact_sheet(tile, hits, f"near-duplicates, group {n}", read),
+            folder / f"group-{n:03d}.png",
         )

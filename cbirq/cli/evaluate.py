@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from cbirq.arguments import KS
 from cbirq.cli.common import client, echo_json, json_option, progress_bars
 from cbirq.cli.options import model_options, ranking_options
 from cbirq.client.evaluating import SHEETS
@@ -16,7 +17,7 @@ def _ks(_ctx, _param, value: str) -> list[int]:
         ks = sorted({int(k) for k in value.split(",") if k.strip()})
     except ValueError:
         ks = []
-    if not ks or ks[0] < 1:
+    if not KS.accepts(ks):
         raise click.BadParameter("give positive whole numbers separated by commas, e.g. 1,5,10")
     return ks
 

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import click
 
+from cbirq.arguments import LIMIT
 from cbirq.cli.common import client, echo_json, force_option, json_option, refuse_overwrite
+from cbirq.cli.options import Checked
 from cbirq.cli.progress import JOB_HEADER, IndexProgressLine, index_progress, job_row, table
 from cbirq.client.api import Client
 from cbirq.client.jobs import outcome
@@ -238,9 +240,7 @@ def report(job_id: str, plot: Path | None, as_json: bool) -> None:
 
 
 @click.command()
-@click.option(
-    "--limit", default=20, show_default=True, type=click.IntRange(1, 1000), help="Jobs to list."
-)
+@click.option("--limit", default=20, show_default=True, type=Checked(LIMIT), help="Jobs to list.")
 @json_option
 def jobs(limit: int, as_json: bool) -> None:
     """Recent jobs of every kind (training, index runs), newest first.

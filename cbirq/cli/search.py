@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
+from cbirq import arguments as arg
 from cbirq.cli.common import client, echo_json, index_option, json_option
-from cbirq.cli.options import model_options, ranking_options
+from cbirq.cli.options import Checked, model_options, ranking_options
 from cbirq.cli.progress import IndexProgressLine
 from cbirq.errors import CbirqError
 from cbirq.settings import ENGINES
@@ -139,12 +140,12 @@ def _print_answer(answer: dict, index_name: str, metric: str) -> None:
     "-k",
     default=5,
     show_default=True,
-    type=click.IntRange(1, 1000),
+    type=Checked(arg.TOP),
     help="How many library images to list for each query (the cut-off, as in `cbirq eval -k`).",
 )
 @click.option(
     "--metric",
-    type=click.Choice(["cosine", "euclidean"]),
+    type=click.Choice(arg.METRICS),
     default="cosine",
     show_default=True,
     help="cosine: similarity, higher is closer; euclidean: distance between the "
@@ -152,13 +153,13 @@ def _print_answer(answer: dict, index_name: str, metric: str) -> None:
 )
 @click.option(
     "--min-score",
-    type=click.FloatRange(-1.0, 1.0),
+    type=Checked(arg.MIN_SCORE),
     help="Leave out results whose plain cosine to the query is below this [default: none].",
 )
 @ranking_options
 @click.option(
     "--shards",
-    type=click.IntRange(1, 256),
+    type=Checked(arg.SHARDS),
     help="Rank the index in this many shards, on workers started with `--shard I/N`, and "
     "merge their top k [default: CBIRQ_RANK_SHARDS, else 1: one worker ranks it all].",
 )
@@ -208,7 +209,7 @@ def query(
     if sheet is not None:
         from cbirq.embed.sheet import query_sheet, save
 
-        save(query_sheet(answers[0]), sheet)
+        save(query_sheet(answers[0], api.read_file), sheet)
     several = len(files) > 1 or files[0] == "-"  # by what was asked, not by how many came
     if as_json:
         echo_json(answers if several else answers[0])

@@ -9,7 +9,7 @@ import click
 
 from cbirq.cli.common import client, load_settings
 from cbirq.errors import CbirqError
-from cbirq.settings import DEFAULT_INDEX, Settings
+from cbirq.settings import DEFAULT_INDEX, Settings, own_files_only
 
 
 @click.command()
@@ -57,6 +57,7 @@ def serve(host: str, port: int, index_name: str, allow_hosts: tuple[str, ...]) -
     except ImportError as exc:
         raise CbirqError(f"cbirq serve needs {exc.name}: pip install 'cbirq[web]'") from None
     config = load_settings()
+    own_files_only(config.home)  # thumbnails of private photos, cached under the home
     if not _loopback(host):
         click.echo(f"warning: serving on {host}, beyond this machine", err=True)
         if config.serve_token is None:

@@ -8,7 +8,8 @@ import click
 
 from cbirq.cli.common import client, echo_json, force_option, json_option, refuse_overwrite
 from cbirq.cli.jobs import checkpoint_out, finish, follow
-from cbirq.training.config import DEVICES, SCHEDULES
+from cbirq.cli.options import Checked
+from cbirq.training.config import BATCH_SIZE, DEVICES, EPOCHS, LR, SCHEDULES, SEED
 
 
 @click.command("submit-train")
@@ -20,7 +21,7 @@ from cbirq.training.config import DEVICES, SCHEDULES
     "[default: $CBIRQ_DATA_DIR/cifar10].",
 )
 @click.option(
-    "--epochs", default=10, show_default=True, type=click.IntRange(1, 1000), help="Epochs to train."
+    "--epochs", default=10, show_default=True, type=Checked(EPOCHS), help="Epochs to train."
 )
 @click.option(
     "--schedule",
@@ -33,13 +34,13 @@ from cbirq.training.config import DEVICES, SCHEDULES
 )
 @click.option(
     "--lr",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Checked(LR),
     help="Base (recommended) or peak (fast) learning rate; fast's conv filters (Muon) "
     "peak at an eighth of it [default: 0.1 recommended, 0.4 fast].",
 )
 @click.option(
     "--batch-size",
-    type=click.IntRange(1, 65536),
+    type=Checked(BATCH_SIZE),
     default=128,
     show_default=True,
     help="Training images per step.",
@@ -49,7 +50,7 @@ from cbirq.training.config import DEVICES, SCHEDULES
     type=click.Path(dir_okay=False, path_type=Path),
     help="Continue this checkpoint at its epoch (e.g. the course's pretrain_model.pth).",
 )
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+@click.option("--seed", default=0, show_default=True, type=Checked(SEED), help="Random seed.")
 @click.option(
     "--device",
     type=click.Choice(DEVICES),

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cbirq import arguments as arg
 from cbirq import settings as settings_module
 from cbirq.client import index_jobs, index_runs
 from cbirq.client import jobs as job_control
@@ -28,14 +29,14 @@ from cbirq.client.dispatch import Dispatcher, Pending, dispatcher_for
 from cbirq.client.evaluating import EvalRequest, run_eval
 from cbirq.client.indexer import IndexJob, feature_model, run_index
 from cbirq.client.library import PathSets
-from cbirq.client.querying import QueryRequest, ask
+from cbirq.client.querying import QueryRequest, ask, plain_cosine, read_image, shard_queues
 from cbirq.client.workers import missing, require
-from cbirq.cluster.celery_app import TRAIN_TASK, shard_queue
+from cbirq.cluster.celery_app import TRAIN_TASK
 from cbirq.cluster.shared_fs import read_file
 from cbirq.errors import CbirqError, ImageError, UnknownIndex
 from cbirq.settings import DEFAULT_INDEX, DEFAULT_MODEL, redact
 from cbirq.store import Store, open_store
-from cbirq.training.config import TrainConfig, data_layout
+from cbirq.training.config import TRAINING, TrainConfig, data_layout
 from cbirq.training.jobs import artifact_key, new_job
 
 if TYPE_CHECKING:  # numpy only when features are asked for
@@ -62,16 +63,6 @@ def _unusable_store(settings: settings_module.Settings, exc: Exception) -> Cbirq
     )
 
 
-def read_image(file: str | Path, max_bytes: int) -> bytes:
-    """A query image's bytes (a regular file, at most `max_bytes`: a FIFO or /dev/zero must
-    not hang or fill memory), or a CbirqError that names the file."""
-    try:
-        return read_file(str(file), max_bytes)
-    except ImageError as exc:
-        reason = "does not exist" if str(exc) == "file not found" else str(exc)
-        raise ImageError(f"query image {file}: {reason}") from None
-
-
 class Client:
     """One connection to the store and the workers (or the in-process runner)."""
 
@@ -82,6 +73,11 @@ class Client:
             except ValueError as exc:
                 raise CbirqError(str(exc)) from None
         self.settings = settings
+        try:
+            settings_module.make_home(settings.home)
+        except OSError as exc:
+            if not settings.store_url:  # a home that only caches may be made later, or never
+                raise _unusable_store(settings, exc) from None
         try:
             self.store: Store = open_store(settings)
         except (OSError, sqlite3.Error) as exc:  # only a SQLite store touches the disk
@@ -98,6 +94,16 @@ class Client:
 
     # Search by image
 
+    @arg.checked(
+        folder=arg.PATH,
+        index=arg.TEXT,
+        **arg.FEATURES,
+        engine=arg.ENGINE,
+        shared_fs=arg.FLAG,
+        prune=arg.FLAG,
+        detach=arg.FLAG,
+        on_update=arg.FUNCTION,
+    )
     def index(
         self,
         folder: str | Path,
@@ -138,6 +144,16 @@ class Client:
         job_control.outcome(final)
         return index_jobs.summary(final, index_jobs.get_failures(self.store, final["id"]))
 
+    @arg.checked(
+        image=arg.IMAGE,
+        index=arg.TEXT,
+        top=arg.TOP,
+        metric=arg.Choice(arg.METRICS),
+        shards=arg.Optional(arg.SHARDS),
+        min_score=arg.Optional(arg.MIN_SCORE),
+        label=arg.Optional(arg.TEXT),
+        ranking=arg.RANKED,
+    )
     def query(
         self,
         image: str | Path | bytes,
@@ -161,7 +177,7 @@ class Client:
             data, name = read_image(image, self.settings.max_file_bytes), os.path.abspath(image)
         request = QueryRequest(index, top, metric, ranking, shards or self.settings.rank_shards)
         if not self.embedded:
-            require(self.store, "query", *_shard_queues(request.shards))
+            require(self.store, "query", *shard_queues(request.shards))
         try:
             answer = {"query": name, **ask(self.store, self.dispatcher, request, data)}
         except UnknownIndex:
@@ -175,10 +191,11 @@ class Client:
                 raise  # the caller knows what it sent; a file is named once
             raise ImageError(f"query image {image}: {exc}") from None
         if min_score is not None:
-            kept = [h for h in answer["results"] if _plain_cosine(h, metric) >= min_score]
+            kept = [h for h in answer["results"] if plain_cosine(h, metric) >= min_score]
             answer["results"] = kept
         return answer
 
+    @arg.checked(index=arg.TEXT)
     def features(self, index: str = DEFAULT_INDEX) -> tuple[list[str], np.ndarray]:
         """The index's image paths (sorted) and their float32 features, one unit row each."""
         from cbirq.rank.features import read_index
@@ -187,12 +204,26 @@ class Client:
         paths, matrix = read_index(self.store, index)
         return paths, matrix.reshape(len(paths), info.dim)
 
+    @arg.checked(index=arg.TEXT, threshold=arg.Optional(arg.THRESHOLD))
     def dupes(self, index: str = DEFAULT_INDEX, threshold: float | None = None) -> dict:
         """Groups of near-duplicate images in `index`; `cbirq dupes --json`."""
         from cbirq.client.duplicates import find_dupes
 
-        return find_dupes(self.store, index, threshold)
+        return find_dupes(self.store, index, threshold, self.read_file)
 
+    @arg.checked(
+        library=arg.PATH,
+        **arg.FEATURES,
+        queries=arg.MAYBE_PATH,
+        labels_csv=arg.MAYBE_PATH,
+        index=arg.Optional(arg.TEXT),
+        ks=arg.Optional(arg.KS),
+        keep=arg.FLAG,
+        sheet_dir=arg.MAYBE_PATH,
+        progress=arg.FUNCTION,
+        on_failure=arg.FUNCTION,
+        ranking=arg.RANKED,
+    )
     def evaluate(
         self,
         library: str | Path,
@@ -236,20 +267,29 @@ class Client:
             sheet_dir=path(sheet_dir),
             ranking=ranking,
         )
-        return run_eval(self.store, index_folder, request)
+        return run_eval(self.store, index_folder, request, self.read_file)
+
+    @arg.checked(path=arg.TEXT)
+    def read_file(self, path: str) -> bytes:
+        """A library file's bytes, for sheets and the duplicate check: a regular file (a path
+        that became a FIFO must not hang), at most CBIRQ_MAX_FILE_MB; ImageError otherwise."""
+        return read_file(path, self.settings.max_file_bytes)
 
     def indexes(self) -> list[dict]:
         """Every index: name, model, weights, dim, count, sources, updated."""
         return [info_dict(info) for info in self.store.indexes()]
 
+    @arg.checked(index=arg.TEXT)
     def info(self, index: str = DEFAULT_INDEX) -> dict:
         """One index's record, as `indexes()` lists it; UnknownIndex if there is none."""
         return info_dict(self.store.info(index))
 
+    @arg.checked(index=arg.TEXT, path=arg.TEXT)
     def holds(self, index: str, path: str) -> bool:
         """Whether `index` holds the image `path` (what the web page may show)."""
         return self._library.holds(index, path)
 
+    @arg.checked(index=arg.TEXT, path=arg.TEXT)
     def library_image(self, index: str, path: str) -> bytes:
         """The bytes of an image `index` holds, read as a worker reads a named file: opened
         first, then it must be a regular file of at most CBIRQ_MAX_FILE_MB whose real path lies
@@ -262,6 +302,7 @@ class Client:
             path, self.settings.max_file_bytes, roots, "the folders it was indexed from"
         )
 
+    @arg.checked(index=arg.TEXT)
     def remove(self, index: str) -> dict:
         """Delete an index and everything stored for it; its record as it was."""
         found = self.info(index)
@@ -273,6 +314,7 @@ class Client:
 
     # Jobs
 
+    @arg.checked(data=arg.MAYBE_PATH, resume=arg.MAYBE_PATH, config=arg.Keywords(TRAINING))
     def train(self, data: str | None = None, resume: str | Path | None = None, **config) -> dict:
         """Queue a ResNet20 / CIFAR-10 training job and return its record (`waiting` says why
         it would wait: no worker consumes the `train` queue); `config`: epochs, schedule, lr,
@@ -296,20 +338,24 @@ class Client:
         self._running[job["id"]] = self.dispatcher.start(TRAIN_TASK, job_id=job["id"])
         return self._waiting(job)
 
+    @arg.checked(limit=arg.LIMIT)
     def jobs(self, limit: int = 20) -> list[dict]:
         """The most recent jobs' records (every kind), newest first, each with `waiting`."""
         live = {} if self.embedded else self.store.workers()  # read once for every record
         return [self._waiting(job, live) for job in self.store.jobs(limit)]
 
+    @arg.checked(job_id=arg.TEXT)
     def status(self, job_id: str) -> dict:
         """The job's record (`job_id` may be a unique prefix), with `waiting`: why it waits
         (no worker consumes its queue), or None."""
         return self._waiting(self.store.get_job(self.resolve(job_id)))
 
+    @arg.checked(job_id=arg.TEXT)
     def resolve(self, job_id: str) -> str:
         """The whole id of the one job whose id starts with `job_id`."""
         return job_control.resolve(self.store, job_id)
 
+    @arg.checked(job_id=arg.TEXT)
     def index_report(self, job_id: str) -> dict:
         """An index job's summary, as `cbirq index --json` prints it, with every failure."""
         job = self.status(job_id)
@@ -319,6 +365,9 @@ class Client:
             )
         return index_jobs.summary(job, index_jobs.get_failures(self.store, job["id"]))
 
+    @arg.checked(
+        job_id=arg.TEXT, on_update=arg.Optional(arg.FUNCTION), on_note=arg.Optional(arg.FUNCTION)
+    )
     def wait(
         self,
         job_id: str,
@@ -334,10 +383,12 @@ class Client:
         pending = self._running.pop(job_id, None)
         return job_control.follow(self.store, self.dispatcher, job_id, pending, **hooks)
 
+    @arg.checked(job_id=arg.TEXT)
     def cancel(self, job_id: str) -> dict:
         """Stop a queued or running job: {"id", "state"} (cancelled, or cancelling)."""
         return job_control.cancel(self.store, self.resolve(job_id))
 
+    @arg.checked(job_id=arg.TEXT, out=arg.PATH, latest=arg.FLAG)
     def fetch(self, job_id: str, out: str | Path, latest: bool = False) -> dict:
         """Write the job's final checkpoint (`latest`: the last epoch's) to `out`."""
         job, data = job_control.checkpoint(self.store, self.resolve(job_id), latest)
@@ -358,18 +409,6 @@ class Client:
         if queue is None:
             return {**job, "waiting": None}
         return {**job, "waiting": missing(self.store.workers() if live is None else live, queue)}
-
-
-def _shard_queues(shards: int) -> list[str]:
-    return [shard_queue(i, shards) for i in range(shards)] if shards > 1 else []
-
-
-def _plain_cosine(hit: dict, metric: str) -> float:
-    """A result's plain cosine to the query; from its score where an older worker sent none
-    (a Euclidean score is the distance between unit vectors: cos = 1 - d^2 / 2)."""
-    if "cosine" in hit:
-        return hit["cosine"]
-    return 1 - hit["score"] ** 2 / 2 if metric == "euclidean" else hit["score"]
 
 
 def _named(index: str) -> str:

@@ -4,13 +4,16 @@ the store (Redis or SQLite alike), confirmed on the files the index's paths name
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
-from cbirq.errors import CbirqError
 from cbirq.store import Store
 
 
-def find_dupes(store: Store, index: str, threshold: float | None = None) -> dict:
-    """{"index", "images", "candidates", "threshold", "groups": [{"paths", "scores"}],
+def find_dupes(
+    store: Store, index: str, threshold: float | None, read: Callable[[str], bytes]
+) -> dict:
+    """`read`: a library file's bytes. {"index", "images", "candidates", "threshold", "groups":
+    [{"paths", "scores"}],
     "unchecked", "seconds"}: `scores[i]` is the plain cosine of paths[i] with paths[0]."""
     from cbirq.embed import dupes
     from cbirq.rank.features import read_index
@@ -18,12 +21,10 @@ def find_dupes(store: Store, index: str, threshold: float | None = None) -> dict
     started = time.monotonic()
     info = store.info(index)
     threshold = dupes.THRESHOLD if threshold is None else threshold
-    if not -1.0 <= threshold <= 2.0:
-        raise CbirqError(f"--threshold must be between -1 and 2, not {threshold}")
     paths, matrix = read_index(store, index)
     matrix = matrix.reshape(len(paths), info.dim or 0)
     nominated = dupes.candidates(matrix)
-    load = dupes.file_sketches(paths)
+    load = dupes.file_sketches(paths, read)
     missing: set[int] = set()
 
     def sketch_or_note(i: int):

@@ -64,8 +64,10 @@ def _images(folder: Path) -> list[str]:
     return [os.path.abspath(p) for p in walk_images(folder)]
 
 
-def run_eval(store: Store, index_folder: IndexFolder, request: EvalRequest) -> dict:
-    """The report `cbirq eval --json` prints."""
+def run_eval(
+    store: Store, index_folder: IndexFolder, request: EvalRequest, read: Callable[[str], bytes]
+) -> dict:
+    """The report `cbirq eval --json` prints; `read`: a library file's bytes, for sheets."""
     started = time.monotonic()
     table = read_csv(request.labels_csv) if request.labels_csv else None
     spec, weights, options = (
@@ -95,6 +97,7 @@ def run_eval(store: Store, index_folder: IndexFolder, request: EvalRequest) -> d
             request.ks,
             request.sheet_dir,
             f"{spec} ({weights}), {options.describe()}",
+            read,
         )
     finally:
         for name in made:  # the evaluation's own indexes, unless asked to keep them
@@ -148,7 +151,12 @@ def _sample(labels: list[str], count: int) -> list[int]:
 
 
 def _write_sheets(
-    outcome: Outcome, library: Labelled, queries: Labelled, folder: Path, title: str
+    outcome: Outcome,
+    library: Labelled,
+    queries: Labelled,
+    folder: Path,
+    title: str,
+    read: Callable[[str], bytes],
 ) -> None:
     from cbirq.embed.sheet import Tile, contact_sheet, hit_tile, save
 
@@ -167,7 +175,7 @@ def _write_sheets(
         ]
         tile = Tile(path, (f"query: {label}", os.path.basename(path)), "query")
         name = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{n:02d}-{label}-{Path(path).stem}")
-        save(contact_sheet(tile, hits, title), folder / f"{name}.png")
+        save(contact_sheet(tile, hits, title, read), folder / f"{name}.png")
 
 
 def _evaluate(
@@ -178,6 +186,7 @@ def _evaluate(
     ks: list[int],
     sheet_dir: Path | None,
     title: str,
+    read: Callable[[str], bytes],
 ) -> dict:
     from cbirq.evaluation.retrieval import Selection, evaluate, load
 
@@ -186,7 +195,7 @@ def _evaluate(
         raise CbirqError("nothing to evaluate: no image of the folder could be indexed")
     outcome = evaluate(lib, qs, ks, options.qe, options.qe_ratio)
     if sheet_dir is not None:
-        _write_sheets(outcome, lib, qs, sheet_dir, title)
+        _write_sheets(outcome, lib, qs, sheet_dir, title, read)
     return {
         "index": library[0],
         "query_index": queries[0],

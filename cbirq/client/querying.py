@@ -5,14 +5,27 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cbirq.client.dispatch import Dispatcher
 from cbirq.client.sharded import ranked
-from cbirq.cluster.celery_app import RANK_TASK
+from cbirq.cluster.celery_app import RANK_TASK, shard_queue
+from cbirq.cluster.shared_fs import read_file
 from cbirq.embed.families import resolve_options
+from cbirq.errors import ImageError
 from cbirq.store import Store
 
 QUERY_BLOB_TTL = 600
+
+
+def read_image(file: str | Path, max_bytes: int) -> bytes:
+    """A query image's bytes (a regular file, at most `max_bytes`: a FIFO or /dev/zero must
+    not hang or fill memory), or a CbirqError that names the file."""
+    try:
+        return read_file(str(file), max_bytes)
+    except ImageError as exc:
+        reason = "does not exist" if str(exc) == "file not found" else str(exc)
+        raise ImageError(f"query image {file}: {reason}") from None
 
 
 @dataclass(frozen=True)
@@ -51,3 +64,16 @@ def ask(store: Store, dispatcher: Dispatcher, request: QueryRequest, data: bytes
             options=options.as_dict(),
         ).get()
     return {**answer, "ranking": options.describe()}
+
+
+def shard_queues(shards: int) -> list[str]:
+    """The queues of the shards a query is ranked in (none of its own for one shard)."""
+    return [shard_queue(i, shards) for i in range(shards)] if shards > 1 else []
+
+
+def plain_cosine(hit: dict, metric: str) -> float:
+    """A result's plain cosine to the query; from its score where an older worker sent none
+    (a Euclidean score is the distance between unit vectors: cos = 1 - d^2 / 2)."""
+    if "cosine" in hit:
+        return hit["cosine"]
+    return 1 - hit["score"] ** 2 / 2 if metric == "euclidean" else hit["score"]

@@ -213,12 +213,16 @@ def confirm(
     return kept
 
 
-def file_sketches(paths: Sequence[str]) -> Callable[[int], Sketch | None]:
-    """`load` for `confirm`: the sketch of paths[i], None when the file is gone or unreadable."""
+def file_sketches(
+    paths: Sequence[str], read: Callable[[str], bytes]
+) -> Callable[[int], Sketch | None]:
+    """`load` for `confirm`: the sketch of paths[i] as `read` gives its bytes (a regular file,
+    size-capped: a path that became a FIFO must not hang the check), None when the file is gone
+    or unreadable."""
 
     def load(i: int) -> Sketch | None:
         try:
-            return sketch(paths[i])
+            return sketch(read(paths[i]))
         except (OSError, ImageError):
             return None
 

@@ -9,7 +9,7 @@ placeholder saying why, so a moved library still gives a sheet.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,9 @@ CAPTION = 40  # px under each square: two lines of text
 TITLE = 32  # px above the grid
 GAP = 16  # px more between the query column and the results
 COLUMNS = 5
+# A library file's bytes (cbirq.client.Client.read_file: regular files, size-capped), or an
+# ImageError that the tile shows.
+Reader = Callable[[str], bytes]
 MARKS = {"query": (31, 119, 180), "relevant": (44, 160, 44), "irrelevant": (214, 39, 40)}
 BORDER = 4
 
@@ -55,12 +58,12 @@ def tile_origin(slot: int, columns: int = COLUMNS, thumb: int = THUMB) -> tuple[
     return PAD + (thumb + PAD) * (column + 1) + GAP, TITLE + row * (thumb + CAPTION + PAD)
 
 
-def _thumbnail(path: str | None, thumb: int) -> Image.Image:
+def _thumbnail(path: str | None, thumb: int, read: Reader) -> Image.Image:
     square = Image.new("RGB", (thumb, thumb), (236, 236, 236))
     try:
         if path is None:
             raise ImageError("no file")
-        img = ImageOps.contain(load_rgb(path, min_side=thumb), (thumb, thumb))
+        img = ImageOps.contain(load_rgb(read(path), min_side=thumb), (thumb, thumb))
     except ImageError as exc:
         draw = ImageDraw.Draw(square)
         draw.text(
@@ -89,7 +92,12 @@ def _fit(text: str, width: int, size: int) -> str:
 
 
 def contact_sheet(
-    query: Tile, hits: Sequence[Tile], title: str, columns: int = COLUMNS, thumb: int = THUMB
+    query: Tile,
+    hits: Sequence[Tile],
+    title: str,
+    read: Reader,
+    columns: int = COLUMNS,
+    thumb: int = THUMB,
 ) -> Image.Image:
     columns = max(1, min(columns, len(hits)))
     sheet = Image.new("RGB", sheet_size(len(hits), columns, thumb), "white")
@@ -103,7 +111,7 @@ def contact_sheet(
     )
     for slot, tile in enumerate([query, *hits]):
         x, y = tile_origin(slot, columns, thumb)
-        sheet.paste(_thumbnail(tile.path, thumb), (x, y))
+        sheet.paste(_thumbnail(tile.path, thumb, read), (x, y))
         if tile.mark:
             draw.rectangle(
                 [x, y, x + thumb - 1, y + thumb - 1], outline=MARKS[tile.mark], width=BORDER
@@ -131,7 +139,7 @@ def hit_tile(rank: int, path: str, score: float, mark: str | None = None) -> Til
     return Tile(path, (f"#{rank}   {score:.4f}", os.path.basename(path)), mark)
 
 
-def query_sheet(answer: dict, columns: int = COLUMNS) -> Image.Image:
+def query_sheet(answer: dict, read: Reader, columns: int = COLUMNS) -> Image.Image:
     """The sheet of a `cbirq query --json` answer; library files are read where the index
     says they are."""
     query = Tile(answer["query"], ("query", os.path.basename(answer["query"])), "query")
@@ -139,4 +147,4 @@ def query_sheet(answer: dict, columns: int = COLUMNS) -> Image.Image:
     title = f"index '{answer['index']}' ({answer['model']}), {answer['metric']}"
     if answer.get("ranking"):
         title += f", {answer['ranking']}"
-    return contact_sheet(query, hits, title, columns)
+    return contact_sheet(query, hits, title, read, columns)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from cbirq.arguments import RANKING
+
 
 @dataclass(frozen=True)
 class RankOptions:
@@ -17,6 +19,11 @@ class RankOptions:
     # one: a close match keeps the far ones out (cbirq.rank.ranking.qe_weights); 0: all.
     qe_ratio: float = 0.0
     multiscale: bool = False  # query descriptors averaged over scales 1, 1/sqrt(2), 1/2
+
+    def __post_init__(self) -> None:
+        # Every way in (the Client, a worker's JSON, an evaluation) builds one of these.
+        for name, value in asdict(self).items():
+            RANKING[name](name, value)
 
     @classmethod
     def plain(cls) -> RankOptions:

@@ -6,7 +6,9 @@ it (WAL), workers on other machines cannot.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -61,9 +63,20 @@ def open_url(url: str, settings: Settings) -> SqliteStore:
     return SqliteStore(Path(unquote(parts.path)))
 
 
+def _owner_only(path: Path) -> None:
+    """The store file made 0600 before SQLite opens it (its -wal and -shm files take its mode),
+    or tightened to 0600 with them: it holds paths, features, jobs and checkpoints."""
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            if file.stat().st_mode & 0o077:
+                file.chmod(0o600)
+
+
 class SqliteStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _owner_only(path)
         # Generations start at the creation time in ns: a cursor never repeats for a name.
         self.cache_key = f"sqlite:{path.resolve()}"
         # The embedded CLI follows a training job that runs in a thread of the same process.

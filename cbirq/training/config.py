@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from cbirq.arguments import Choice, Number, Optional, Whole
 from cbirq.errors import CbirqError
 
 SCHEDULES = ("recommended", "fast")
@@ -13,6 +14,10 @@ DEVICES = ("auto", "cpu", "cuda")
 # does the resnet20 backbone (stdlib here, so the model families can name them).
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
+EPOCHS = Whole(1, 1000)
+BATCH_SIZE = Whole(1, 65536)
+SEED = Whole(-(2**63), 2**63 - 1)
+LR = Number(0, low_open=True)
 
 
 @dataclass(frozen=True)
@@ -27,20 +32,10 @@ class TrainConfig:
     device: str = "auto"  # auto: the worker's GPU if it has one
 
     def __post_init__(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise CbirqError(f"unknown schedule '{self.schedule}': use {' or '.join(SCHEDULES)}")
-        if self.device not in DEVICES:
-            raise CbirqError(f"unknown device '{self.device}': use {', '.join(DEVICES)}")
-        if self.epochs < 1:
-            raise CbirqError("--epochs must be at least 1")
-        if self.batch_size < 1:
-            raise CbirqError("--batch-size must be at least 1")
         # Checked here, not only by the CLI, because scripts build configs too: an lr of 0
         # would otherwise fall back to the schedule's default without a word.
-        if self.lr is not None and self.lr <= 0:
-            raise CbirqError(f"--lr must be positive, not {self.lr}")
-        if self.weight_decay is not None and self.weight_decay < 0:
-            raise CbirqError(f"--weight-decay must not be negative, not {self.weight_decay}")
+        for name, check in TRAINING.items():
+            check(name, getattr(self, name))
 
     @classmethod
     def from_dict(cls, raw: dict) -> TrainConfig:
@@ -64,6 +59,18 @@ class TrainConfig:
         if self.weight_decay is not None:  # 0.0 is a choice, not a missing value
             return self.weight_decay
         return 2.5e-4 if self.fast else 5e-4
+
+
+TRAINING = {
+    "epochs": EPOCHS,
+    "schedule": Choice(SCHEDULES),
+    "lr": Optional(LR),
+    "batch_size": BATCH_SIZE,
+    "seed": SEED,
+    "momentum": Number(0, 1),
+    "weight_decay": Optional(Number(0)),
+    "device": Choice(DEVICES),
+}
 
 
 BATCHES_DIR = "cifar-10-batches-py"  # torchvision's layout of the pickled batches

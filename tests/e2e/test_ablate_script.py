@@ -41,7 +41,7 @@ def test_the_ablation_trains_on_part_of_the_training_split_and_scores_the_rest(t
 
 
 @pytest.mark.parametrize(
-    ("extra", "says"), [((), "nowhere"), (("--lr", "0"), "--lr must be positive")]
+    ("extra", "says"), [((), "nowhere"), (("--lr", "0"), "lr must be a number above 0")]
 )
 def test_bad_input_is_a_one_line_error(tmp_path, extra, says):
     done = run_script("--data", tmp_path / "nowhere", "--cache", tmp_path / "cache", *extra)

@@ -13,10 +13,11 @@ PACKAGE = Path(__file__).resolve().parents[2] / "cbirq"
 ALLOWED = {
     "settings": set(),
     "errors": set(),
+    "arguments": {"settings", "errors"},
     "store": {"settings", "errors"},
     "cluster": {"settings", "errors"},
-    "training": {"errors", "store"},
-    "rank": {"settings", "errors", "store"},  # settings: usable_cores
+    "training": {"errors", "arguments", "store"},
+    "rank": {"settings", "errors", "arguments", "store"},  # settings: usable_cores
     # settings: the ENGINES names; rank: the ranking options a model family defaults to
     "embed": {"settings", "errors", "store", "training", "rank"},
     "evaluation": {"errors", "store", "rank"},
@@ -28,9 +29,19 @@ ALLOWED = {
     "web": {"errors", "client", "embed"},
     # the client side of the CLI and the Python API; the embedded dispatcher imports the task
     # modules by name (cluster.celery_app.TASK_MODULES), never with an import statement
-    "client": {"settings", "errors", "store", "cluster", "training", "embed", "rank", "evaluation"},
+    "client": {
+        "settings",
+        "errors",
+        "arguments",
+        "store",
+        "cluster",
+        "training",
+        "embed",
+        "rank",
+        "evaluation",
+    },
     # The CLI works through the client: neither the store nor the dispatcher (client.dispatch).
-    "cli": {"settings", "errors", "cluster", "training", "embed", "client", "web"},
+    "cli": {"settings", "errors", "arguments", "cluster", "training", "embed", "client", "web"},
 }
 
 

@@ -1,8 +1,11 @@
 """Contact sheets: size, where each tile goes, aspect kept, placeholders, marks."""
 
+from functools import partial
+
 import numpy as np
 from PIL import Image
 
+from cbirq.cluster.shared_fs import read_file
 from cbirq.embed.sheet import (
     CAPTION,
     GAP,
@@ -17,6 +20,7 @@ from cbirq.embed.sheet import (
     tile_origin,
 )
 
+READ = partial(read_file, max_bytes=2**20)
 RED, BLUE = (220, 20, 20), (20, 20, 220)
 
 
@@ -40,7 +44,7 @@ def test_size_grows_by_rows_of_results():
 def test_tiles_sit_where_the_layout_says(tmp_path):
     query = Tile(solid(tmp_path / "q.png", BLUE, (64, 64)), ("query", "q.png"))
     hits = [Tile(solid(tmp_path / f"{i}.png", RED, (64, 64)), (f"#{i}", "x")) for i in range(7)]
-    sheet = contact_sheet(query, hits, "title", columns=5)
+    sheet = contact_sheet(query, hits, "title", READ, columns=5)
     assert sheet.size == sheet_size(7, 5)
     qx, qy = tile_origin(0)
     assert pixel(sheet, qx + THUMB / 2, qy + THUMB / 2) == BLUE
@@ -55,7 +59,7 @@ def test_tiles_sit_where_the_layout_says(tmp_path):
 
 def test_aspect_is_kept_inside_the_square(tmp_path):
     wide = Tile(solid(tmp_path / "wide.png", RED, (200, 50)), ("#1", "wide"))
-    sheet = contact_sheet(Tile(None, ("query", "")), [wide], "t")
+    sheet = contact_sheet(Tile(None, ("query", "")), [wide], "t", READ)
     x, y = tile_origin(1)
     column = np.asarray(sheet)[y : y + THUMB, x + THUMB // 2]
     red_rows = np.flatnonzero((column == RED).all(axis=1))
@@ -69,7 +73,7 @@ def test_missing_or_broken_files_get_a_placeholder(tmp_path):
         Tile(str(tmp_path / "gone.jpg"), ("#1", "gone.jpg")),
         Tile(str(tmp_path / "broken.jpg"), ("#2", "broken.jpg")),
     ]
-    sheet = contact_sheet(Tile(None, ("query", "")), hits, "t")
+    sheet = contact_sheet(Tile(None, ("query", "")), hits, "t", READ)
     for slot in (1, 2):
         x, y = tile_origin(slot)
         assert pixel(sheet, x + 3, y + 3) == (236, 236, 236)
@@ -79,7 +83,7 @@ def test_missing_or_broken_files_get_a_placeholder(tmp_path):
 def test_marks_are_coloured_borders(tmp_path):
     path = solid(tmp_path / "w.png", (255, 255, 255), (64, 64))
     hits = [Tile(path, ("#1", ""), "relevant"), Tile(path, ("#2", ""), "irrelevant")]
-    sheet = contact_sheet(Tile(path, ("query", ""), "query"), hits, "t")
+    sheet = contact_sheet(Tile(path, ("query", ""), "query"), hits, "t", READ)
     for slot, mark in enumerate(["query", "relevant", "irrelevant"]):
         x, y = tile_origin(slot)
         assert pixel(sheet, x + 1, y + THUMB / 2) == MARKS[mark]
@@ -97,7 +101,7 @@ def test_query_sheet_from_a_query_answer(tmp_path):
             for r in (1, 2, 3)
         ],
     }
-    sheet = query_sheet(answer)
+    sheet = query_sheet(answer, READ)
     assert sheet.size == sheet_size(3)
     x, y = tile_origin(3)
     assert pixel(sheet, x + THUMB / 2, y + THUMB / 2) == RED
