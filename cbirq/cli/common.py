@@ -34,8 +34,10 @@ index_option = click.option(
     "--index",
     "-i",
     "index_name",
+    envvar="CBIRQ_INDEX",
     default=settings_module.DEFAULT_INDEX,
     show_default=True,
+    show_envvar=True,
     help="Name of the index to use.",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")

@@ -11,6 +11,7 @@ from cbirq import arguments as arg
 from cbirq.cli.common import client, echo_json, index_option, json_option
 from cbirq.cli.options import Checked, model_options, ranking_options
 from cbirq.cli.progress import IndexProgressLine
+from cbirq.client.api import Client
 from cbirq.errors import CbirqError
 from cbirq.settings import ENGINES
 
@@ -26,7 +27,9 @@ def _print_summary(summary: dict) -> None:
 
 
 @click.command()
-@click.argument("directory", type=click.Path(path_type=Path))
+@click.argument(
+    "directories", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="DIR..."
+)
 @index_option
 @model_options
 @click.option(
@@ -40,7 +43,7 @@ def _print_summary(summary: dict) -> None:
     is_flag=True,
     help="Send file paths instead of file bytes: workers see the same files.",
 )
-@click.option("--prune", is_flag=True, help="Drop entries under DIRECTORY whose files are gone.")
+@click.option("--prune", is_flag=True, help="Drop entries under DIR whose files are gone.")
 @click.option(
     "--detach",
     is_flag=True,
@@ -49,7 +52,7 @@ def _print_summary(summary: dict) -> None:
 )
 @json_option
 def index(
-    directory: Path,
+    directories: tuple[Path, ...],
     index_name: str,
     model: str,
     weights: str,
@@ -62,7 +65,7 @@ def index(
     detach: bool,
     as_json: bool,
 ) -> None:
-    """Add the images under DIRECTORY (recursively) to an index.
+    """Add the images under each DIR (recursively) to an index.
 
     Incremental: unchanged files are skipped, renamed or copied files reuse their stored
     features, changed files are extracted again. Unreadable images are reported and the rest
@@ -72,25 +75,27 @@ def index(
     Example:
       cbirq index ./photos                  # into the index 'default'
       cbirq index ./photos -i r50 -m resnet50 --prune
+      cbirq index ./2024 ./2025 --json       # one run per folder, a list of summaries
     """
     api = client()
+    runs = [
+        _index_one(api, directory, index_name, as_json, detach, model=model, weights=weights,
+                   pool=pool, flip=flip, chunk=chunk, engine=engine, shared_fs=shared_fs,
+                   prune=prune)
+        for directory in directories
+    ]  # fmt: skip
+    if as_json:
+        echo_json(runs[0] if len(directories) == 1 else runs)
+
+
+def _index_one(
+    api: Client, directory: Path, index_name: str, as_json: bool, detach: bool, **options: object
+) -> dict:
+    """One folder's run, told as it goes (its summary, or its job id with --detach)."""
     line = IndexProgressLine(enabled=not as_json)
     line.say(f"reading the images under {directory} ...")  # a large folder takes a while
     try:
-        found = api.index(
-            directory,
-            index_name,
-            model,
-            weights,
-            pool=pool,
-            flip=flip,
-            chunk=chunk,
-            engine=engine,
-            shared_fs=shared_fs,
-            prune=prune,
-            detach=detach,
-            on_update=line,
-        )
+        found = api.index(directory, index_name, detach=detach, on_update=line, **options)
     except KeyboardInterrupt:
         line.close()
         click.echo("interrupted: the index job is cancelled; the images indexed stay", err=True)
@@ -98,13 +103,14 @@ def index(
     finally:
         line.close()  # a second close writes nothing
     if as_json:
-        echo_json(found)
-    elif detach:
+        return found
+    if detach:
         click.echo(found["id"])
         click.echo(f"index job {found['id']} is {found['state']}: cbirq wait {found['id'][:6]}",
                    err=True)  # fmt: skip
     else:
         _print_summary(found)
+    return found
 
 
 def _query_files(files: tuple[str, ...]) -> list[str]:

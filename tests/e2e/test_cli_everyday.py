@@ -208,3 +208,24 @@ def test_messages_name_the_problem(library, tmp_path):
     one_line_error(
         run_cli("query", str(library / "q.png"), env=fresh), "run `cbirq index DIR` first"
     )
+
+
+def test_several_folders_in_one_command_and_the_default_index_from_the_environment(tmp_path):
+    first = make_library(tmp_path / "a", 3)
+    second = make_library(tmp_path / "b", 2, start=3)
+    env = {"CBIRQ_INDEX": "mine"}  # the index every command uses without -i
+    done = run_cli("index", str(tmp_path / "a"), str(tmp_path / "b"), "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    runs = json.loads(done.stdout)
+    assert [(r["index"], r["total"], r["indexed"]) for r in runs] == [
+        ("mine", 3, 3),
+        ("mine", 2, 2),
+    ]
+    (listed,) = json.loads(run_cli("indexes", "--json").stdout)
+    assert (listed["name"], listed["count"]) == ("mine", 5)
+    answer = json.loads(run_cli("query", str(first[0]), "-k", "5", "--json", env=env).stdout)
+    assert {h["path"] for h in answer["results"]} == {str(p) for p in first + second}
+    plain = run_cli("index", str(tmp_path / "a"), str(tmp_path / "b"), env=env)
+    assert [line.split(":")[0] for line in plain.stdout.splitlines()] == [
+        "index 'mine' (efficientnet_lite0)"
+    ] * 2
