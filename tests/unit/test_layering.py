@@ -13,12 +13,13 @@ PACKAGE = Path(__file__).resolve().parents[2] / "cbirq"
 ALLOWED = {
     "settings": set(),
     "errors": set(),
+    "files": {"errors"},
     "store": {"settings", "errors"},
-    "cluster": {"settings", "errors"},
+    "cluster": {"settings", "errors", "files"},
     "training": {"errors", "store"},
-    "rank": {"settings", "errors", "store"},  # settings: usable_cores
+    "rank": {"settings", "errors", "files", "store"},  # settings: usable_cores
     # settings: the ENGINES names; rank: the ranking options a model family defaults to
-    "embed": {"settings", "errors", "store", "training", "rank"},
+    "embed": {"settings", "errors", "files", "store", "training", "rank"},
     "evaluation": {"errors", "store", "rank"},
     # client: an index job's coordinator, which runs on a worker as well as in the client
     "tasks": {
