@@ -17,6 +17,10 @@ class UnknownJob(CbirqError):
     pass
 
 
+class IndexRemoved(UnknownIndex):
+    """The index a run writes into was removed (or made again) since the run began."""
+
+
 class IndexMismatch(CbirqError):
     pass
 

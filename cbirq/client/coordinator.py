@@ -22,7 +22,7 @@ from cbirq.client.jobs import cancel_asked
 from cbirq.client.sender import ChunkSender, drop_blobs
 from cbirq.errors import CbirqError
 from cbirq.settings import Settings
-from cbirq.store import Store
+from cbirq.store import Store, same_index
 from cbirq.training.jobs import TERMINAL, lease_key
 from cbirq.training.lease import Heartbeat, Stopped
 
@@ -146,6 +146,8 @@ def _run(
     )
     try:
         sender.send_all(left)
+        if job.index_id is not None:  # no prune or note on an index made anew
+            same_index(store, job.index, job.index_id)
     except Stopped as stopped:
         if stopped.reason != "cancelled":
             return "lease lost"  # its new holder goes on
@@ -179,4 +181,5 @@ def _job_of(record: dict, settings: Settings) -> IndexJob:
         engine=record["engine"],
         shared_fs=record["shared_fs"],
         prune=record["prune"],
+        index_id=record.get("index_id"),  # None: a job recorded before index ids
     )

@@ -50,6 +50,7 @@ def new_index_record(job, planned, to_extract: int, needs_client: bool) -> dict:
         "needs_client": needs_client,
         "worker": None,
         "index": job.index,
+        "index_id": job.index_id,
         "model": job.model,
         "weights": job.weights,
         "source": os.path.abspath(job.root),

@@ -24,7 +24,7 @@ from cbirq.errors import (
     UnknownIndex,
 )
 from cbirq.settings import DEFAULT_MAX_FILE_MB, Settings
-from cbirq.store import Store, content_hash
+from cbirq.store import Store, content_hash, same_index
 
 
 def feature_model(
@@ -63,6 +63,9 @@ class IndexJob:
     prune: bool = False
     blob_ttl: int = 4 * 3600
     engine: str | None = None  # None: each worker's own CBIRQ_ENGINE
+    # The id of the index the run writes into (IndexInfo.id), set once it is planned: chunks
+    # refuse to write into another (the index was removed, or made again, meanwhile).
+    index_id: str | None = None
     max_file_bytes: int = DEFAULT_MAX_FILE_MB * 2**20
     result_timeout: float = 600.0  # no answer for a chunk this long: the workers are gone
 
@@ -107,14 +110,15 @@ class Plan:
     reuse: list[tuple[str, str]] = field(default_factory=list)  # features already stored
 
 
-def existing_entries(store: Store, job: IndexJob) -> tuple[dict[str, str], bool]:
-    """The index's path -> hash map, refusing an index built with another model."""
+def existing_entries(store: Store, job: IndexJob) -> tuple[dict[str, str], str | None]:
+    """The index's path -> hash map and id (None: no index yet), refusing an index built with
+    another model."""
     try:
         info = store.info(job.index)
     except UnknownIndex:
-        return {}, False
+        return {}, None
     info.check_model(job.model, job.weights)
-    return store.entries(job.index), True
+    return store.entries(job.index), info.id
 
 
 def plan(store: Store, job: IndexJob, summary: Summary, entries: dict[str, str], exists: bool):
@@ -155,14 +159,18 @@ def plan_run(store: Store, job: IndexJob) -> tuple[Summary, list[dict], list[str
     if not job.root.is_dir():
         raise CbirqError(f"{job.root} is not a folder")
     summary = Summary(job.index, job.model, job.weights)
-    entries, exists = existing_entries(store, job)
-    work, found = plan(store, job, summary, entries, exists)
+    entries, planned_id = existing_entries(store, job)
+    work, found = plan(store, job, summary, entries, planned_id is not None)
     if not found and not job.prune:
         extensions = ", ".join(sorted(EXTENSIONS))
         raise CbirqError(f"no images under {job.root} (looked for {extensions})")
+    # From here on the run writes into this index only (made now if there was none).
+    job.index_id = store.open_index(job.index, job.model, job.weights).id
+    if planned_id is not None:
+        same_index(store, job.index, planned_id)  # the plan was made against this one
     if work.reuse:
         # Features a concurrent prune removed meanwhile are extracted again.
-        gone = set(store.add(job.index, work.reuse, {}))
+        gone = set(store.add(job.index, work.reuse, {}, job.index_id))
         work.extract += [{"path": p, "hash": h} for p, h in work.reuse if p in gone]
         summary.reused = len(work.reuse) - len(gone)
         summary.indexed += summary.reused

@@ -31,12 +31,13 @@ from cbirq.errors import (
     CbirqError,
     ImageError,
     IndexMismatch,
+    IndexRemoved,
     Unavailable,
 )
 from cbirq.store import Store
 
 # Errors that would hit every chunk alike: stop instead of failing each chunk in turn.
-FATAL = (BackboneError, IndexMismatch, Unavailable)
+FATAL = (BackboneError, IndexMismatch, IndexRemoved, Unavailable)
 
 POLL_SECONDS = 0.1
 # Overdue: OVERDUE_FACTOR times the median answer so far, and never under OVERDUE_FLOOR_S;
@@ -116,6 +117,7 @@ class ChunkSender:
             # Sent only when set, so workers of an older release still take the task.
             **({"engine": self.job.engine} if self.job.engine else {}),
             **({"job": self.job_id} if self.job_id else {}),
+            **({"index_id": self.job.index_id} if self.job.index_id else {}),
         )
         chunk.sends.append((time.monotonic(), pending))
 

@@ -1,28 +1,19 @@
-"""Reading a file that arrives as a name: regular files only, size-capped, and on a worker only
-under the folders it was started with (`--shared-root`).
+"""Reading a file that arrives as a name: regular files only, size-capped (cbirq.files), and on
+a worker only under the folders it was started with (`--shared-root`).
 
-The file is opened first and every check is made on what was opened: `fstat` for its type and
-size, and its real path from the kernel (/proc/self/fd, or F_GETPATH on macOS) for the roots.
-So a directory swapped for a symlink between a check and the open cannot lead out of a root,
-and O_NONBLOCK keeps a FIFO from blocking the open; it is refused as not a regular file.
+The roots are checked on the file opened: its real path from the kernel (/proc/self/fd, or
+F_GETPATH on macOS), so a directory swapped for a symlink between a check and the open cannot
+lead out of a root.
 """
 
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Sequence
 from pathlib import Path
 
+from cbirq import files
 from cbirq.errors import ImageError
-
-_KINDS = {
-    stat.S_IFDIR: "a folder",
-    stat.S_IFIFO: "a FIFO",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-    stat.S_IFSOCK: "a socket",
-}
 
 
 def read_file(
@@ -39,47 +30,10 @@ def read_file(
             "this worker reads no local files: start it with --shared-root DIR, "
             "or index without --shared-fs"
         )
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise ImageError("file not found") from None
-    except OSError as exc:
-        raise ImageError(f"cannot open: {exc.strerror or exc}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ImageError(f"not a regular file ({_KINDS.get(stat.S_IFMT(info.st_mode), '?')})")
+    with files.opened(path) as (fd, info):
         if roots is not None and not _is_under(_real_path(fd), roots):
             raise ImageError(f"{path} is outside {roots_are}")
-        if info.st_size > max_bytes:
-            raise _too_large(info.st_size, max_bytes)
-        data = _read_at_most(fd, max_bytes + 1)
-    finally:
-        os.close(fd)
-    if len(data) > max_bytes:  # it grew since fstat
-        raise _too_large(len(data), max_bytes)
-    return data
-
-
-def _read_at_most(fd: int, limit: int) -> bytes:
-    parts, size = [], 0
-    try:
-        while size < limit:
-            part = os.read(fd, min(limit - size, 1 << 20))
-            if not part:
-                break
-            parts.append(part)
-            size += len(part)
-    except OSError as exc:
-        raise ImageError(f"cannot read: {exc.strerror or exc}") from None
-    return b"".join(parts)
-
-
-def _too_large(size: int, limit: int) -> ImageError:
-    return ImageError(
-        f"file too large ({size / 2**20:.1f} MB; the limit is {limit / 2**20:g} MB, "
-        "CBIRQ_MAX_FILE_MB)"
-    )
+        return files.read_capped(fd, info.st_size, max_bytes, "CBIRQ_MAX_FILE_MB")
 
 
 def _real_path(fd: int) -> str:

@@ -15,7 +15,7 @@ from cbirq.embed.extractor import Extractor
 from cbirq.embed.images import MAX_DECODE_BYTES, load_array
 from cbirq.embed.specs import FeatureSpec
 from cbirq.errors import CbirqError
-from cbirq.store import Store, content_hash
+from cbirq.store import Store, content_hash, same_index
 
 Reader = Callable[[dict], bytes]
 DECODE_THREADS = 2  # Pillow releases the GIL while decoding: threads overlap the model
@@ -76,12 +76,18 @@ def extract_chunk(
     items: list[dict],
     read: Reader,
     max_decode_bytes: int = MAX_DECODE_BYTES,
+    index_id: str | None = None,
 ) -> dict:
     """Index `items` ({path, hash, ...}); images whose hash the index holds are not decoded.
 
     Features go under the hash of the bytes actually decoded: a file rewritten since the
-    client hashed it gets its new content's features under its new hash, never the old one's."""
-    store.open_index(index, backbone.name, backbone.weights)
+    client hashed it gets its new content's features under its new hash, never the old one's.
+    With `index_id` (the run's index, made when it was planned), only into that index:
+    IndexRemoved if it is gone, and nothing is made anew."""
+    if index_id is None:  # a task from a client of an earlier release
+        store.open_index(index, backbone.name, backbone.weights)
+    else:
+        same_index(store, index, index_id).check_model(backbone.name, backbone.weights)
     known = store.known_hashes(index, [item["hash"] for item in items])
     todo = list({item["hash"]: item for item in items if item["hash"] not in known}.values())
     errors: dict[str, str] = {}
@@ -93,7 +99,7 @@ def extract_chunk(
         for one, vector in zip(batch, vectors):
             features[one.digest] = vector.astype("<f4").tobytes()
             entries.extend(_entries_for(one, items, errors))
-    gone = set(store.add(index, entries, features))
+    gone = set(store.add(index, entries, features, index_id))
     for item in items:
         if item["path"] in gone:
             errors[item["hash"]] = "its stored features were removed while indexing; index again"

@@ -6,6 +6,10 @@ a graph has passed the check, a note beside it records the extractor's settings 
 graph was made from (the versions of the packages that shape it, and cbirq's own source); a
 process that finds the note still true runs the graph straight away, and `cbirq query` answers
 without the 1.5-2 s that importing torch takes.
+
+The note is sealed with the graph's digest: settings edited since (mean, std, crop...) would
+change every feature silently, so such a note is refused and torch makes the graph's note again.
+Every file is opened as a regular file under a size cap (cbirq.files).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from cbirq import files
 from cbirq.embed import families
 from cbirq.embed.extractor import Extractor
 
@@ -36,6 +41,10 @@ SOURCES = (
     "onnx_runner.py",
     "specs.py",
 )
+
+
+MAX_GRAPH_BYTES = 4 * 2**30  # far above any backbone's graph
+SMALL_FILE_BYTES = 2**16  # a digest, a note
 
 
 class GraphRefused(Exception):
@@ -70,14 +79,24 @@ def digest_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
+def recorded_digest(path: Path) -> str:
+    """The digest of the graph at `path` recorded when it passed the check."""
+    return files.read_file(digest_path(path), SMALL_FILE_BYTES).decode().strip()
+
+
 def verified_bytes(path: Path) -> bytes:
     """The cached graph, if it is byte for byte the one that passed the check when exported:
     a graph whose weights were replaced would load fine and give wrong features."""
-    data = path.read_bytes()
-    expected = digest_path(path).read_text().strip()
-    if hashlib.sha256(data).hexdigest() != expected:
+    data = files.read_file(path, MAX_GRAPH_BYTES)
+    if hashlib.sha256(data).hexdigest() != recorded_digest(path):
         raise GraphRefused("it is not the graph that was checked (changed since)")
     return data
+
+
+def seal(graph_digest: str, made_from: str, settings: dict) -> str:
+    """Binds a note's settings to the graph they were checked with, and what it was made from."""
+    sealed = json.dumps([graph_digest, made_from, settings], sort_keys=True)
+    return hashlib.sha256(sealed.encode()).hexdigest()
 
 
 def stem(name: str, weights: str) -> str:
@@ -106,11 +125,14 @@ def note_path(cache_dir: Path, name: str, weights: str) -> Path:
 
 def remember(extractor: Extractor, graph: Path, cache_dir: Path) -> None:
     """Note that `graph` is the checked graph of `extractor`, for processes without torch."""
+    made_from, settings = provenance(), extractor.settings()
     note = {
         "graph": graph.name,
-        "provenance": provenance(),
-        "settings": extractor.settings(),
+        "provenance": made_from,
+        # Through JSON first: the seal is checked over the note as read back (lists, not tuples).
+        "settings": json.loads(json.dumps(settings)),
     }
+    note["seal"] = seal(recorded_digest(graph), made_from, note["settings"])
     path = note_path(cache_dir, extractor.name, extractor.weights)
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
     partial.write_text(json.dumps(note))
@@ -137,17 +159,19 @@ def noted(name: str, weights: str, cache_dir: Path, threads: int) -> Extractor |
     """The checked graph of `name` with `weights` as an extractor, if a note says there is one
     and everything it was made from is unchanged; else None (torch makes it)."""
     path = note_path(cache_dir, name, weights)
+    if not os.path.lexists(path):
+        return None
     try:
-        note = json.loads(path.read_text())
+        note = json.loads(files.read_file(path, SMALL_FILE_BYTES))
         if note["provenance"] != provenance():
             return None
         graph = path.parent / note["graph"]
-        settings = note["settings"]
+        if note.get("seal") != seal(recorded_digest(graph), note["provenance"], note["settings"]):
+            raise GraphRefused("its settings are not the ones checked with the graph")
+        settings = dict(note["settings"])
         settings["scales"] = tuple(settings["scales"])
         settings["mean"], settings["std"] = tuple(settings["mean"]), tuple(settings["std"])
         found = extractor(graph, verified_bytes(graph), settings, threads)
-    except FileNotFoundError:
-        return None
     except Exception as exc:  # a damaged note or graph: torch checks and exports it again
         log.warning("ONNX note %s not used (%s)", path, exc)
         return None

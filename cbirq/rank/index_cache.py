@@ -17,7 +17,8 @@ WHOLE_INDEX = Shard()
 
 class IndexCache:
     """Index matrices kept between queries, per store, index and shard; on disk under `folder`
-    too, for stores whose change-log cursors never repeat (Store.cache_key)."""
+    too. A copy read from disk is only caught up from the store's change log if its cursor
+    names the same index (its id) and generation: else the index is loaded whole."""
 
     def __init__(self, folder: Path | None = None) -> None:
         self.folder = folder
@@ -53,7 +54,7 @@ class IndexCache:
             shutil.rmtree(folder, ignore_errors=True)
 
     def _on_disk(self, store: Store, name: str, shard: Shard) -> Path | None:
-        if self.folder is None or store.cache_key is None:
+        if self.folder is None:
             return None
         return matrix_file.directory(self.folder, store.cache_key, name, shard)
 

@@ -19,6 +19,7 @@ from cbirq.store.base import (
     Store,
     check_index_name,
     content_hash,
+    same_index,
 )
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "check_index_name",
     "content_hash",
     "open_store",
+    "same_index",
 ]
 
 # URL scheme -> the module whose `open_url(url, settings)` opens that store. A backend is a

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from cbirq.errors import CbirqError, IndexMismatch
+from cbirq.errors import CbirqError, IndexMismatch, IndexRemoved, UnknownIndex
 
 # fullmatch, not `$`, which also matches before a trailing newline ("g\n" showed as two rows).
 INDEX_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 Entry = tuple[str, str]  # (path on the indexing client, content hash)
-Cursor = tuple[int, int]  # (generation, log position): what a reader has already seen
+# (index id, generation, log position): what a reader has already seen. The id is drawn when
+# the index is made, so a cursor never repeats for another index of the same name: one made
+# again after `cbirq rm`, or after Redis lost its data and counts generations from 0 again.
+Cursor = tuple[str, int, int]
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,7 @@ class IndexInfo:
     count: int = 0
     sources: tuple[str, ...] = ()  # the folders `cbirq index` was run on, oldest first
     updated: float | None = None  # when one of them was last indexed (Unix time)
+    id: str = field(default="", compare=False)  # drawn when the index is made (new_index_id)
 
     def check_model(self, model: str, weights: str) -> None:
         if (model, weights) != (self.model, self.weights):
@@ -38,6 +43,34 @@ class IndexInfo:
                 f"index '{self.name}' holds {self.model} (weights {self.weights}) features, "
                 f"not {model} (weights {weights}): use --index with another name"
             )
+
+    def check_id(self, expected: str | None) -> None:
+        """Refuse an index other than the one a run began writing into (`expected`; None: any)."""
+        if expected is not None and self.id != expected:
+            raise index_removed(self.name)
+
+
+def index_removed(name: str) -> IndexRemoved:
+    return IndexRemoved(
+        f"index '{name}' was removed while this run was writing into it: nothing more is "
+        "written; index again to make it anew"
+    )
+
+
+def new_index_id() -> str:
+    return secrets.token_hex(8)
+
+
+def same_index(store: IndexStore, name: str, index_id: str | None) -> IndexInfo:
+    """The index's record, if it is still the one whose id is `index_id` (None: any)."""
+    try:
+        info = store.info(name)
+    except UnknownIndex:
+        if index_id is None:
+            raise
+        raise index_removed(name) from None
+    info.check_id(index_id)
+    return info
 
 
 # A reader replays the change log since its cursor. Entries re-pointed again and again would
@@ -84,12 +117,13 @@ def check_dim(info: IndexInfo, features: dict[str, bytes]) -> int:
 class IndexStore(Protocol):
     """Named indexes: entries, the features they point at, and the change log readers follow."""
 
-    # Names the store for a reader's copy of an index kept on disk, or None where the change
-    # log's cursors may repeat (a copy could then pass for a different index's).
-    cache_key: str | None
+    # Names the store for a reader's copy of an index kept on disk (cbirq.rank.matrix_file):
+    # the copies of one store's indexes share nothing with another's.
+    cache_key: str
 
     def open_index(self, name: str, model: str, weights: str) -> IndexInfo:
-        """Create the index, or check that it holds this model's features."""
+        """Create the index (with a new id), or check that it holds this model's features.
+        An index from before ids gets one the first time it is read."""
 
     def info(self, name: str) -> IndexInfo:
         """The index's record; UnknownIndex if there is none."""
@@ -101,10 +135,18 @@ class IndexStore(Protocol):
 
     def known_hashes(self, name: str, hashes: Iterable[str]) -> set[str]: ...
 
-    def add(self, name: str, entries: Sequence[Entry], features: dict[str, bytes]) -> list[str]:
+    def add(
+        self,
+        name: str,
+        entries: Sequence[Entry],
+        features: dict[str, bytes],
+        index_id: str | None = None,
+    ) -> list[str]:
         """Store features by hash and point paths at hashes, as one atomic step; safe to
         repeat. Features no path points at any more are deleted. Returns the paths not added
-        because their hash has no features (deleted by a concurrent prune: extract them)."""
+        because their hash has no features (deleted by a concurrent prune: extract them).
+        IndexRemoved, writing nothing, if the index is not the one whose id is `index_id` (or
+        not the one `info` saw: a removal in between)."""
 
     def remove(self, name: str, paths: Iterable[str]) -> int:
         """Drop the paths' entries, and the features no other path points at."""
@@ -119,7 +161,8 @@ class IndexStore(Protocol):
     def features(self, name: str, hashes: Sequence[str]) -> list[bytes | None]: ...
 
     def changes(self, name: str, since: Cursor | None) -> tuple[Cursor, list[Entry] | None]:
-        """Entries added since `since`, or None when the reader must reload everything."""
+        """Entries added since `since`, or None when the reader must reload everything (another
+        index id, another generation). An index that does not exist has the id ""."""
 
 
 class JobStore(Protocol):

@@ -3,6 +3,9 @@
 Keys, all under `cbirq:`:
     indexes                 set of index names
     index:N:meta            JSON {model, weights}, written once (SET NX)
+    index:N:id              random hex drawn when the index is made (SET NX): with it, a
+                            reader's cursor never repeats for another index of that name, even
+                            after Redis lost its data (generations count from 0 again)
     index:N:dim             feature size, written once by the first chunk
     index:N:paths           hash path -> content hash
     index:N:feats           hash content hash -> float32 bytes
@@ -33,108 +36,21 @@ from redis.retry import Retry
 
 from cbirq.errors import Unavailable, UnknownIndex, UnknownJob
 from cbirq.settings import Settings, redact
+from cbirq.store import redis_scripts as scripts
 from cbirq.store.base import (
     Cursor,
     Entry,
     IndexInfo,
     check_dim,
     check_index_name,
+    index_removed,
     log_overgrown,
+    new_index_id,
+    same_index,
     whitening_key,
 )
 
 PREFIX = "cbirq:"
-
-# Entries and the features they point at change together, in scripts Redis runs atomically,
-# with a count of the paths pointing at each hash. A path is only pointed at features that
-# exist, so a prune beside an indexer never leaves an entry without its vector (the indexer
-# hears which paths to do again). Features no path points at any more are deleted when the
-# generation is bumped (a removal, a dropped log): until then a query worker replaying the log
-# may still need a re-pointed path's old vector, to take it off its exact row sum.
-# KEYS: paths, feats, refs, garbage, then the script's own.
-_REFERENCES = """
-local paths, feats, refs, garbage = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-if redis.call('EXISTS', refs) == 0 then  -- counted once for an index from before the counts
-  for _, h in ipairs(redis.call('HVALS', paths)) do redis.call('HINCRBY', refs, h, 1) end
-end
-local function release(h)
-  if redis.call('HINCRBY', refs, h, -1) <= 0 then
-    redis.call('HDEL', refs, h)
-    redis.call('SADD', garbage, h)
-  end
-end
-local function sweep(gen)
-  for _, h in ipairs(redis.call('SMEMBERS', garbage)) do
-    if not redis.call('HGET', refs, h) then redis.call('HDEL', feats, h) end
-  end
-  redis.call('DEL', garbage)
-  redis.call('INCR', gen)
-end
-"""
-
-# KEYS[5]: log. ARGV: feature count, hash, vector, ..., then path, hash, ...
-# Returns {paths re-pointed, log length, path count, {paths whose features are gone}}.
-_ADD = (
-    _REFERENCES
-    + """
-local log = KEYS[5]
-local written, i = {}, 2
-for _ = 1, tonumber(ARGV[1]) do
-  redis.call('HSET', feats, ARGV[i], ARGV[i + 1])
-  table.insert(written, ARGV[i])
-  i = i + 2
-end
-local missing, changed = {}, 0
-while i <= #ARGV do
-  local p, h = ARGV[i], ARGV[i + 1]
-  i = i + 2
-  local old = redis.call('HGET', paths, p)
-  if old ~= h then
-    if redis.call('HEXISTS', feats, h) == 0 then
-      table.insert(missing, p)
-    else
-      redis.call('HSET', paths, p, h)
-      redis.call('HINCRBY', refs, h, 1)
-      if old then release(old) end
-      redis.call('RPUSH', log, cjson.encode({p, h}))
-      changed = changed + 1
-    end
-  end
-end
-for _, h in ipairs(written) do  -- features whose every path was refused: no reader saw them
-  if not redis.call('HGET', refs, h) then redis.call('HDEL', feats, h) end
-end
-return {changed, redis.call('LLEN', log), redis.call('HLEN', paths), missing}
-"""
-)
-
-# KEYS[5]: gen. ARGV: paths. Returns how many were there.
-_REMOVE = (
-    _REFERENCES
-    + """
-local removed = 0
-for _, p in ipairs(ARGV) do
-  local old = redis.call('HGET', paths, p)
-  if old then
-    redis.call('HDEL', paths, p)
-    release(old)
-    removed = removed + 1
-  end
-end
-sweep(KEYS[5])
-return removed
-"""
-)
-
-# KEYS[5]: gen, KEYS[6]: log. Readers reload everything, so garbage goes too.
-_DROP_LOG = (
-    _REFERENCES
-    + """
-redis.call('DEL', KEYS[6])
-sweep(KEYS[5])
-return 0
-"""
-)
 
 
 def open_url(url: str, settings: Settings) -> RedisStore:
@@ -146,11 +62,11 @@ class RedisStore:
     def __init__(self, client: redis.Redis, url: str = "redis") -> None:
         self.r = client
         self.url = url
-        # Generations count from 0: after a flush, an index made again can repeat a cursor.
-        self.cache_key = None
-        self._add = client.register_script(_ADD)
-        self._remove = client.register_script(_REMOVE)
-        self._drop = client.register_script(_DROP_LOG)
+        self.cache_key = f"redis:{redact(url)}"
+        self._add = client.register_script(scripts.ADD)
+        self._cursor = client.register_script(scripts.CURSOR)
+        self._remove = client.register_script(scripts.REMOVE)
+        self._drop = client.register_script(scripts.DROP_LOG)
 
     @classmethod
     def from_url(cls, url: str, timeout: float = 3.0) -> RedisStore:
@@ -202,6 +118,7 @@ class RedisStore:
         meta = json.dumps({"model": model, "weights": weights})
         pipe = self.r.pipeline()
         pipe.set(self._key(name, "meta"), meta, nx=True)
+        pipe.set(self._key(name, "id"), new_index_id(), nx=True)
         pipe.sadd(f"{PREFIX}indexes", name)
         pipe.execute()
         info = self.info(name)
@@ -215,16 +132,22 @@ class RedisStore:
         pipe.get(self._key(name, "dim"))
         pipe.hlen(self._key(name, "paths"))
         pipe.hgetall(self._key(name, "sources"))
-        meta, dim, count, sources = pipe.execute()
+        self._read_cursor(name, pipe)
+        meta, dim, count, sources, (index_id, _, _) = pipe.execute()
         if meta is None:
             raise UnknownIndex(f"no index named '{name}' (see `cbirq indexes`)")
         fields = json.loads(meta)
         found = sorted((float(t), f.decode()) for f, t in sources.items())
         updated = found[-1][0] if found else None
         folders = tuple(f for _, f in found)
+        model, weights = fields["model"], fields["weights"]
         return IndexInfo(
-            name, fields["model"], fields["weights"], int(dim or 0), count, folders, updated
+            name, model, weights, int(dim or 0), count, folders, updated, index_id.decode()
         )
+
+    def _read_cursor(self, name: str, client: redis.Redis | redis.client.Pipeline) -> list:
+        keys = [self._key(name, part) for part in ("meta", "id", "gen", "log")]
+        return self._cursor(keys=keys, args=[new_index_id()], client=client)
 
     def indexes(self) -> list[IndexInfo]:
         names = sorted(n.decode() for n in self.r.smembers(f"{PREFIX}indexes"))
@@ -247,8 +170,15 @@ class RedisStore:
     def _counted(self, name: str, *parts: str) -> list[str]:
         return [self._key(name, p) for p in ("paths", "feats", "refs", "garbage", *parts)]
 
-    def add(self, name: str, entries: Sequence[Entry], features: dict[str, bytes]) -> list[str]:
-        info = self.info(name)
+    def add(
+        self,
+        name: str,
+        entries: Sequence[Entry],
+        features: dict[str, bytes],
+        index_id: str | None = None,
+    ) -> list[str]:
+        info = same_index(self, name, index_id)
+        expected = info.id  # the index this call began with, whatever happens meanwhile
         dim = check_dim(info, features)
         if dim and not info.dim:
             self.r.set(self._key(name, "dim"), dim, nx=True)
@@ -256,9 +186,12 @@ class RedisStore:
             check_dim(info, features)
         if not (entries or features):
             return []
-        args = [len(features), *(x for pair in features.items() for x in pair)]
+        args = [expected, len(features), *(x for pair in features.items() for x in pair)]
         args += [x for entry in entries for x in entry]
-        changed, length, count, missing = self._add(keys=self._counted(name, "log"), args=args)
+        done = self._add(keys=self._counted(name, "log", "id"), args=args)
+        if done is None:  # removed since `info`
+            raise index_removed(name)
+        changed, length, count, missing = done
         if changed and log_overgrown(length, count):
             self._drop_log(name)
         return [p.decode() for p in missing]
@@ -278,7 +211,7 @@ class RedisStore:
     def drop_index(self, name: str) -> None:
         self.info(name)
         pipe = self.r.pipeline()
-        parts = ("meta", "dim", "paths", "feats", "refs", "garbage", "log", "sources")
+        parts = ("meta", "id", "dim", "paths", "feats", "refs", "garbage", "log", "sources")
         pipe.delete(*(self._key(name, part) for part in parts))
         pipe.incr(self._key(name, "gen"))
         pipe.srem(f"{PREFIX}indexes", name)
@@ -291,14 +224,11 @@ class RedisStore:
         return self.r.hmget(self._key(name, "feats"), list(hashes))
 
     def changes(self, name: str, since: Cursor | None) -> tuple[Cursor, list[Entry] | None]:
-        pipe = self.r.pipeline()
-        pipe.get(self._key(name, "gen"))
-        pipe.llen(self._key(name, "log"))
-        gen, length = pipe.execute()
-        cursor = (int(gen or 0), int(length))
-        if since is None or since[0] != cursor[0] or since[1] > cursor[1]:
+        index_id, gen, length = self._read_cursor(name, self.r)
+        cursor = (index_id.decode(), int(gen), int(length))
+        if since is None or since[:2] != cursor[:2] or since[2] > cursor[2]:
             return cursor, None
-        raw = self.r.lrange(self._key(name, "log"), since[1], cursor[1] - 1)
+        raw = self.r.lrange(self._key(name, "log"), since[2], cursor[2] - 1)
         return cursor, [tuple(json.loads(e)) for e in raw]
 
     # Image bytes on their way to workers that cannot see the client's files.

@@ -24,13 +24,15 @@ from cbirq.store.base import (
     check_dim,
     check_index_name,
     log_overgrown,
+    new_index_id,
+    same_index,
     whitening_key,
 )
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS indexes (
     name TEXT PRIMARY KEY, model TEXT NOT NULL, weights TEXT NOT NULL,
-    dim INTEGER NOT NULL DEFAULT 0, generation INTEGER NOT NULL DEFAULT 0);
+    dim INTEGER NOT NULL DEFAULT 0, generation INTEGER NOT NULL DEFAULT 0, uid TEXT);
 CREATE TABLE IF NOT EXISTS entries (
     idx TEXT NOT NULL, path TEXT NOT NULL, hash TEXT NOT NULL, PRIMARY KEY (idx, path));
 CREATE TABLE IF NOT EXISTS features (
@@ -77,23 +79,30 @@ class SqliteStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         _owner_only(path)
-        # Generations start at the creation time in ns: a cursor never repeats for a name.
         self.cache_key = f"sqlite:{path.resolve()}"
         # The embedded CLI follows a training job that runs in a thread of the same process.
         self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
+        self._upgrade()
+
+    def _upgrade(self) -> None:
+        """A store written before index ids: the column, then an id for each index."""
+        if "uid" not in {row[1] for row in self.db.execute("PRAGMA table_info(indexes)")}:
+            # Another process may add it meanwhile.
+            with contextlib.suppress(sqlite3.OperationalError):
+                self.db.execute("ALTER TABLE indexes ADD COLUMN uid TEXT")
+        if self.db.execute("SELECT 1 FROM indexes WHERE uid IS NULL LIMIT 1").fetchone():
+            self.db.execute("UPDATE indexes SET uid = lower(hex(randomblob(8))) WHERE uid IS NULL")
 
     def ping(self) -> None:
         self.db.execute("SELECT 1")
 
     def open_index(self, name: str, model: str, weights: str) -> IndexInfo:
         check_index_name(name)
-        # A fresh generation (the time in ns) for an index made again under a dropped one's
-        # name: a reader that cached the old one must not take the new one's log for its own.
         self.db.execute(
-            "INSERT OR IGNORE INTO indexes (name, model, weights, generation) VALUES (?, ?, ?, ?)",
-            (name, model, weights, time.time_ns()),
+            "INSERT OR IGNORE INTO indexes (name, model, weights, uid) VALUES (?, ?, ?, ?)",
+            (name, model, weights, new_index_id()),
         )
         info = self.info(name)
         info.check_model(model, weights)
@@ -102,7 +111,7 @@ class SqliteStore:
     def info(self, name: str) -> IndexInfo:
         check_index_name(name)
         row = self.db.execute(
-            "SELECT model, weights, dim, (SELECT COUNT(*) FROM entries WHERE idx = ?) "
+            "SELECT model, weights, dim, (SELECT COUNT(*) FROM entries WHERE idx = ?), uid "
             "FROM indexes WHERE name = ?",
             (name, name),
         ).fetchone()
@@ -112,7 +121,8 @@ class SqliteStore:
             "SELECT folder, updated FROM sources WHERE idx = ? ORDER BY updated", (name,)
         ).fetchall()
         updated = max((t for _, t in found), default=None)
-        return IndexInfo(name, *row, tuple(f for f, _ in found), updated)
+        *fields, index_id = row
+        return IndexInfo(name, *fields, tuple(f for f, _ in found), updated, index_id)
 
     def indexes(self) -> list[IndexInfo]:
         names = [n for (n,) in self.db.execute("SELECT name FROM indexes ORDER BY name")]
@@ -133,14 +143,21 @@ class SqliteStore:
     def known_hashes(self, name: str, hashes: Iterable[str]) -> set[str]:
         return self._stored(name, list(hashes))
 
-    def add(self, name: str, entries: Sequence[Entry], features: dict[str, bytes]) -> list[str]:
+    def add(
+        self,
+        name: str,
+        entries: Sequence[Entry],
+        features: dict[str, bytes],
+        index_id: str | None = None,
+    ) -> list[str]:
         """As the Redis store: one transaction; a path is pointed only at features that exist
         (the others are returned); a re-pointed path's old features wait for the next
         generation (a reader replaying the log may need them), unused new ones go now."""
-        info = self.info(name)
+        info = same_index(self, name, index_id)
         dim = check_dim(info, features)
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
+            same_index(self, name, info.id)  # not removed since
             if dim and not info.dim:
                 self.db.execute("UPDATE indexes SET dim = ? WHERE name = ?", (dim, name))
             self.db.executemany(
@@ -233,17 +250,17 @@ class SqliteStore:
         return [found.get(h) for h in hashes]
 
     def changes(self, name: str, since: Cursor | None) -> tuple[Cursor, list[Entry] | None]:
-        gen, last = self.db.execute(
-            "SELECT generation, (SELECT COALESCE(MAX(id), 0) FROM log WHERE idx = ?) "
+        index_id, gen, last = self.db.execute(
+            "SELECT uid, generation, (SELECT COALESCE(MAX(id), 0) FROM log WHERE idx = ?) "
             "FROM indexes WHERE name = ?",
             (name, name),
-        ).fetchone() or (0, 0)
-        cursor = (gen, last)
-        if since is None or since[0] != gen or since[1] > last:
+        ).fetchone() or ("", 0, 0)
+        cursor = (index_id, gen, last)
+        if since is None or since[:2] != cursor[:2] or since[2] > last:
             return cursor, None
         rows = self.db.execute(
             "SELECT path, hash FROM log WHERE idx = ? AND id > ? AND id <= ? ORDER BY id",
-            (name, since[1], last),
+            (name, since[2], last),
         )
         return cursor, [tuple(r) for r in rows]
 

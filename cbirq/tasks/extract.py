@@ -41,12 +41,14 @@ def extract_batch(
     items: list[dict],
     engine: str | None = None,
     job: str | None = None,
+    index_id: str | None = None,
 ) -> dict:
     """Idempotent: features are keyed by content hash and entries by path, so a redelivered
     chunk rewrites the same keys (and skips images whose features an earlier run stored).
     `engine` (torch, onnx, auto; default the worker's CBIRQ_ENGINE) does not change them.
     The chunk of a cancelled `job` is dropped, however late a worker takes it: a cancel
-    sticks, with no revoke to lose when workers restart."""
+    sticks, with no revoke to lose when workers restart. `index_id`: write only into that
+    index (IndexRemoved once it was removed), never make it anew."""
     store = runtime.store()
     if job is not None and cancel_asked(store, job):
         drop_blobs(store, items)
@@ -54,7 +56,7 @@ def extract_batch(
     try:
         backbone = runtime.backbone(model, weights, engine)
         limit = runtime.settings().max_decode_bytes
-        summary = extract_chunk(store, backbone, index, items, _reader(store), limit)
+        summary = extract_chunk(store, backbone, index, items, _reader(store), limit, index_id)
     except SoftTimeLimitExceeded:
         raise CbirqError(
             f"a chunk of {len(items)} images took over {self.soft_time_limit:.0f} s: "

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import logging
+import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -238,3 +243,49 @@ def test_a_noted_graph_runs_without_export_and_says_so(small, home, caplog, monk
 def test_a_note_from_other_versions_is_not_used(small, home, monkeypatch):
     monkeypatch.setattr(onnx_runner, "provenance", lambda: "another torch")
     assert onnx_runner.noted(small.name, small.weights, home / "cache", threads=1) is None
+
+
+def note_copy(home: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of `home`'s cache, graph and note, to damage: (cache, the note)."""
+    cache = tmp_path / "cache"
+    shutil.copytree(home / "cache" / "onnx", cache / "onnx")
+    return cache, onnx_runner.note_path(cache, *SMALL)
+
+
+def test_a_note_whose_settings_were_edited_is_refused_then_made_again(
+    small, home, tmp_path, caplog
+):
+    """Issue 31, finding 7: the note's settings (mean, std, crop) shape every feature; edited,
+    they must not be run, and torch's next start writes a true note again."""
+    cache, path = note_copy(home, tmp_path)
+    note = json.loads(path.read_text())
+    note["settings"]["mean"] = [0.0, 0.0, 0.0]
+    path.write_text(json.dumps(note))
+    assert onnx_runner.noted(*SMALL, cache, threads=1) is None
+    assert "not the ones checked with the graph" in caplog.text
+    onnx_engine.session_net(small, cache, threads=1)
+    again = onnx_runner.noted(*SMALL, cache, threads=1)
+    assert again is not None and again.mean == small.mean
+
+
+def test_a_graph_linked_to_dev_zero_is_refused_at_once(small, home, tmp_path):
+    """Issue 31, finding 7: the graph was read whole, with no cap: /dev/zero grew memory at
+    about 1 GB/s. In a child with 6 GB of address space, so that the old read failed there."""
+    cache, path = note_copy(home, tmp_path)
+    graph = path.parent / json.loads(path.read_text())["graph"]
+    graph.unlink()
+    graph.symlink_to("/dev/zero")
+    child = textwrap.dedent(f"""
+        import resource
+        from pathlib import Path
+        resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
+        from cbirq.embed import onnx_runner
+        assert onnx_runner.noted({SMALL[0]!r}, {SMALL[1]!r}, Path({str(cache)!r}), 1) is None
+    """)
+    done = subprocess.run(
+        [sys.executable, "-c", child], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    assert done.returncode == 0, done.stderr
+    assert "not a regular file (a character device)" in done.stderr
+    extractor = onnx_engine.session_net(small, cache, threads=1)  # exported again, in place
+    assert same_network(extractor, small, 2, 3, 224, 224) and not graph.is_symlink()

@@ -14,12 +14,13 @@ ALLOWED = {
     "settings": set(),
     "errors": set(),
     "arguments": {"settings", "errors"},
+    "files": {"errors"},
     "store": {"settings", "errors"},
-    "cluster": {"settings", "errors"},
+    "cluster": {"settings", "errors", "files"},
     "training": {"errors", "arguments", "store"},
-    "rank": {"settings", "errors", "arguments", "store"},  # settings: usable_cores
+    "rank": {"settings", "errors", "arguments", "files", "store"},  # settings: usable_cores
     # settings: the ENGINES names; rank: the ranking options a model family defaults to
-    "embed": {"settings", "errors", "store", "training", "rank"},
+    "embed": {"settings", "errors", "files", "store", "training", "rank"},
     "evaluation": {"errors", "store", "rank"},
     # client: an index job's coordinator, which runs on a worker as well as in the client
     "tasks": {

@@ -155,9 +155,29 @@ def test_shards_and_stores_get_folders_of_their_own(tmp_path):
     assert len(folders) == 4
 
 
-def test_a_redis_store_is_never_kept_on_disk(tmp_path):
-    store = RedisStore(fakeredis.FakeRedis())
+def test_a_redis_store_is_kept_on_disk_and_one_that_lost_its_data_is_not_taken_for_it(
+    tmp_path, monkeypatch
+):
+    """Issue 31, finding 1: the copy on disk serves Redis-backed workers too, since a cursor
+    names its index's id: after FLUSHALL the same name and log length are another index."""
+    server = fakeredis.FakeServer()
+
+    def fresh_redis():
+        return RedisStore(fakeredis.FakeRedis(server=server))
+
+    store = fresh_redis()
     store.open_index("i", "m", "w")
     add(store, 0, 10)
-    assert len(IndexCache(tmp_path / "cache").get(store, "i").paths) == 10
-    assert not (tmp_path / "cache").exists()
+    first = IndexCache(tmp_path / "cache").get(fresh_redis(), "i")
+    store = fresh_redis()
+    read = spy_features(store, monkeypatch)
+    second = IndexCache(tmp_path / "cache").get(store, "i")
+    assert read == [] and isinstance(second.rows.codes, np.memmap) and same_matrix(first, second)
+    store.r.flushall()
+    store.open_index("i", "m", "w")
+    store.add(
+        "i", [(f"q{i}.jpg", f"g{i}") for i in range(10)], {f"g{i}": unit(50 + i) for i in range(10)}
+    )
+    again = IndexCache(tmp_path / "cache").get(fresh_redis(), "i")
+    assert sorted(again.paths) == sorted(f"q{i}.jpg" for i in range(10))
+    assert same_matrix(again, IndexCache().get(fresh_redis(), "i"))

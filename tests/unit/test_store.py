@@ -224,8 +224,8 @@ def test_changes_are_per_index(store):
 def test_cursor_from_the_future_forces_reload(store):
     store.open_index("i", MODEL, WEIGHTS)
     store.add("i", [("a.jpg", "h1")], {"h1": vec(1, 0)})
-    (gen, pos), _ = store.changes("i", None)
-    assert store.changes("i", (gen, pos + 5))[1] is None
+    (index_id, gen, pos), _ = store.changes("i", None)
+    assert store.changes("i", (index_id, gen, pos + 5))[1] is None
 
 
 def test_sources_record_each_folder_and_the_last_update(store):
