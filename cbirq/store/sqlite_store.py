@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -66,9 +65,12 @@ def open_url(url: str, settings: Settings) -> SqliteStore:
 
 
 def _owner_only(path: Path) -> None:
-    """The store file made 0600 before SQLite opens it (its -wal and -shm files take its mode),
-    or tightened to 0600 with them: it holds paths, features, jobs and checkpoints."""
-    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    """The store file tightened to 0600 (SQLite gives its -wal and -shm files its mode), with
+    any of those already there: it holds paths, features, jobs and checkpoints. By chmod, never
+    by opening the file: closing any descriptor of it drops this process's POSIX locks, which
+    another connection (a training thread's) holds, and corrupts the database (SQLite's "How
+    To Corrupt", 2.2). The home around it is 0700, so the moment before the chmod shows it to
+    nobody."""
     for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
         with contextlib.suppress(FileNotFoundError, PermissionError):
             if file.stat().st_mode & 0o077:
@@ -78,11 +80,11 @@ def _owner_only(path: Path) -> None:
 class SqliteStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _owner_only(path)
         self.cache_key = f"sqlite:{path.resolve()}"
         # The embedded CLI follows a training job that runs in a thread of the same process.
         self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
+        _owner_only(path)
         self.db.executescript(SCHEMA)
         self._upgrade()
 
