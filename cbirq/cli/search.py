@@ -126,16 +126,23 @@ def _query_files(files: tuple[str, ...]) -> list[str]:
     return found
 
 
-def _print_answer(answer: dict, index_name: str, metric: str) -> None:
-    better = "higher" if metric == "cosine" else "lower"
+def _print_answer(answer: dict, index_name: str, metric: str, min_score: float | None) -> None:
+    """One header line, then a row a result: score is what ranked it, cosine the plain cosine
+    of the features (what --min-score filters on)."""
+    closer = "" if metric == "cosine" else ", lower is closer"
     click.echo(
-        f"{answer['query']}: index '{index_name}' ({answer['model']}); score: {metric} after "
-        f"{answer['ranking']} ranks them ({better} is closer); cosine: plain cosine of the features"
+        f"{answer['query']}: index '{index_name}' ({answer['model']}), "
+        f"score = {metric} after {answer['ranking']}{closer}"
     )
+    if min_score is not None:
+        click.echo(f"(leaving out cosine < {min_score:g})")
     click.echo(f"{'rank':>4}  {'score':>8}  {'cosine':>8}  path")
     for hit in answer["results"]:
         cosine = f"{hit['cosine']:>8.4f}" if "cosine" in hit else f"{'-':>8}"
-        click.echo(f"{hit['rank']:>4}  {hit['score']:>8.4f}  {cosine}  {hit['path']}")
+        mark = "*" if hit.get("weak") else " "
+        click.echo(f"{hit['rank']:>4}  {hit['score']:>8.4f}  {cosine}{mark} {hit['path']}")
+    if any(hit.get("weak") for hit in answer["results"]):
+        click.echo(f"* cosine under {answer['weak_below']:g}: rarely a real match")
 
 
 @click.command()
@@ -160,7 +167,8 @@ def _print_answer(answer: dict, index_name: str, metric: str) -> None:
 @click.option(
     "--min-score",
     type=Checked(arg.MIN_SCORE),
-    help="Leave out results whose plain cosine to the query is below this [default: none].",
+    help="Leave out results whose cosine (the features' own, the second column; not the "
+    "ranking's score) is below this [default: none].",
 )
 @ranking_options
 @click.option(
@@ -228,6 +236,6 @@ def query(
             continue
         if n:
             click.echo()
-        _print_answer(answer, index_name, metric)
+        _print_answer(answer, index_name, metric, min_score)
     if sheet is not None:
         click.echo(f"contact sheet: {sheet}", err=paths_only)

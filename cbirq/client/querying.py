@@ -11,7 +11,8 @@ from cbirq.client.dispatch import Dispatcher
 from cbirq.client.sharded import ranked
 from cbirq.cluster.celery_app import RANK_TASK, shard_queue
 from cbirq.cluster.shared_fs import read_file
-from cbirq.embed.families import resolve_options
+from cbirq.embed.families import family, resolve_options
+from cbirq.embed.specs import FeatureSpec
 from cbirq.errors import ImageError
 from cbirq.store import Store
 
@@ -63,7 +64,22 @@ def ask(store: Store, dispatcher: Dispatcher, request: QueryRequest, data: bytes
             metric=request.metric,
             options=options.as_dict(),
         ).get()
-    return {**answer, "ranking": options.describe()}
+    weak = mark_weak(answer, info.model, request.metric)
+    return {**answer, "ranking": options.describe(), **weak}
+
+
+def mark_weak(answer: dict, model: str, metric: str) -> dict:
+    """`weak_below`: the plain cosine under which the index's model rarely gives a real match
+    (measured for the default features of a family; None elsewhere), and each result's `weak`:
+    whether it is under it. A query against the wrong index says so instead of listing its
+    nearest strangers as answers."""
+    spec = FeatureSpec.parse(model)
+    line = family(spec.model).no_match_below
+    if spec != family(spec.model).default_features:
+        line = None
+    for hit in answer["results"]:
+        hit["weak"] = line is not None and plain_cosine(hit, metric) < line
+    return {"weak_below": line}
 
 
 def shard_queues(shards: int) -> list[str]:

@@ -107,18 +107,28 @@ def test_eval_refuses_a_single_label(tmp_path):
 
 
 def test_query_shows_the_ranking_score_and_the_plain_cosine(library):
-    answer = json.loads(run_cli("query", str(library / "q.png"), "--json").stdout)
-    cosines = [hit["cosine"] for hit in answer["results"]]
-    assert any(abs(hit["score"] - hit["cosine"]) > 1e-3 for hit in answer["results"])
-    text = run_cli("query", str(library / "q.png")).stdout.splitlines()
-    assert "score: cosine after centred" in text[0] and "cosine: plain cosine" in text[0]
+    answer = json.loads(run_cli("query", str(library / "q.png"), "-k", "9", "--json").stdout)
+    hits = answer["results"]
+    cosines = [hit["cosine"] for hit in hits]
+    assert any(abs(hit["score"] - hit["cosine"]) > 1e-3 for hit in hits)
+    text = run_cli("query", str(library / "q.png"), "-k", "9").stdout.splitlines()
+    assert "score = cosine after centred" in text[0]
     assert text[1].split() == ["rank", "score", "cosine", "path"]
-    assert [float(line.split()[2]) for line in text[2:]] == pytest.approx(cosines, abs=1e-4)
-    cut = sorted(cosines)[2]
+    rows = text[2 : 2 + len(hits)]
+    assert [float(line.split()[2].rstrip("*")) for line in rows] == pytest.approx(cosines, abs=1e-4)
+    # A `*` marks the results under the model's no-match line, and a footnote says what it is.
+    assert answer["weak_below"] is not None and hits[0]["weak"] is False
+    assert [hit["weak"] for hit in hits] == [c < answer["weak_below"] for c in cosines]
+    assert ["*" in line.split()[2] for line in rows] == [hit["weak"] for hit in hits]
+    footnote = f"* cosine under {answer['weak_below']:g}: rarely a real match"
+    assert text[2 + len(hits) :] == ([footnote] if any(h["weak"] for h in hits) else [])
+    cut = sorted(cosines[:5])[2]
     kept = json.loads(
         run_cli("query", str(library / "q.png"), "--min-score", str(cut), "--json").stdout
     )
-    assert [h["cosine"] for h in kept["results"]] == [c for c in cosines if c >= cut]
+    assert [h["cosine"] for h in kept["results"]] == [c for c in cosines[:5] if c >= cut]
+    said = run_cli("query", str(library / "q.png"), "--min-score", str(cut)).stdout.splitlines()
+    assert said[1] == f"(leaving out cosine < {cut:g})", "the filter names its column"
 
 
 def test_sharded_query_gives_the_plain_cosine_too(library):

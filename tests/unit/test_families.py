@@ -105,3 +105,22 @@ def test_the_docs_list_every_family_with_its_feature_size():
     assert set(table) == set(FAMILIES)
     for name, cells in table.items():
         assert cells[1] == str(FAMILIES[name].dim), name
+
+
+@pytest.mark.parametrize(
+    "model, line",
+    [
+        ("efficientnet_lite0", FAMILIES["efficientnet_lite0"].no_match_below),
+        ("efficientnet_lite0+gem", None),  # other features: the line was not measured on them
+        ("resnet50", None),
+    ],
+)
+def test_results_under_a_models_no_match_line_are_marked_weak(model, line):
+    from cbirq.client.querying import mark_weak
+
+    hits = [{"rank": 1, "score": 0.9, "cosine": 0.8}, {"rank": 2, "score": 0.2, "cosine": 0.1}]
+    euclidean = [{"rank": 1, "score": 0.2}, {"rank": 2, "score": 1.34}]  # 0.98 and 0.1 as cosine
+    assert mark_weak({"results": hits}, model, "cosine") == {"weak_below": line}
+    assert mark_weak({"results": euclidean}, model, "euclidean") == {"weak_below": line}
+    for marked in (hits, euclidean):
+        assert [hit["weak"] for hit in marked] == ([False, True] if line else [False, False])
