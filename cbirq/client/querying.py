@@ -31,13 +31,15 @@ def read_image(file: str | Path, max_bytes: int) -> bytes:
 @dataclass(frozen=True)
 class QueryRequest:
     """What `cbirq query` and `POST /api/query` ask: index, cut-off, metric, ranking options
-    as given (None: the index model's default), shards."""
+    as given (None: the index model's default), shards, and a library path to leave out of
+    the results (the query image itself, for "more like this")."""
 
     index: str
     top: int = 5
     metric: str = "cosine"
     ranking: Mapping[str, object] = field(default_factory=dict)
     shards: int = 1
+    exclude: str | None = None
 
 
 def ask(store: Store, dispatcher: Dispatcher, request: QueryRequest, data: bytes) -> dict:
@@ -51,19 +53,29 @@ def ask(store: Store, dispatcher: Dispatcher, request: QueryRequest, data: bytes
         key = f"query:{uuid.uuid4().hex}"
         store.put_blobs({key: data}, QUERY_BLOB_TTL)
         source = {"blob": key}
+    # A path appears once in an index: one more result makes up for the one left out, and
+    # any worker, of any release, can answer it.
+    top = request.top + (request.exclude is not None)
     if request.shards > 1:
-        args = (request.top, request.metric, options, request.shards)
+        args = (top, request.metric, options, request.shards)
         answer = ranked(dispatcher, request.index, source, *args)
     else:
         answer = dispatcher.submit(
             RANK_TASK,
             index=request.index,
             query=source,
-            top=request.top,
+            top=top,
             metric=request.metric,
             options=options.as_dict(),
         ).get()
-    return {**answer, "ranking": options.describe()}
+    results = leave_out(answer["results"], request.exclude, request.top)
+    return {**answer, "results": results, "ranking": options.describe()}
+
+
+def leave_out(results: list[dict], path: str | None, top: int) -> list[dict]:
+    """The first `top` results but the one at `path`, ranked again from 1."""
+    kept = [hit for hit in results if hit["path"] != path][:top]
+    return [{**hit, "rank": rank} for rank, hit in enumerate(kept, start=1)]
 
 
 def shard_queues(shards: int) -> list[str]:

@@ -208,3 +208,15 @@ def test_messages_name_the_problem(library, tmp_path):
     one_line_error(
         run_cli("query", str(library / "q.png"), env=fresh), "run `cbirq index DIR` first"
     )
+
+
+def test_exclude_self_leaves_a_library_photo_out_of_its_own_results(library):
+    photo = str(library / "lib" / "set1" / "img004.png")
+    done = run_cli("query", photo, "-k", "4", "--json")
+    everything = json.loads(done.stdout)["results"]
+    assert everything[0]["path"] == photo and everything[0]["cosine"] > 0.999
+    done = run_cli("query", photo, "-k", "3", "--exclude-self", "--json")
+    others = json.loads(done.stdout)["results"]
+    assert [(h["rank"], h["path"]) for h in others] == [
+        (rank, h["path"]) for rank, h in enumerate(everything[1:], start=1)
+    ]
