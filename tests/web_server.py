@@ -1,16 +1,21 @@
-"""`cbirq serve` as a real process on a free loopback port, for the integration and browser
-tests."""
+"""`cbirq serve` as a real process on a free loopback port, and Debian's headless chromium
+driven by selenium: for the integration and browser tests and scripts/screenshots.py."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tests.cluster import free_port, wait_until
+
+if TYPE_CHECKING:
+    from selenium import webdriver
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,3 +49,19 @@ class WebServer:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
+
+
+def chromium(width: int = 1100, height: int = 900) -> webdriver.Chrome:
+    """The system's headless chromium through its chromedriver, in a window of this size."""
+    from selenium import webdriver  # the browser tests' and screenshots' alone
+    from selenium.webdriver.chrome.service import Service
+
+    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (binary and driver):
+        raise RuntimeError("chromium and chromedriver are not installed: scripts/test.sh does")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(flag)
+    options.add_argument(f"--window-size={width},{height}")
+    return webdriver.Chrome(service=Service(driver), options=options)

@@ -170,6 +170,12 @@ def _print_answer(answer: dict, index_name: str, metric: str, min_score: float |
     help="Leave out results whose cosine (the features' own, the second column; not the "
     "ranking's score) is below this [default: none].",
 )
+@click.option(
+    "--exclude-self",
+    is_flag=True,
+    help="Leave each FILE out of its own results when the index holds it (the same path), "
+    "and fill the top k from the rest.",
+)
 @ranking_options
 @click.option(
     "--shards",
@@ -195,6 +201,7 @@ def query(
     top: int,
     metric: str,
     min_score: float | None,
+    exclude_self: bool,
     shards: int | None,
     sheet: Path | None,
     paths_only: bool,
@@ -209,6 +216,7 @@ def query(
     \b
     Example:
       cbirq query q.jpg -k 10
+      cbirq query photos/cat.jpg --exclude-self   # more like a photo the index holds
       cbirq query q.jpg -f | xargs -d '\\n' ls -l
       find shots -name '*.jpg' | cbirq query - --json
     """
@@ -217,7 +225,16 @@ def query(
         raise CbirqError("--sheet draws one query: give a single FILE")
     api = client()
     answers = [
-        api.query(path, index_name, top, metric, shards=shards, min_score=min_score, **ranking)
+        api.query(
+            path,
+            index_name,
+            top,
+            metric,
+            shards=shards,
+            min_score=min_score,
+            exclude=path if exclude_self else None,
+            **ranking,
+        )
         for path in paths
     ]
     if sheet is not None:

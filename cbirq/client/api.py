@@ -152,6 +152,7 @@ class Client:
         shards=arg.Optional(arg.SHARDS),
         min_score=arg.Optional(arg.MIN_SCORE),
         label=arg.Optional(arg.TEXT),
+        exclude=arg.MAYBE_PATH,
         ranking=arg.RANKED,
     )
     def query(
@@ -164,18 +165,23 @@ class Client:
         shards: int | None = None,
         min_score: float | None = None,
         label: str | None = None,
+        exclude: str | Path | None = None,
         **ranking: bool | int | float | None,
     ) -> dict:
         """The `top` images of `index` most like `image` (a file, or its bytes), leaving out
         those whose plain cosine is below `min_score`; `cbirq query --json`. `label` names
         bytes in the answer's `query` (an image error about bytes does not name them).
+        `exclude`: a path the index holds to leave out, the top k filled from the rest (the
+        query image itself, for "more like this").
         `ranking`: plain, center, whiten, qe, qe_ratio, multiscale (unset: the index model's
         default)."""
         if isinstance(image, bytes):
             data, name = image, label or "-"
         else:
             data, name = read_image(image, self.settings.max_file_bytes), os.path.abspath(image)
-        request = QueryRequest(index, top, metric, ranking, shards or self.settings.rank_shards)
+        shards = shards or self.settings.rank_shards
+        left_out = None if exclude is None else os.path.abspath(exclude)  # as the index has it
+        request = QueryRequest(index, top, metric, ranking, shards, left_out)
         if not self.embedded:
             require(self.store, "query", *shard_queues(request.shards))
         try:

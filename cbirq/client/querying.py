@@ -32,13 +32,15 @@ def read_image(file: str | Path, max_bytes: int) -> bytes:
 @dataclass(frozen=True)
 class QueryRequest:
     """What `cbirq query` and `POST /api/query` ask: index, cut-off, metric, ranking options
-    as given (None: the index model's default), shards."""
+    as given (None: the index model's default), shards, and a library path to leave out of
+    the results (the query image itself, for "more like this")."""
 
     index: str
     top: int = 5
     metric: str = "cosine"
     ranking: Mapping[str, object] = field(default_factory=dict)
     shards: int = 1
+    exclude: str | None = None
 
 
 def ask(store: Store, dispatcher: Dispatcher, request: QueryRequest, data: bytes) -> dict:
@@ -52,23 +54,27 @@ def ask(store: Store, dispatcher: Dispatcher, request: QueryRequest, data: bytes
         key = f"query:{uuid.uuid4().hex}"
         store.put_blobs({key: data}, QUERY_BLOB_TTL)
         source = {"blob": key}
+    # A path appears once in an index: one more result makes up for the one left out, and
+    # any worker, of any release, can answer it.
+    top = request.top + (request.exclude is not None)
     if request.shards > 1:
-        args = (request.top, request.metric, options, request.shards)
+        args = (top, request.metric, options, request.shards)
         answer = ranked(dispatcher, request.index, source, *args)
     else:
         answer = dispatcher.submit(
             RANK_TASK,
             index=request.index,
             query=source,
-            top=request.top,
+            top=top,
             metric=request.metric,
             options=options.as_dict(),
         ).get()
-    weak = mark_weak(answer, info.model, request.metric)
-    return {**answer, "ranking": options.describe(), **weak}
+    results = leave_out(answer["results"], request.exclude, request.top)
+    weak = mark_weak(results, info.model, request.metric)
+    return {**answer, "results": results, "ranking": options.describe(), **weak}
 
 
-def mark_weak(answer: dict, model: str, metric: str) -> dict:
+def mark_weak(results: list[dict], model: str, metric: str) -> dict:
     """`weak_below`: the plain cosine under which the index's model rarely gives a real match
     (measured for the default features of a family; None elsewhere), and each result's `weak`:
     whether it is under it. A query against the wrong index says so instead of listing its
@@ -77,9 +83,15 @@ def mark_weak(answer: dict, model: str, metric: str) -> dict:
     line = family(spec.model).no_match_below
     if spec != family(spec.model).default_features:
         line = None
-    for hit in answer["results"]:
+    for hit in results:
         hit["weak"] = line is not None and plain_cosine(hit, metric) < line
     return {"weak_below": line}
+
+
+def leave_out(results: list[dict], path: str | None, top: int) -> list[dict]:
+    """The first `top` results but the one at `path`, ranked again from 1."""
+    kept = [hit for hit in results if hit["path"] != path][:top]
+    return [{**hit, "rank": rank} for rank, hit in enumerate(kept, start=1)]
 
 
 def shard_queues(shards: int) -> list[str]:

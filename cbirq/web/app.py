@@ -1,9 +1,9 @@
 """`cbirq serve`'s web app: the search page, thumbnails, jobs, and a JSON API.
 
-Starlette on uvicorn: a small ASGI toolkit (no ORM, templating or validation layer to carry),
-a test client, and an OpenAPI schema from the endpoints' docstrings. As datasette is handed
-its `Datasette`, the app is handed the `cbirq.Client` that `cbirq serve` made: every answer
-comes from it, so this module knows nothing of the store, Celery or the models.
+Starlette on uvicorn: a small ASGI toolkit (no ORM, templating or validation layer to carry)
+and a test client; the OpenAPI description is written out in cbirq.web.openapi. As datasette
+is handed its `Datasette`, the app is handed the `cbirq.Client` that `cbirq serve` made: every
+answer comes from it, so this module knows nothing of the store, Celery or the models.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
-from starlette.schemas import SchemaGenerator
 from starlette.staticfiles import StaticFiles
 
 from cbirq.errors import (
@@ -39,6 +38,7 @@ from cbirq.errors import (
 )
 from cbirq.web.gates import HostGate, TokenGate
 from cbirq.web.library import LibraryImage, ThumbCache, library_bytes, thumb_size
+from cbirq.web.openapi import OPENAPI
 from cbirq.web.uploads import Busy, TooLarge, TooSlow, Uploads
 
 if TYPE_CHECKING:
@@ -69,18 +69,7 @@ def create_app(client: Client, config: WebConfig) -> Starlette:
     searcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cbirq-query")
 
     async def search(request: Request) -> JSONResponse:
-        """
-        summary: Rank an index against a query image
-        description: >
-          Multipart form: `file` (the image) or `path` (an image of the index: "more like
-          this"); optional `index`, `top` (1-1000, default 5), `metric` (cosine|euclidean),
-          `plain` (true: plain cosine, no ranking options), `min_score` (leave out results
-          whose plain cosine is below it). Answers the object that
-          `cbirq query --json` prints. 400 bad image or option, 404 unknown index or path,
-          408 upload too slow, 413 upload too large, 503 too many uploads at once.
-        responses:
-          200: {description: the ranked results}
-        """
+        """An index ranked against an uploaded image or one the index holds."""
         async with uploads.held():
             return await query(request)
 
@@ -89,11 +78,11 @@ def create_app(client: Client, config: WebConfig) -> Starlette:
         form = await uploads.read_form(request)
         index = form.get("index") or config.default_index
         top, metric, plain, min_score = _options(form)
-        upload = form.get("file")
+        upload, exclude = form.get("file"), None
         if isinstance(upload, bytes) and upload:
             data, label = upload, form.get("filename") or "upload"
         elif form.get("path"):
-            label = form["path"]
+            label = exclude = form["path"]  # "more like this": the image is not its own result
             data = await run_in_threadpool(library_bytes, read, index, label)
         else:
             raise ImageError("send an image as `file` (or an indexed image's `path`)")
@@ -102,7 +91,14 @@ def create_app(client: Client, config: WebConfig) -> Starlette:
             answer = await loop.run_in_executor(
                 searcher,
                 lambda: client.query(
-                    data, index, top, metric, plain=plain, min_score=min_score, label=label
+                    data,
+                    index,
+                    top,
+                    metric,
+                    plain=plain,
+                    min_score=min_score,
+                    label=label,
+                    exclude=exclude,
                 ),
             )
         except ImageError as exc:
@@ -111,38 +107,19 @@ def create_app(client: Client, config: WebConfig) -> Starlette:
         return JSONResponse(answer, headers={"Server-Timing": spent})
 
     async def indexes(_: Request) -> JSONResponse:
-        """
-        summary: The indexes, with their model and image count
-        responses:
-          200: {description: "a list of {name, model, weights, dim, count, sources, updated}"}
-        """
         return JSONResponse(await run_in_threadpool(client.indexes))
 
+    async def defaults(_: Request) -> JSONResponse:
+        """What a request that names no index gets: `cbirq serve --index`'s."""
+        return JSONResponse({"index": config.default_index})
+
     async def jobs(_: Request) -> JSONResponse:
-        """
-        summary: Recent jobs of every kind (training, index runs), newest first, with state,
-          progress and why a queued one waits
-        responses:
-          200: {description: a list of job records (see docs/formats.md)}
-        """
         return JSONResponse(await run_in_threadpool(client.jobs, 50))
 
     async def job(request: Request) -> JSONResponse:
-        """
-        summary: One job's record, with its per-epoch history
-        responses:
-          200: {description: the job record}
-          404: {description: no such job}
-        """
         return JSONResponse(await run_in_threadpool(client.status, request.path_params["job"]))
 
     async def thumb(request: Request) -> Response:
-        """
-        summary: A JPEG thumbnail of an image the index holds (404 for any other path), fitted
-          in the first of 64, 128, 256, 512, 1024 px that is at least `size` (default 256)
-        responses:
-          200: {description: image/jpeg}
-        """
         index, path = _library_params(request, config)
         size = thumb_size(_int(request.query_params.get("size", "256"), "size"))
 
@@ -152,11 +129,6 @@ def create_app(client: Client, config: WebConfig) -> Starlette:
         return Response(await run_in_threadpool(make), media_type="image/jpeg", headers=_CACHE)
 
     async def original(request: Request) -> Response:
-        """
-        summary: The original file of an image the index holds (404 for any other path)
-        responses:
-          200: {description: the file as stored on disk}
-        """
         index, path = _library_params(request, config)
         data = await run_in_threadpool(library_bytes, read, index, path)
         kind = mimetypes.guess_type(path)[0] or "application/octet-stream"
@@ -168,21 +140,20 @@ def create_app(client: Client, config: WebConfig) -> Starlette:
 
         return serve_page
 
-    schemas = SchemaGenerator({"openapi": "3.0.0", "info": {"title": "cbirq", "version": "1"}})
-
-    async def openapi(request: Request) -> JSONResponse:
-        return JSONResponse(schemas.get_schema(routes=request.app.routes))
+    async def openapi(_: Request) -> JSONResponse:
+        return JSONResponse(OPENAPI)
 
     routes = [
-        Route("/", page("index.html"), include_in_schema=False),
-        Route("/jobs", page("jobs.html"), include_in_schema=False),
+        Route("/", page("index.html")),
+        Route("/jobs", page("jobs.html")),
         Route("/api/query", search, methods=["POST"]),
         Route("/api/indexes", indexes),
+        Route("/api/defaults", defaults),
         Route("/api/jobs", jobs),
         Route("/api/jobs/{job}", job),
         Route("/api/thumb", thumb),
         Route("/api/image", original),
-        Route("/api/openapi.json", openapi, include_in_schema=False),
+        Route("/api/openapi.json", openapi),
         Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers=_HANDLERS)

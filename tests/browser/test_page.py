@@ -3,33 +3,32 @@ driven by selenium), against `cbirq serve` as a process, in-process mode."""
 
 from __future__ import annotations
 
-import shutil
+import urllib.request
 
 import pytest
 from PIL import ImageOps
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from cbirq import settings
 from cbirq.store import open_store
 from cbirq.training.jobs import new_job
 from tests.conftest import make_library, make_photo, run_cli
-from tests.web_server import WebServer
+from tests.web_server import WebServer, chromium
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
+    """`cbirq serve --index page`, with 'album' listed before it in the picker."""
     root = tmp_path_factory.mktemp("site")
     env = {"CBIRQ_HOME": str(root / "home"), "CBIRQ_ENGINE": "torch"}
     make_library(root / "lib", 12)
-    done = run_cli("index", str(root / "lib"), "--index", "page", env=env)
-    assert done.returncode == 0, done.stderr
+    make_library(root / "other", 2, start=20)
+    for folder, name in (("lib", "page"), ("other", "album")):
+        done = run_cli("index", str(root / folder), "--index", name, env=env)
+        assert done.returncode == 0, done.stderr
     server = WebServer(env, root / "serve.log", "page")
     yield server.url, root, env
     server.stop()
@@ -37,14 +36,7 @@ def site(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    if not (CHROMIUM and DRIVER):
-        pytest.fail("chromium and chromedriver are not installed: scripts/test.sh installs them")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(flag)
-    options.add_argument("--window-size=1100,900")
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver = chromium()
     yield driver
     driver.quit()
 
@@ -68,30 +60,85 @@ def upload(driver, path) -> None:
     driver.find_element(By.ID, "file").send_keys(str(path))
 
 
-def test_upload_shows_the_grid_and_a_result_searches_again(site, browser):
-    url, root, _ = site
+def query_photo(root):
     query = root / "query.png"
     ImageOps.mirror(make_photo(7)).crop((4, 4, 90, 68)).save(query)
+    return query
+
+
+def test_upload_shows_the_grid_and_more_like_this_leaves_the_photo_out(site, browser):
+    url, root, _ = site
     browser.get(url)
-    upload(browser, query)
+    upload(browser, query_photo(root))
     tiles = results(browser)
     assert len(tiles) == 5
-    first = tiles[0]
-    assert first.find_element(By.CSS_SELECTOR, ".path").text.endswith("img007.png")
-    caption = first.find_element(By.CSS_SELECTOR, ".score").text
+    first = tiles[0].find_element(By.CSS_SELECTOR, ".path")
+    # Shown from the indexed folder down; the whole path is the tooltip.
+    assert first.text == "lib/set1/img007.png"
+    assert first.get_attribute("title") == str(root / "lib" / "set1" / "img007.png")
+    caption = tiles[0].find_element(By.CSS_SELECTOR, ".score").text
     assert caption.startswith("score 0.") and "· cosine 0." in caption
     assert browser.find_element(By.ID, "query-image").get_attribute("src").startswith("blob:")
 
-    clicked = tiles[2].find_element(By.CSS_SELECTOR, ".path").text
+    clicked = tiles[2].find_element(By.CSS_SELECTOR, ".path")
+    shown, full = clicked.text, clicked.get_attribute("title")
     tiles[2].find_element(By.TAG_NAME, "a").click()
     WebDriverWait(browser, 30).until(lambda d: "path=" in d.current_url)
     again = results(browser)
-    assert again[0].find_element(By.CSS_SELECTOR, ".path").text == clicked
-    assert browser.find_element(By.ID, "query-caption").text == clicked
+    paths = [tile.find_element(By.CSS_SELECTOR, ".path").get_attribute("title") for tile in again]
+    assert len(again) == 5 and full not in paths  # the top 5 of the others
+    assert browser.find_element(By.ID, "query-caption").text == shown
+    assert browser.find_element(By.ID, "query").is_displayed()
     assert not browser.find_element(By.ID, "error").is_displayed()
 
 
-def test_a_non_image_shows_an_error_in_the_page(site, browser):
+def test_the_page_opens_on_the_index_cbirq_serve_was_given(site, browser):
+    url, root, _ = site
+    browser.get(url)
+    upload(browser, query_photo(root))
+    assert Select(browser.find_element(By.ID, "index")).first_selected_option.text.startswith(
+        "page ("
+    )
+    results(browser)
+    assert " results from 'page' " in browser.find_element(By.ID, "status").text
+    browser.get(f"{url}/?index=album")  # the address still picks another
+    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#index option"))
+    assert Select(browser.find_element(By.ID, "index")).first_selected_option.text.startswith(
+        "album ("
+    )
+
+
+def test_a_result_opens_the_original_photo(site, browser):
+    url, root, _ = site
+    browser.get(url)
+    upload(browser, query_photo(root))
+    link = results(browser)[0].find_element(By.CSS_SELECTOR, "a.original")
+    assert link.text == "original"
+    link.click()
+    WebDriverWait(browser, 10).until(lambda d: len(d.window_handles) == 2)
+    browser.switch_to.window(browser.window_handles[1])
+    try:
+        shown = WebDriverWait(browser, 30).until(
+            lambda d: d.execute_script(
+                "const i = document.querySelector('img'); return i && i.naturalWidth"
+            )
+        )
+        assert shown == 96  # the photo itself, not its thumbnail
+        with urllib.request.urlopen(browser.current_url) as response:
+            assert response.read() == (root / "lib" / "set1" / "img007.png").read_bytes()
+    finally:
+        browser.close()
+        browser.switch_to.window(browser.window_handles[0])
+
+
+def test_no_query_image_shows_before_a_search(site, browser):
+    url, _, _ = site
+    browser.get(url)
+    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#index option"))
+    assert not browser.find_element(By.ID, "query").is_displayed()
+
+
+def test_a_non_image_shows_an_error_and_no_broken_query_image(site, browser):
     url, root, _ = site
     notes = root / "notes.txt"
     notes.write_text("not a picture")
@@ -101,6 +148,7 @@ def test_a_non_image_shows_an_error_in_the_page(site, browser):
     WebDriverWait(browser, 30).until(lambda d: error.is_displayed())
     assert "notes.txt: not an image" in error.text
     assert browser.find_elements(By.CSS_SELECTOR, "#results .result") == []
+    assert not browser.find_element(By.ID, "query").is_displayed()
 
 
 def test_the_jobs_page_shows_a_job_and_its_accuracy_curve(site, browser):
@@ -133,7 +181,8 @@ def test_the_jobs_page_shows_a_job_and_its_accuracy_curve(site, browser):
 
 def test_the_jobs_page_shows_an_index_job_with_its_progress(site, browser):
     url, root, env = site
-    (job,) = [j for j in open_store(settings.load(env)).jobs(50) if j["kind"] == "index"]
+    jobs = open_store(settings.load(env)).jobs(50)
+    (job,) = [j for j in jobs if j["kind"] == "index" and j["index"] == "page"]
     browser.get(f"{url}/jobs")
     row = WebDriverWait(browser, 30).until(
         lambda d: d.find_element(By.CSS_SELECTOR, f"tr.job[data-id='{job['id']}']")

@@ -239,3 +239,15 @@ def test_several_folders_in_one_command_and_the_default_index_from_the_environme
     assert [line.split(":")[0] for line in plain.stdout.splitlines()] == [
         "index 'mine' (efficientnet_lite0)"
     ] * 2
+
+
+def test_exclude_self_leaves_a_library_photo_out_of_its_own_results(library):
+    photo = str(library / "lib" / "set1" / "img004.png")
+    done = run_cli("query", photo, "-k", "4", "--json")
+    everything = json.loads(done.stdout)["results"]
+    assert everything[0]["path"] == photo and everything[0]["cosine"] > 0.999
+    done = run_cli("query", photo, "-k", "3", "--exclude-self", "--json")
+    others = json.loads(done.stdout)["results"]
+    assert [(h["rank"], h["path"]) for h in others] == [
+        (rank, h["path"]) for rank, h in enumerate(everything[1:], start=1)
+    ]

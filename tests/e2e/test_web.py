@@ -7,6 +7,8 @@ import json
 import os
 
 import pytest
+from openapi_schema_validator import OAS31Validator
+from openapi_spec_validator import validate
 from PIL import Image, ImageOps
 from starlette.testclient import TestClient
 
@@ -80,12 +82,14 @@ def test_options_top_metric_and_plain(client):
         assert hit["score"] == pytest.approx((2 - 2 * hit["cosine"]) ** 0.5, abs=1e-5)
 
 
-def test_more_like_this_queries_with_an_indexed_image(client, library):
+def test_more_like_this_leaves_the_image_itself_out(client, library):
     path = str(next(library.rglob("img003.png")))
-    answer = client.post("/api/query", data={"path": path}).json()
+    answer = client.post("/api/query", data={"path": path, "top": "11"}).json()
     assert answer["query"] == path
-    assert answer["results"][0]["path"] == path
-    assert answer["results"][0]["cosine"] == pytest.approx(1.0, abs=1e-4)
+    found = [hit["path"] for hit in answer["results"]]
+    assert len(found) == 11 and path not in found  # the other 11 of the 12
+    assert [hit["rank"] for hit in answer["results"]] == list(range(1, 12))
+    assert max(hit["cosine"] for hit in answer["results"]) < 0.999
 
 
 def test_bad_input_is_an_error_and_the_server_keeps_serving(client):
@@ -150,9 +154,35 @@ def test_a_token_is_required_on_every_request_when_set(library):
         assert client.get("/api/indexes").status_code == 200
 
 
-def test_openapi_schema_lists_the_api(client):
-    paths = client.get("/api/openapi.json").json()["paths"]
-    assert {"/api/query", "/api/indexes", "/api/jobs", "/api/thumb"} <= set(paths)
+def test_the_default_index_is_the_one_serve_was_given(client):
+    assert client.get("/api/defaults").json() == {"index": "web"}
+
+
+def test_openapi_is_valid_and_describes_every_endpoint_and_its_answers(client, library):
+    document = client.get("/api/openapi.json").json()
+    validate(document)  # openapi-spec-validator: what client generators need
+    api = {route.path for route in client.app.routes if route.path.startswith("/api/")}
+    assert set(document["paths"]) == api - {"/api/openapi.json"}
+
+    def check(path: str, method: str, status: str, instance: object) -> None:
+        operation = document["paths"][path][method]
+        schema = operation["responses"][status]["content"]["application/json"]["schema"]
+        validator = OAS31Validator({**schema, "components": document["components"]})
+        assert not [error.message for error in validator.iter_errors(instance)]
+
+    store = open_store(settings.load())
+    job = new_job({"epochs": 2, "schedule": "fast"}, None, None)
+    store.put_job(job)
+    query = client.post("/api/query", data={"path": str(next(library.rglob("img001.png")))})
+    check("/api/query", "post", "200", query.json())
+    check("/api/query", "post", "400", client.post("/api/query").json())
+    check("/api/indexes", "get", "200", client.get("/api/indexes").json())
+    check("/api/defaults", "get", "200", client.get("/api/defaults").json())
+    check("/api/jobs", "get", "200", client.get("/api/jobs").json())  # index and train
+    check("/api/jobs/{job}", "get", "200", client.get(f"/api/jobs/{job['id']}").json())
+    check("/api/jobs/{job}", "get", "404", client.get("/api/jobs/nope").json())
+    with pytest.raises(AssertionError, match="'path' is a required property"):
+        check("/api/query", "post", "200", {**query.json(), "results": [{"rank": 1}]})
 
 
 def test_serve_binds_loopback_by_default_and_says_so_otherwise():

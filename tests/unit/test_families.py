@@ -120,7 +120,7 @@ def test_results_under_a_models_no_match_line_are_marked_weak(model, line):
 
     hits = [{"rank": 1, "score": 0.9, "cosine": 0.8}, {"rank": 2, "score": 0.2, "cosine": 0.1}]
     euclidean = [{"rank": 1, "score": 0.2}, {"rank": 2, "score": 1.34}]  # 0.98 and 0.1 as cosine
-    assert mark_weak({"results": hits}, model, "cosine") == {"weak_below": line}
-    assert mark_weak({"results": euclidean}, model, "euclidean") == {"weak_below": line}
+    assert mark_weak(hits, model, "cosine") == {"weak_below": line}
+    assert mark_weak(euclidean, model, "euclidean") == {"weak_below": line}
     for marked in (hits, euclidean):
         assert [hit["weak"] for hit in marked] == ([False, True] if line else [False, False])

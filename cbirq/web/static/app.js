@@ -3,6 +3,7 @@
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
+const sources = new Map(); // index name -> the folders it was built from
 
 function showError(message) {
   $("error").textContent = message;
@@ -20,23 +21,46 @@ function libraryUrl(kind, index, path, extra = "") {
   return `/api/${kind}?index=${encodeURIComponent(index)}&path=${encodeURIComponent(path)}${extra}`;
 }
 
+// The index the address names, else the server's (`cbirq serve --index`).
 async function loadIndexes() {
-  const select = $("index");
-  const found = await api("/api/indexes");
-  select.replaceChildren(
+  const [found, defaults] = await Promise.all([api("/api/indexes"), api("/api/defaults")]);
+  const chosen = params.get("index") || defaults.index;
+  $("index").replaceChildren(
     ...found.map((info) => {
+      sources.set(info.name, info.sources);
       const option = new Option(`${info.name} (${info.model}, ${info.count} images)`, info.name);
-      option.selected = info.name === params.get("index");
+      option.selected = info.name === chosen;
       return option;
     }),
   );
   if (!found.length) showError("No index yet: run `cbirq index DIR` first.");
 }
 
+// A library path from the folder it was indexed from (`photos/2023/cat.jpg`): the machine's
+// own folders above it say nothing and leak into screenshots; the title keeps the whole path.
+function shortPath(index, path) {
+  const root = (sources.get(index) || [])
+    .filter((folder) => path.startsWith(`${folder}/`))
+    .sort((a, b) => b.length - a.length)[0];
+  return root ? path.slice(root.lastIndexOf("/") + 1) : path;
+}
+
+// Shown once the image has loaded: a file that is no image never shows as a broken one.
 function showQuery(src, caption) {
-  $("query").hidden = false;
+  $("query").hidden = true;
   $("query-image").src = src;
   $("query-caption").textContent = caption;
+}
+
+function originalLink(index, path) {
+  const link = document.createElement("a");
+  link.className = "original";
+  link.href = libraryUrl("image", index, path);
+  link.target = "_blank";
+  link.rel = "noopener";
+  link.textContent = "original";
+  link.title = "the photo itself, full size";
+  return link;
 }
 
 function resultTile(index, hit, metric) {
@@ -61,7 +85,9 @@ function resultTile(index, hit, metric) {
   score.title = "score: after the ranking options (centring, query expansion); cosine: plain";
   const path = document.createElement("p");
   path.className = "path";
-  path.textContent = hit.path;
+  path.textContent = shortPath(index, hit.path);
+  path.title = hit.path;
+  caption.append(originalLink(index, hit.path));
   item.append(link, caption, path);
   return item;
 }
@@ -103,7 +129,7 @@ function searchFile(file) {
 }
 
 function searchPath(index, path) {
-  showQuery(libraryUrl("thumb", index, path, "&size=256"), path);
+  showQuery(libraryUrl("thumb", index, path, "&size=256"), shortPath(index, path));
   search(queryForm({ path }));
 }
 
@@ -115,6 +141,8 @@ function restoreOptions() {
 
 function wire() {
   restoreOptions();
+  $("query-image").addEventListener("load", () => ($("query").hidden = false));
+  $("query-image").addEventListener("error", () => ($("query").hidden = true));
   $("file").addEventListener("change", (event) => searchFile(event.target.files[0]));
   const drop = $("drop");
   drop.addEventListener("dragover", (event) => {
