@@ -3,10 +3,11 @@ driven by selenium), against `cbirq serve` as a process, in-process mode."""
 
 from __future__ import annotations
 
+import json
 import urllib.request
 
 import pytest
-from PIL import ImageOps
+from PIL import Image, ImageOps
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -208,3 +209,20 @@ def test_a_token_in_the_address_is_taken_out_once_it_has_set_the_cookie(site, br
         assert browser.current_url == f"{server.url}/?top=3"  # the index list came by the cookie
     finally:
         server.stop()
+
+
+def test_results_that_are_no_likely_match_are_marked(site, browser):
+    """A query unlike anything in the library: the page dims and labels each result the API
+    marks `weak` (under the model's measured no-match line), and only those."""
+    url, root, env = site
+    stranger = root / "stranger.png"
+    Image.radial_gradient("L").convert("RGB").save(stranger)
+    answer = json.loads(run_cli("query", str(stranger), "-i", "page", "--json", env=env).stdout)
+    weak = [hit["weak"] for hit in answer["results"]]
+    assert any(weak), "the test needs a result under the line"
+    browser.get(url)
+    upload(browser, stranger)
+    tiles = results(browser)
+    assert ["weak" in tile.get_attribute("class").split() for tile in tiles] == weak
+    notes = [tile.find_elements(By.CSS_SELECTOR, ".weak-note") for tile in tiles]
+    assert [bool(found) and found[0].text == "no likely match" for found in notes] == weak

@@ -63,7 +63,7 @@ function originalLink(index, path) {
   return link;
 }
 
-function resultTile(index, hit, metric) {
+function resultTile(index, hit, metric, weakBelow) {
   const item = document.createElement("li");
   item.className = "result";
   const link = document.createElement("a");
@@ -88,6 +88,15 @@ function resultTile(index, hit, metric) {
   path.textContent = shortPath(index, hit.path);
   path.title = hit.path;
   caption.append(originalLink(index, hit.path));
+  if (hit.weak) {
+    // Under the model's measured no-match line: shown, but not passed off as an answer.
+    item.classList.add("weak");
+    const note = document.createElement("span");
+    note.className = "weak-note";
+    note.textContent = "no likely match";
+    note.title = `cosine under ${weakBelow}: rarely a real match for this model`;
+    caption.append(" ", note);
+  }
   item.append(link, caption, path);
   return item;
 }
@@ -103,7 +112,9 @@ async function search(form) {
       `${answer.results.length} results from '${answer.index}' (${answer.model}), ` +
       `${answer.ranking}, in ${seconds} s`;
     $("results").replaceChildren(
-      ...answer.results.map((hit) => resultTile(answer.index, hit, answer.metric)),
+      ...answer.results.map((hit) =>
+        resultTile(answer.index, hit, answer.metric, answer.weak_below),
+      ),
     );
   } catch (error) {
     $("status").textContent = "";
