@@ -174,7 +174,39 @@ def plan_run(store: Store, job: IndexJob) -> tuple[Summary, list[dict], list[str
         work.extract += [{"path": p, "hash": h} for p, h in work.reuse if p in gone]
         summary.reused = len(work.reuse) - len(gone)
         summary.indexed += summary.reused
-    return summary, work.extract, gone_paths(job, entries, found) if job.prune else []
+    extract, borrowed = borrow_features(store, job, work.extract)
+    summary.reused += borrowed
+    summary.indexed += borrowed
+    return summary, extract, gone_paths(job, entries, found) if job.prune else []
+
+
+BORROW_BATCH = 4096  # features read from another index at once (about 20 MB at 1280-d)
+
+
+def borrow_features(store: Store, job: IndexJob, items: list[dict]) -> tuple[list[dict], int]:
+    """Add the items ({path, hash}) whose features another index of the same model and weights
+    holds (features are a function of the image's bytes and the model: the same photo in a
+    second index, or `cbirq eval` of an indexed folder, is not extracted again). Returns the
+    items left to extract and how many were added."""
+    others = [
+        info.name
+        for info in store.indexes()
+        if info.name != job.index and (info.model, info.weights) == (job.model, job.weights)
+    ]
+    left, added = list(items), 0
+    for name in others:
+        have: set[str] = set()
+        for start in range(0, len(left), BORROW_BATCH):
+            batch = left[start : start + BORROW_BATCH]
+            hashes = sorted(store.known_hashes(name, {item["hash"] for item in batch}))
+            found = {h: data for h, data in zip(hashes, store.features(name, hashes)) if data}
+            entries = [(item["path"], item["hash"]) for item in batch if item["hash"] in found]
+            if entries:
+                gone = set(store.add(job.index, entries, found, job.index_id))
+                have |= {digest for path, digest in entries if path not in gone}
+        added += sum(item["hash"] in have for item in left)
+        left = [item for item in left if item["hash"] not in have]
+    return left, added
 
 
 def run_index(

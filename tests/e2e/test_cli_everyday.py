@@ -251,3 +251,14 @@ def test_exclude_self_leaves_a_library_photo_out_of_its_own_results(library):
     assert [(h["rank"], h["path"]) for h in others] == [
         (rank, h["path"]) for rank, h in enumerate(everything[1:], start=1)
     ]
+
+
+def test_features_an_index_of_the_same_model_holds_are_not_extracted_again(library):
+    lib = str(library / "lib")
+    again = json.loads(run_cli("index", lib, "-i", "copy", "--json").stdout)
+    assert (again["total"], again["indexed"], again["reused"]) == (9, 9, 9)
+    for name in ("default", "copy"):
+        run_cli("export", "-i", name, str(library / f"{name}.npy"))
+    assert np.array_equal(np.load(library / "default.npy"), np.load(library / "copy.npy"))
+    other = json.loads(run_cli("index", lib, "-i", "flipped", "--flip", "--json").stdout)
+    assert (other["indexed"], other["reused"]) == (9, 0), "other features are extracted"
