@@ -16,7 +16,7 @@ from cbirq.errors import CbirqError
 from cbirq.settings import ENGINES
 
 
-def _print_summary(summary: dict) -> None:
+def _print_summary(summary: dict, directory: Path) -> None:
     click.echo(
         f"index '{summary['index']}' ({summary['model']}): {summary['total']} images found, "
         f"{summary['indexed']} indexed ({summary['reused']} reused), {summary['skipped']} "
@@ -24,6 +24,12 @@ def _print_summary(summary: dict) -> None:
     )
     for failure in summary["failed"]:
         click.echo(f"  failed: {failure['path']}: {failure['error']}", err=True)
+    if summary.get("missing"):
+        click.echo(
+            f"  {summary['missing']} indexed files under {directory} are gone: "
+            f"`cbirq index {directory} --prune` drops them",
+            err=True,
+        )
 
 
 @click.command()
@@ -109,7 +115,7 @@ def _index_one(
         click.echo(f"index job {found['id']} is {found['state']}: cbirq wait {found['id'][:6]}",
                    err=True)  # fmt: skip
     else:
-        _print_summary(found)
+        _print_summary(found, directory)
     return found
 
 

@@ -68,6 +68,7 @@ def new_index_record(job, planned, to_extract: int, needs_client: bool) -> dict:
         "failed": len(planned.failed),
         "failures": planned.failed[:FAILURES_KEPT],
         "pruned": 0,
+        "missing": planned.missing,
         "rate": None,
         "notes": [],
         "error": None,
@@ -108,5 +109,6 @@ def summary(record: dict, failures: list[dict]) -> dict:
         "state": record["state"],
         "total": record["found"],
         **{key: record[key] for key in keys},
+        "missing": record.get("missing", 0),  # a record of an older release has none
         "failed": failures,
     }

@@ -98,6 +98,7 @@ class Summary:
     reused: int = 0
     skipped: int = 0
     pruned: int = 0
+    missing: int = 0  # entries under the folder whose files are gone, kept without --prune
     failed: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -177,7 +178,9 @@ def plan_run(store: Store, job: IndexJob) -> tuple[Summary, list[dict], list[str
     extract, borrowed = borrow_features(store, job, work.extract)
     summary.reused += borrowed
     summary.indexed += borrowed
-    return summary, extract, gone_paths(job, entries, found) if job.prune else []
+    gone = gone_paths(job, entries, found)
+    summary.missing = 0 if job.prune else len(gone)
+    return summary, extract, gone if job.prune else []
 
 
 BORROW_BATCH = 4096  # features read from another index at once (about 20 MB at 1280-d)

@@ -118,6 +118,22 @@ def test_reindexing_is_incremental_and_prune_drops_missing_files(tmp_path):
     assert [(i["name"], i["count"], i["dim"]) for i in listed] == [("default", 6, 1280)]
 
 
+def test_files_gone_since_the_last_run_are_named_with_the_flag_that_drops_them(tmp_path):
+    lib = tmp_path / "lib"
+    paths = make_library(lib, 4)
+    assert run_cli("index", str(lib)).returncode == 0
+    paths[0].unlink()
+    paths[1].unlink()
+    done = run_cli("index", str(lib))
+    assert done.returncode == 0, done.stderr
+    hint = f"2 indexed files under {lib} are gone: `cbirq index {lib} --prune` drops them"
+    assert hint in done.stderr
+    again = json.loads(run_cli("index", str(lib), "--json").stdout)
+    assert again["missing"] == 2 and again["pruned"] == 0
+    pruned = json.loads(run_cli("index", str(lib), "--prune", "--json").stdout)
+    assert (pruned["missing"], pruned["pruned"]) == (0, 2)
+
+
 def test_a_folder_of_odd_images_is_indexed_and_bad_files_reported(tmp_path):
     lib = tmp_path / "lib"
     lib.mkdir()
