@@ -84,7 +84,7 @@ def _lite(member: int, crop: int, ranking: RankOptions, no_match_below: float | 
 # No likely match below these plain cosines: on the validation splits, 99% of queries have a
 # relevant image nearer than that (scripts/bench_nomatch.py; held-out figures in
 # docs/benchmarks.md).
-LITE0_NO_MATCH, LITE1_NO_MATCH, LITE2_NO_MATCH = 0.416, None, None
+LITE0_NO_MATCH, LITE1_NO_MATCH, LITE2_NO_MATCH = 0.416, 0.437, 0.448
 _FAMILIES = (
     # validation: plain mAP 0.3184 / 0.5576, N-S 3.165; this 0.3528 / 0.5944, N-S 3.189.
     _lite(0, 224, RankOptions(center=True, qe=3, qe_ratio=0.8), LITE0_NO_MATCH),
