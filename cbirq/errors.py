@@ -4,6 +4,10 @@ Celery re-raises them on the client from the JSON result (module and class name)
 must stay importable without torch.
 """
 
+from __future__ import annotations
+
+from pathlib import Path
+
 
 class CbirqError(Exception):
     """A user-facing error: bad input, missing data, unreachable services."""
@@ -59,3 +63,11 @@ def connection_message(exc: BaseException) -> str:
             "(CBIRQ_REDIS_MAXMEMORY in compose) or free space with `cbirq rm INDEX`"
         )
     return f"lost the connection to Redis or the broker: {exc}"
+
+
+def refuse_overwrite(force: bool, *paths: Path) -> None:
+    """Refuse, before any work, to replace a file the user has (checkpoints take hours): the
+    rule of every file cbirq writes where the user says (exports, checkpoints, sheets)."""
+    there = [str(p) for p in paths if p.is_file()]  # /dev/null and the like are fine
+    if there and not force:
+        raise CbirqError(f"{', '.join(there)} exists: pass --force to overwrite it")

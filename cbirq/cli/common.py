@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import click
 
 from cbirq import settings as settings_module
 from cbirq.client.api import Client
 from cbirq.errors import CbirqError
+from cbirq.errors import refuse_overwrite as refuse_overwrite  # the commands' rule, with --force
 
 
 def load_settings() -> settings_module.Settings:
@@ -64,10 +64,3 @@ def progress_bars(enabled: bool) -> Callable[[int], Callable[[int], None]]:
 
 
 force_option = click.option("--force", is_flag=True, help="Overwrite output files that exist.")
-
-
-def refuse_overwrite(force: bool, *paths: Path) -> None:
-    """Refuse, before any work, to replace a file the user has (checkpoints take hours)."""
-    there = [str(p) for p in paths if p.is_file()]  # /dev/null and the like are fine
-    if there and not force:
-        raise CbirqError(f"{', '.join(there)} exists: pass --force to overwrite it")

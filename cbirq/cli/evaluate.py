@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from cbirq.arguments import KS
-from cbirq.cli.common import client, echo_json, json_option, progress_bars
+from cbirq.cli.common import client, echo_json, force_option, json_option, progress_bars
 from cbirq.cli.options import model_options, ranking_options
 from cbirq.client.evaluating import SHEETS
 
@@ -82,8 +82,10 @@ def _print_report(report: dict, ks: list[int]) -> None:
     "--sheet",
     "sheet_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help=f"Write contact sheets of {SHEETS} queries into this folder.",
+    help=f"Draw contact sheets of {SHEETS} queries into this folder (NN-LABEL-NAME.png); "
+    "an existing file is not replaced without --force.",
 )
+@force_option
 @json_option
 def evaluate(
     library: Path,
@@ -98,6 +100,7 @@ def evaluate(
     ks: list[int],
     keep: bool,
     sheet_dir: Path | None,
+    force: bool,
     as_json: bool,
     **ranking: object,
 ) -> None:
@@ -122,6 +125,7 @@ def evaluate(
         ks=ks,
         keep=keep,
         sheet_dir=sheet_dir,
+        force=force,
         pool=pool,
         flip=flip,
         chunk=chunk,

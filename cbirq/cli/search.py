@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
 import click
 
 from cbirq import arguments as arg
-from cbirq.cli.common import client, echo_json, index_option, json_option
+from cbirq.cli.common import (
+    client,
+    echo_json,
+    force_option,
+    index_option,
+    json_option,
+    refuse_overwrite,
+)
 from cbirq.cli.options import Checked, model_options, ranking_options
 from cbirq.cli.progress import IndexProgressLine
 from cbirq.client.api import Client
@@ -151,6 +159,17 @@ def _print_answer(answer: dict, index_name: str, metric: str, min_score: float |
         click.echo(f"* cosine under {answer['weak_below']:g}: rarely a real match")
 
 
+def _sheet_files(sheet: Path, queries: list[str]) -> list[Path]:
+    """One sheet a query in the folder `sheet`; NAME.png is that one file (one query only)."""
+    from cbirq.embed.sheet import sheet_name
+
+    if sheet.suffix.lower() != ".png":
+        return [sheet / sheet_name(f"{n:02d}", Path(q).stem) for n, q in enumerate(queries, 1)]
+    if len(queries) > 1:
+        raise CbirqError(f"--sheet {sheet} is one file: give a folder for several queries")
+    return [sheet]
+
+
 @click.command()
 @click.argument("files", nargs=-1, required=True, metavar="FILE...")
 @index_option
@@ -191,9 +210,11 @@ def _print_answer(answer: dict, index_name: str, metric: str, min_score: float |
 )
 @click.option(
     "--sheet",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Also draw the query and its results with rank and score into this PNG (one query only).",
+    type=click.Path(path_type=Path),
+    help="Also draw each query and its results into this folder (NN-NAME.png, one a query; "
+    "NAME.png: that one file, for one query); an existing file is not replaced without --force.",
 )
+@force_option
 @click.option(
     "--paths-only",
     "-f",
@@ -210,6 +231,7 @@ def query(
     exclude_self: bool,
     shards: int | None,
     sheet: Path | None,
+    force: bool,
     paths_only: bool,
     as_json: bool,
     **ranking: object,
@@ -227,8 +249,8 @@ def query(
       find shots -name '*.jpg' | cbirq query - --json
     """
     paths = _query_files(files)
-    if sheet is not None and len(paths) > 1:
-        raise CbirqError("--sheet draws one query: give a single FILE")
+    sheets = _sheet_files(sheet, paths) if sheet is not None else []
+    refuse_overwrite(force, *sheets)  # before the queries run
     api = client()
     answers = [
         api.query(
@@ -243,10 +265,11 @@ def query(
         )
         for path in paths
     ]
-    if sheet is not None:
-        from cbirq.embed.sheet import query_sheet, save
+    if sheets:
+        from cbirq.embed.sheet import query_sheet, write_sheets
 
-        save(query_sheet(answers[0], api.read_file), sheet)
+        draw = [functools.partial(query_sheet, answer, api.read_file) for answer in answers]
+        write_sheets(list(zip(sheets, draw)), force)
     several = len(files) > 1 or files[0] == "-"  # by what was asked, not by how many came
     if as_json:
         echo_json(answers if several else answers[0])
@@ -260,5 +283,5 @@ def query(
         if n:
             click.echo()
         _print_answer(answer, index_name, metric, min_score)
-    if sheet is not None:
-        click.echo(f"contact sheet: {sheet}", err=paths_only)
+    for out in sheets:
+        click.echo(f"contact sheet: {out}", err=paths_only)

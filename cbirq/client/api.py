@@ -226,6 +226,7 @@ class Client:
         ks=arg.Optional(arg.KS),
         keep=arg.FLAG,
         sheet_dir=arg.MAYBE_PATH,
+        force=arg.FLAG,
         progress=arg.FUNCTION,
         on_failure=arg.FUNCTION,
         ranking=arg.RANKED,
@@ -242,6 +243,7 @@ class Client:
         ks: list[int] | None = None,
         keep: bool = False,
         sheet_dir: str | Path | None = None,
+        force: bool = False,
         pool: str | None = None,
         flip: bool | None = None,
         chunk: int = 64,
@@ -250,7 +252,8 @@ class Client:
         **ranking: bool | int | float | None,
     ) -> dict:
         """Retrieval quality on labelled images; `cbirq eval --json`. Images that cannot be
-        indexed are left out, each passed to `on_failure`."""
+        indexed are left out, each passed to `on_failure`. Sheets go into `sheet_dir`; none
+        when one would replace a file, unless `force`."""
         spec, weights = feature_model(self.store, model, weights, pool, flip)
 
         def index_folder(folder: Path, name: str, spec: str, weights: str) -> None:
@@ -271,6 +274,7 @@ class Client:
             ks=ks or [1, 5, 10],
             keep=keep,
             sheet_dir=path(sheet_dir),
+            force=force,
             ranking=ranking,
         )
         return run_eval(self.store, index_folder, request, self.read_file)

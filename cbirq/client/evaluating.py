@@ -9,6 +9,7 @@ evaluation's own indexes live as long as it does, unless it is asked to keep the
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import re
@@ -27,6 +28,8 @@ from cbirq.rank.options import RankOptions
 from cbirq.store import Store
 
 if TYPE_CHECKING:  # numpy stays out of the CLI's import
+    from PIL.Image import Image
+
     from cbirq.evaluation.retrieval import Labelled, Outcome
 
 Folder = tuple[str, list[str], list[str]]  # index, image paths, their labels
@@ -50,6 +53,7 @@ class EvalRequest:
     ks: list[int] = field(default_factory=lambda: [1, 5, 10])
     keep: bool = False
     sheet_dir: Path | None = None
+    force: bool = False  # sheets may replace files
     ranking: dict = field(default_factory=dict)
 
 
@@ -95,7 +99,7 @@ def run_eval(
             (q_index, q_paths, q_labels),
             options,
             request.ks,
-            request.sheet_dir,
+            (request.sheet_dir, request.force),
             f"{spec} ({weights}), {options.describe()}",
             read,
         )
@@ -157,13 +161,13 @@ def _write_sheets(
     folder: Path,
     title: str,
     read: Callable[[str], bytes],
+    force: bool,
 ) -> None:
-    from cbirq.embed.sheet import Tile, contact_sheet, hit_tile, save
+    from cbirq.embed.sheet import Tile, contact_sheet, hit_tile, sheet_name, write_sheets
 
-    labels = [queries.labels[q] for q in outcome.queries]
-    for n, at in enumerate(_sample(labels, SHEETS), start=1):
+    def sheet(at: int) -> Image:
         q = outcome.queries[at]
-        label, path = queries.labels[q], queries.paths[q]
+        label = queries.labels[q]
         hits = [
             hit_tile(
                 rank,
@@ -173,9 +177,17 @@ def _write_sheets(
             )
             for rank, (row, score) in enumerate(zip(outcome.top[at], outcome.scores[at]), 1)
         ]
-        tile = Tile(path, (f"query: {label}", os.path.basename(path)), "query")
-        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{n:02d}-{label}-{Path(path).stem}")
-        save(contact_sheet(tile, hits, title, read), folder / f"{name}.png")
+        return contact_sheet(Tile(queries.paths[q], f"query: {label}", "query"), hits, title, read)
+
+    labels = [queries.labels[q] for q in outcome.queries]
+    chosen = _sample(labels, SHEETS)
+    names = [
+        sheet_name(f"{n:02d}", labels[at], Path(queries.paths[outcome.queries[at]]).stem)
+        for n, at in enumerate(chosen, start=1)
+    ]
+    write_sheets(
+        [(folder / name, functools.partial(sheet, at)) for name, at in zip(names, chosen)], force
+    )
 
 
 def _evaluate(
@@ -184,7 +196,7 @@ def _evaluate(
     queries: Folder,
     options: RankOptions,
     ks: list[int],
-    sheet_dir: Path | None,
+    sheets: tuple[Path | None, bool],
     title: str,
     read: Callable[[str], bytes],
 ) -> dict:
@@ -194,8 +206,9 @@ def _evaluate(
     if not lib.paths or not qs.paths:
         raise CbirqError("nothing to evaluate: no image of the folder could be indexed")
     outcome = evaluate(lib, qs, ks, options.qe, options.qe_ratio)
-    if sheet_dir is not None:
-        _write_sheets(outcome, lib, qs, sheet_dir, title, read)
+    folder, force = sheets
+    if folder is not None:
+        _write_sheets(outcome, lib, qs, folder, title, read, force)
     return {
         "index": library[0],
         "query_index": queries[0],

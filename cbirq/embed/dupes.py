@@ -14,8 +14,9 @@ BOOST when the features agree well (cosine >= AGREE): a strongly brightened copy
 pixel agreement but keeps its features, while two smooth, low-texture pictures (sky, blurred
 photos) can correlate by accident but their features tell them apart.
 
-Groups do not chain through one link: two groups merge only when most of the pairs between
-them are duplicates (copies of one picture are copies of each other).
+Groups do not chain through one link: every member's mean score with the other members of its
+group must reach the threshold too (copies of one picture are copies of each other), so one
+false pair cannot pull a different picture into a group of copies.
 
 Candidates never need the n x n matrix: rows are compared in blocks, and a low-dimensional
 projection with an exact bound on what it leaves out discards most pairs before the full
@@ -56,7 +57,7 @@ class Pair:
     first: int
     second: int
     cosine: float
-    score: float | None = None  # see score(); None when the pixels could not be checked
+    score: float | None = None  # see PairScores; None until checked
 
 
 def _projection(matrix: np.ndarray, dims: int) -> np.ndarray:
@@ -185,40 +186,53 @@ def score(cosine: float, match: float) -> float:
     return match + WEIGHT * (cosine - PIVOT) + (BOOST if cosine >= AGREE else 0.0)
 
 
+class PairScores:
+    """Any pair's score, computed once (sketches too, however many pairs an image is in).
+    `load(i)`: row i's sketch, None when its file cannot be read; a pair without both sketches
+    scores its cosine when that reaches `sure` (features nearly identical), else 0."""
+
+    def __init__(
+        self, matrix: np.ndarray, load: Callable[[int], Sketch | None], sure: float = SURE
+    ) -> None:
+        self.matrix, self.load, self.sure = matrix, load, sure
+        self.sketches: dict[int, Sketch | None] = {}
+        self.known: dict[tuple[int, int], float] = {}
+
+    def sketch(self, i: int) -> Sketch | None:
+        if i not in self.sketches:
+            self.sketches[i] = self.load(i)
+        return self.sketches[i]
+
+    def unreadable(self) -> list[int]:
+        """The rows whose files could not be read for the check, so far."""
+        return sorted(i for i, found in self.sketches.items() if found is None)
+
+    def __call__(self, i: int, j: int) -> float:
+        key = (min(i, j), max(i, j))
+        if key not in self.known:
+            cosine = float(self.matrix[i] @ self.matrix[j])
+            a, b = self.sketch(i), self.sketch(j)
+            if a is None or b is None:
+                self.known[key] = cosine if cosine >= self.sure else 0.0
+            else:
+                self.known[key] = score(cosine, local_match(a, b))
+        return self.known[key]
+
+
 def confirm(
-    pairs: Sequence[Pair],
-    load: Callable[[int], Sketch | None],
-    threshold: float = THRESHOLD,
-    sure: float = SURE,
+    pairs: Sequence[Pair], scores: Callable[[int, int], float], threshold: float = THRESHOLD
 ) -> list[Pair]:
-    """The pairs that are duplicates: score >= `threshold`, or, where a sketch is missing
-    (`load(i)` gives None when the file cannot be read), cosine >= `sure`."""
-    sketches: dict[int, Sketch | None] = {}
-
-    def get(i: int) -> Sketch | None:
-        if i not in sketches:
-            sketches[i] = load(i)
-        return sketches[i]
-
-    kept = []
-    for pair in pairs:
-        a, b = get(pair.first), get(pair.second)
-        if a is None or b is None:
-            if pair.cosine >= sure:
-                kept.append(pair)
-            continue
-        found = score(pair.cosine, local_match(a, b))
-        if found >= threshold:
-            kept.append(Pair(pair.first, pair.second, pair.cosine, found))
-    return kept
+    """The pairs that are duplicates (score >= `threshold`), with their score."""
+    scored = (Pair(p.first, p.second, p.cosine, scores(p.first, p.second)) for p in pairs)
+    return [pair for pair in scored if (pair.score or 0.0) >= threshold]
 
 
 def file_sketches(
     paths: Sequence[str], read: Callable[[str], bytes]
 ) -> Callable[[int], Sketch | None]:
-    """`load` for `confirm`: the sketch of paths[i] as `read` gives its bytes (a regular file,
-    size-capped: a path that became a FIFO must not hang the check), None when the file is gone
-    or unreadable."""
+    """`load` for `PairScores`: the sketch of paths[i] as `read` gives its bytes (a regular
+    file, size-capped: a path that became a FIFO must not hang the check), None when the file
+    is gone or unreadable."""
 
     def load(i: int) -> Sketch | None:
         try:
@@ -229,25 +243,33 @@ def file_sketches(
     return load
 
 
-def groups(count: int, pairs: Sequence[Pair]) -> list[list[int]]:
-    """Groups of rows joined by the pairs, each sorted, largest groups first. Strongest pairs
-    first; a pair joins two groups only when at least half of the pairs between their members
-    are duplicates too, so one false pair cannot chain two groups into one."""
-    linked = {(min(p.first, p.second), max(p.first, p.second)) for p in pairs}
-    owner = list(range(count))
+def groups(
+    pairs: Sequence[Pair], scores: Callable[[int, int], float], threshold: float = THRESHOLD
+) -> list[dict[int, float]]:
+    """Groups joined by the duplicate pairs, each {row: its mean score with the other members},
+    largest first. Strongest pairs first, two groups merge only when every member of the merged
+    group keeps a mean score of at least `threshold` with the others: one false pair cannot pull
+    an image into a group (nor chain two groups), while a copy whose pair with another copy
+    falls a little short still joins on its stronger pairs."""
+    owner: dict[int, int] = {}
     members: dict[int, list[int]] = {}
-    for pair in sorted(pairs, key=lambda p: -(p.cosine if p.score is None else p.score)):
-        a, b = owner[pair.first], owner[pair.second]
+    sums: dict[int, float] = {}  # a member's summed score with the other members
+    for pair in sorted(pairs, key=lambda p: -(p.score or 0.0)):
+        a, b = owner.get(pair.first, pair.first), owner.get(pair.second, pair.second)
         if a == b:
             continue
         left, right = members.get(a, [a]), members.get(b, [b])
-        support = sum((min(x, y), max(x, y)) in linked for x in left for y in right)
-        if 2 * support >= len(left) * len(right):
-            for x in right:
-                owner[x] = a
-            members[a] = left + right
-            members.pop(b, None)
-    return sorted((sorted(m) for m in members.values()), key=lambda m: (-len(m), m[0]))
+        cross = np.array([[scores(x, y) for y in right] for x in left])
+        merged = dict(zip(left, cross.sum(1))) | dict(zip(right, cross.sum(0)))
+        merged = {m: sums.get(m, 0.0) + float(add) for m, add in merged.items()}
+        if min(merged.values()) < threshold * (len(merged) - 1):
+            continue
+        sums |= merged
+        owner |= dict.fromkeys(right, a) | {a: a}
+        members[a] = left + right
+        members.pop(b, None)
+    found = [{m: sums[m] / (len(g) - 1) for m in sorted(g)} for g in members.values()]
+    return sorted(found, key=lambda g: (-len(g), min(g)))
 
 
 def _box():

@@ -39,6 +39,17 @@ def _open(source: bytes | str | Path) -> Image.Image:
         raise ImageError(f"cannot open image: {type(exc).__name__}: {exc}") from None
 
 
+def image_size(source: bytes | str | Path) -> tuple[int, int]:
+    """(width, height) as shown (EXIF orientation applied), from the header alone."""
+    img = _open(source)
+    width, height = img.size
+    try:
+        turned = img.getexif().get(0x0112) in (5, 6, 7, 8)  # rotated a quarter turn
+    except Exception:  # a broken EXIF block says nothing about the size
+        turned = False
+    return (height, width) if turned else (width, height)
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         img = img.convert("I")

@@ -2,13 +2,17 @@
 
 The query stands in the first column; the results fill a grid beside it, row by row. Every
 tile is the same square with the image fitted inside (aspect kept) and two caption lines
-under it: rank and score, then the file name. A file that cannot be read gets a grey
-placeholder saying why, so a moved library still gives a sheet.
+under it: rank and score, then as much of the file's path as tells it from the sheet's other
+files. A file that cannot be read gets a grey placeholder saying why, so a moved library still
+gives a sheet.
+
+Every command writes its sheets the same way: into a folder, never over a file without --force.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +20,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from cbirq.embed.images import load_rgb
-from cbirq.errors import CbirqError, ImageError
+from cbirq.errors import CbirqError, ImageError, refuse_overwrite
 
 THUMB = 160  # px, the side of every image square
 PAD = 12  # px around and between tiles
@@ -34,7 +38,7 @@ BORDER = 4
 @dataclass
 class Tile:
     path: str | None  # the image file; None: a placeholder
-    lines: tuple[str, str]  # caption: rank and score (or "query"), then the file name
+    caption: str  # above the file's name: rank and score, or "query"
     mark: str | None = None  # a coloured border: one of MARKS
 
 
@@ -109,14 +113,16 @@ def contact_sheet(
         anchor="lm",
         font=_font(16),
     )
-    for slot, tile in enumerate([query, *hits]):
+    tiles = [query, *hits]
+    names = short_names([tile.path or "" for tile in tiles])
+    for slot, (tile, name) in enumerate(zip(tiles, names)):
         x, y = tile_origin(slot, columns, thumb)
         sheet.paste(_thumbnail(tile.path, thumb, read), (x, y))
         if tile.mark:
             draw.rectangle(
                 [x, y, x + thumb - 1, y + thumb - 1], outline=MARKS[tile.mark], width=BORDER
             )
-        for i, line in enumerate(tile.lines):
+        for i, line in enumerate((tile.caption, name)):
             draw.text(
                 (x + thumb / 2, y + thumb + 4 + 18 * i),
                 _fit(line, thumb, 14),
@@ -135,14 +141,41 @@ def save(sheet: Image.Image, out: Path) -> None:
         raise CbirqError(f"cannot write the contact sheet {out}: {exc.strerror or exc}") from None
 
 
+def short_names(paths: Sequence[str]) -> list[str]:
+    """Each path's shortest tail that no other path here ends with: `a/IMG_1.jpg` and
+    `b/IMG_1.jpg` where two folders reuse a name, `IMG_1.jpg` alone otherwise."""
+    parts = [Path(p).parts for p in paths]
+    names = []
+    for mine in parts:
+        others = [other for other in parts if other != mine]
+        n = 1
+        while n < len(mine) and any(other[-n:] == mine[-n:] for other in others):
+            n += 1
+        names.append(os.path.join(*mine[-n:]) if mine else "")
+    return names
+
+
+def sheet_name(*words: str) -> str:
+    """A sheet's file name from its words, safe in any folder."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", "-".join(words)) + ".png"
+
+
+def write_sheets(sheets: Sequence[tuple[Path, Callable[[], Image.Image]]], force: bool) -> None:
+    """Draw and save each (file, drawing); none at all when one would replace a file and not
+    `force`."""
+    refuse_overwrite(force, *(out for out, _ in sheets))
+    for out, draw in sheets:
+        save(draw(), out)
+
+
 def hit_tile(rank: int, path: str, score: float, mark: str | None = None) -> Tile:
-    return Tile(path, (f"#{rank}   {score:.4f}", os.path.basename(path)), mark)
+    return Tile(path, f"#{rank}   {score:.4f}", mark)
 
 
 def query_sheet(answer: dict, read: Reader, columns: int = COLUMNS) -> Image.Image:
     """The sheet of a `cbirq query --json` answer; library files are read where the index
     says they are."""
-    query = Tile(answer["query"], ("query", os.path.basename(answer["query"])), "query")
+    query = Tile(answer["query"], "query", "query")
     hits = [hit_tile(h["rank"], h["path"], h["score"]) for h in answer["results"]]
     title = f"index '{answer['index']}' ({answer['model']}), {answer['metric']}"
     if answer.get("ranking"):

@@ -144,6 +144,20 @@ def test_eval_sheets_for_a_sample_of_queries(tmp_path):
     assert all(Image.open(s).size == sheet_size(3) for s in sheets)
 
 
+def test_eval_sheets_never_replace_a_file_without_force(tmp_path):
+    copies(tmp_path / "lib", photos=2, each=2)
+    args = ["eval", str(tmp_path / "lib"), *RANDOM, "--k", "1", "--sheet", str(tmp_path / "s")]
+    invoke(*args)
+    first = sorted((tmp_path / "s").iterdir())[0]
+    first.write_bytes(b"kept")
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 1 and str(first) in again.output
+    assert "exists: pass --force" in again.output
+    assert first.read_bytes() == b"kept"
+    invoke(*args, "--force")
+    assert Image.open(first).size == sheet_size(1)
+
+
 def test_query_sheet_and_a_moved_library_file(tmp_path):
     paths = make_library(tmp_path / "lib", 6)
     make_photo(2).save(tmp_path / "q.png")

@@ -73,25 +73,44 @@ def test_the_pixel_check_tells_copies_from_other_pictures():
     assert dupes.local_match(original, mirrored) < dupes.THRESHOLD
 
 
-def test_confirm_falls_back_to_the_cosine_without_pixels():
+def test_without_pixels_a_pair_scores_its_cosine_only_when_nearly_identical():
+    rows = np.array([[1.0, 0.0], [0.99, 0.141], [0.9, 0.436]], dtype=np.float32)
+    scores = dupes.PairScores(rows, lambda i: None)
     pairs = [dupes.Pair(0, 1, 0.99), dupes.Pair(0, 2, 0.9)]
-    kept = dupes.confirm(pairs, lambda i: None)
-    assert [(p.first, p.second, p.score) for p in kept] == [(0, 1, None)]
+    kept = dupes.confirm(pairs, scores)
+    assert [(p.first, p.second, round(p.score, 2)) for p in kept] == [(0, 1, 0.99)]
+    assert scores(0, 2) == 0.0 and scores.unreadable() == [0, 1, 2]
 
 
-def test_groups_join_pairs_transitively():
-    pairs = [dupes.Pair(0, 3, 0.9), dupes.Pair(3, 5, 0.9), dupes.Pair(1, 2, 0.9)]
-    assert dupes.groups(6, pairs) == [[0, 3, 5], [1, 2]]
+def table(known: dict[tuple[int, int], float]):
+    """Pair scores from a table, the pairs it does not name scoring 0; and its duplicates."""
+    pairs = [dupes.Pair(a, b, 0.9, s) for (a, b), s in known.items() if s >= dupes.THRESHOLD]
+    return pairs, lambda i, j: known.get((min(i, j), max(i, j)), 0.0)
+
+
+def test_one_false_pair_does_not_pull_another_picture_into_a_group():
+    # A photo and its copy (0, 1); another picture of the subject (2) passes with the copy by
+    # accident but not with the photo: it stays out, as a lone false link used to let it in.
+    pairs, scores = table({(0, 1): 0.97, (1, 2): 0.87, (0, 2): 0.62})
+    assert dupes.groups(pairs, scores) == [{0: 0.97, 1: 0.97}]
+
+
+def test_a_copy_joins_on_its_stronger_pairs():
+    # The pair of two edited copies (1, 2) falls a little short; each one's mean does not.
+    pairs, scores = table({(0, 1): 0.98, (0, 2): 0.95, (1, 2): 0.8})
+    [group] = dupes.groups(pairs, scores)
+    assert group == pytest.approx({0: 0.965, 1: 0.89, 2: 0.875})
+    assert min(group.values()) >= dupes.THRESHOLD
 
 
 def test_one_false_pair_does_not_chain_two_groups():
     triangle = [(0, 1), (1, 2), (0, 2)]
-    pairs = [dupes.Pair(a + k, b + k, 0.9, 1.0) for k in (0, 3) for a, b in triangle]
-    weak = dupes.Pair(2, 3, 0.7, 0.9)  # a false pair, weaker than the copies' own
-    assert dupes.groups(6, [*pairs, weak]) == [[0, 1, 2], [3, 4, 5]]
-    # Most pairs between the two present: one group after all.
-    more = [dupes.Pair(a, b, 0.9, 0.9) for a in (0, 1, 2) for b in (3, 4)]
-    assert dupes.groups(6, pairs + more) == [[0, 1, 2, 3, 4, 5]]
+    known = {(a + k, b + k): 1.0 for k in (0, 3) for a, b in triangle}
+    pairs, scores = table(known | {(2, 3): 0.9})  # a false pair, weaker than the copies' own
+    assert [sorted(g) for g in dupes.groups(pairs, scores)] == [[0, 1, 2], [3, 4, 5]]
+    # Every pair between the two a duplicate: one group after all.
+    pairs, scores = table(known | {(a, b): 0.9 for a in (0, 1, 2) for b in (3, 4, 5)})
+    assert [sorted(g) for g in dupes.groups(pairs, scores)] == [[0, 1, 2, 3, 4, 5]]
 
 
 def test_the_score_weighs_the_features():

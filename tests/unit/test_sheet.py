@@ -17,6 +17,7 @@ from cbirq.embed.sheet import (
     contact_sheet,
     query_sheet,
     sheet_size,
+    short_names,
     tile_origin,
 )
 
@@ -42,8 +43,8 @@ def test_size_grows_by_rows_of_results():
 
 
 def test_tiles_sit_where_the_layout_says(tmp_path):
-    query = Tile(solid(tmp_path / "q.png", BLUE, (64, 64)), ("query", "q.png"))
-    hits = [Tile(solid(tmp_path / f"{i}.png", RED, (64, 64)), (f"#{i}", "x")) for i in range(7)]
+    query = Tile(solid(tmp_path / "q.png", BLUE, (64, 64)), "query")
+    hits = [Tile(solid(tmp_path / f"{i}.png", RED, (64, 64)), f"#{i}") for i in range(7)]
     sheet = contact_sheet(query, hits, "title", READ, columns=5)
     assert sheet.size == sheet_size(7, 5)
     qx, qy = tile_origin(0)
@@ -58,8 +59,8 @@ def test_tiles_sit_where_the_layout_says(tmp_path):
 
 
 def test_aspect_is_kept_inside_the_square(tmp_path):
-    wide = Tile(solid(tmp_path / "wide.png", RED, (200, 50)), ("#1", "wide"))
-    sheet = contact_sheet(Tile(None, ("query", "")), [wide], "t", READ)
+    wide = Tile(solid(tmp_path / "wide.png", RED, (200, 50)), "#1")
+    sheet = contact_sheet(Tile(None, "query"), [wide], "t", READ)
     x, y = tile_origin(1)
     column = np.asarray(sheet)[y : y + THUMB, x + THUMB // 2]
     red_rows = np.flatnonzero((column == RED).all(axis=1))
@@ -70,10 +71,10 @@ def test_aspect_is_kept_inside_the_square(tmp_path):
 def test_missing_or_broken_files_get_a_placeholder(tmp_path):
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     hits = [
-        Tile(str(tmp_path / "gone.jpg"), ("#1", "gone.jpg")),
-        Tile(str(tmp_path / "broken.jpg"), ("#2", "broken.jpg")),
+        Tile(str(tmp_path / "gone.jpg"), "#1"),
+        Tile(str(tmp_path / "broken.jpg"), "#2"),
     ]
-    sheet = contact_sheet(Tile(None, ("query", "")), hits, "t", READ)
+    sheet = contact_sheet(Tile(None, "query"), hits, "t", READ)
     for slot in (1, 2):
         x, y = tile_origin(slot)
         assert pixel(sheet, x + 3, y + 3) == (236, 236, 236)
@@ -82,8 +83,8 @@ def test_missing_or_broken_files_get_a_placeholder(tmp_path):
 
 def test_marks_are_coloured_borders(tmp_path):
     path = solid(tmp_path / "w.png", (255, 255, 255), (64, 64))
-    hits = [Tile(path, ("#1", ""), "relevant"), Tile(path, ("#2", ""), "irrelevant")]
-    sheet = contact_sheet(Tile(path, ("query", ""), "query"), hits, "t", READ)
+    hits = [Tile(path, "#1", "relevant"), Tile(path, "#2", "irrelevant")]
+    sheet = contact_sheet(Tile(path, "query", "query"), hits, "t", READ)
     for slot, mark in enumerate(["query", "relevant", "irrelevant"]):
         x, y = tile_origin(slot)
         assert pixel(sheet, x + 1, y + THUMB / 2) == MARKS[mark]
@@ -105,3 +106,15 @@ def test_query_sheet_from_a_query_answer(tmp_path):
     assert sheet.size == sheet_size(3)
     x, y = tile_origin(3)
     assert pixel(sheet, x + THUMB / 2, y + THUMB / 2) == RED
+
+
+def test_names_show_as_much_of_the_path_as_tells_files_apart():
+    paths = ["/p/2019/a/IMG_1.jpg", "/p/2020/a/IMG_1.jpg", "/p/b/IMG_1.jpg", "/p/b/IMG_2.jpg"]
+    assert short_names(paths + [paths[3], ""]) == [
+        "2019/a/IMG_1.jpg",
+        "2020/a/IMG_1.jpg",
+        "b/IMG_1.jpg",
+        "IMG_2.jpg",
+        "IMG_2.jpg",  # the same file twice (a query that is in the library) is one name
+        "",
+    ]
