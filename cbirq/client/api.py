@@ -16,7 +16,6 @@ Errors a caller can act on are `cbirq.errors.CbirqError`s, with the message the 
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +24,7 @@ from cbirq import arguments as arg
 from cbirq import settings as settings_module
 from cbirq.client import index_jobs, index_runs
 from cbirq.client import jobs as job_control
+from cbirq.client.connect import connect
 from cbirq.client.dispatch import Dispatcher, Pending, dispatcher_for
 from cbirq.client.evaluating import EvalRequest, run_eval
 from cbirq.client.indexer import IndexJob, feature_model, run_index
@@ -34,8 +34,8 @@ from cbirq.client.workers import missing, require
 from cbirq.cluster.celery_app import TRAIN_TASK
 from cbirq.cluster.shared_fs import read_file
 from cbirq.errors import CbirqError, ImageError, UnknownIndex
-from cbirq.settings import DEFAULT_INDEX, DEFAULT_MODEL, redact
-from cbirq.store import Store, open_store
+from cbirq.settings import DEFAULT_INDEX, DEFAULT_MODEL
+from cbirq.store import Store
 from cbirq.training.config import TRAINING, TrainConfig, data_layout
 from cbirq.training.jobs import artifact_key, new_job
 
@@ -49,20 +49,6 @@ def _no_progress(_total: int) -> Callable[[int], None]:
     return lambda _done: None
 
 
-def _unusable_store(settings: settings_module.Settings, exc: Exception) -> CbirqError:
-    """A SQLite store that cannot be opened, naming the variable to change."""
-    reason = getattr(exc, "strerror", None) or exc
-    if settings.store_url:
-        return CbirqError(
-            f"cannot use CBIRQ_STORE_URL={redact(settings.store_url)}: {reason}; name a file in "
-            "a folder you can write to"
-        )
-    return CbirqError(
-        f"cannot use CBIRQ_HOME={settings.home}: {reason}; set CBIRQ_HOME to a folder you can "
-        "write to"
-    )
-
-
 class Client:
     """One connection to the store and the workers (or the in-process runner)."""
 
@@ -73,16 +59,7 @@ class Client:
             except ValueError as exc:
                 raise CbirqError(str(exc)) from None
         self.settings = settings
-        try:
-            settings_module.make_home(settings.home)
-        except OSError as exc:
-            if not settings.store_url:  # a home that only caches may be made later, or never
-                raise _unusable_store(settings, exc) from None
-        try:
-            self.store: Store = open_store(settings)
-        except (OSError, sqlite3.Error) as exc:  # only a SQLite store touches the disk
-            raise _unusable_store(settings, exc) from None
-        self.store.ping()
+        self.store: Store = connect(settings)
         self.dispatcher: Dispatcher = dispatcher_for(self.settings)
         self._running: dict[str, Pending] = {}  # jobs this client started, by id
         self._library = PathSets(self.store)
