@@ -71,7 +71,7 @@ def test_kill_9_mid_index_loses_and_duplicates_nothing(pair, env, redis_node, tm
 
 
 def test_redis_restart_mid_index_is_ridden_out(pair, env, redis_node, tmp_path):
-    files = make_library(tmp_path / "lib", 40)
+    files = make_library(tmp_path / "lib", 40, start=100)
     run = start_cli(
         env, "index", str(tmp_path / "lib"), "--chunk", "4", "--json", "--index", "rr", *SLOW_MODEL
     )
@@ -85,8 +85,8 @@ def test_redis_restart_mid_index_is_ridden_out(pair, env, redis_node, tmp_path):
 
 
 def test_two_index_runs_into_one_index_at_once(pair, env, redis_node, tmp_path):
-    first = make_library(tmp_path / "a", 16)
-    second = make_library(tmp_path / "b", 16, start=8)  # 8 images with the same content
+    first = make_library(tmp_path / "a", 16, start=200)
+    second = make_library(tmp_path / "b", 16, start=208)  # 8 images with the same content
     runs = [start_cli(env, "index", str(tmp_path / d), "--index", "race", "--json") for d in "ab"]
     summaries = [finish(run) for run in runs]
     assert [s["indexed"] for s in summaries] == [16, 16]
@@ -97,7 +97,7 @@ def test_two_index_runs_into_one_index_at_once(pair, env, redis_node, tmp_path):
 
 def test_a_chunk_of_bad_files_fails_alone(pair, env, redis_node, tmp_path):
     lib = tmp_path / "lib"
-    files = make_library(lib / "good", 8)
+    files = make_library(lib / "good", 8, start=300)
     for i in range(4):  # sorted first: one whole chunk of garbage
         (lib / f"a-bad{i}.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     summary = finish(start_cli(env, "index", str(lib), "--chunk", "4", "--index", "bad", "--json"))
@@ -157,7 +157,7 @@ def test_with_default_settings_a_killed_worker_costs_seconds_not_the_visibility_
     try:
         for worker in pool:
             worker.wait_ready()
-        files = make_library(tmp_path / "lib", 48)
+        files = make_library(tmp_path / "lib", 48, start=400)
         run = start_cli(
             env,
             "index",
@@ -243,7 +243,7 @@ def test_a_redis_that_evicts_is_refused_at_connect(lone_redis):
 
 
 def test_redis_out_of_memory_is_reported_as_such(lone_redis, tmp_path):
-    make_library(tmp_path / "lib", 4)
+    make_library(tmp_path / "lib", 4, start=500)
     env = {"CBIRQ_BROKER_URL": lone_redis.url, "CBIRQ_REDIS_PASSWORD": PASSWORD}
     # A worker's beat, so that the run goes as far as writing (no worker need run).
     open_store(settings.load(env)).beat("w@test", {"queues": ["extract"]}, ttl=600)

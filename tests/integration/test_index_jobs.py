@@ -108,7 +108,7 @@ def test_the_coordinators_worker_killed_mid_run_the_job_completes_once(
     start_worker, env, redis_node, tmp_path
 ):
     pool = {name: start_worker(name) for name in ("k1", "k2")}
-    files = make_library(tmp_path / "lib", 48)
+    files = make_library(tmp_path / "lib", 48, start=100)
     args = ("index", str(tmp_path / "lib"), "-i", "killed", "--shared-fs", "--detach")
     job_id = submit(env, *args)
     wait_until(lambda: record(env, job_id)["done"] >= 8, 120, "chunks done")
@@ -125,7 +125,7 @@ def test_a_cancel_sticks_even_for_a_worker_that_starts_later(
     start_worker, env, redis_node, tmp_path
 ):
     first = start_worker("c1")
-    make_library(tmp_path / "lib", 40)
+    make_library(tmp_path / "lib", 40, start=200)
     args = ("index", str(tmp_path / "lib"), "-i", "cancelled", "--shared-fs", "--detach")
     job_id = submit(env, *args)
     wait_until(lambda: record(env, job_id)["done"] >= 4, 120, "a chunk done")
@@ -145,7 +145,7 @@ def test_a_cancel_sticks_even_for_a_worker_that_starts_later(
 
 def test_ctrl_c_on_an_attached_run_cancels_its_job(start_worker, env, redis_node, tmp_path):
     start_worker("i1")
-    make_library(tmp_path / "lib", 40)
+    make_library(tmp_path / "lib", 40, start=300)
     run = start_cli(env, "index", str(tmp_path / "lib"), "-i", "ctrlc", "--chunk", "4", *SLOW_MODEL)
     wait_until(lambda: started(env, "ctrlc").get("done", 0) >= 4, 120, "a chunk done")
     run.send_signal(signal.SIGINT)

@@ -164,10 +164,12 @@ def test_wrong_password_is_reported(redis_server, tmp_path):
 def test_shared_fs_workers_read_only_under_their_roots(workers, broker_env, tmp_path):
     """The workers were started with --shared-root at pytest's base temp folder."""
     with tempfile.TemporaryDirectory(prefix="cbirq-outside-") as outside:
-        make_library(Path(outside), 2)
+        # Content no other index holds: its features could be added from there (the client
+        # reads every file it indexes), with no worker reading it.
+        make_library(Path(outside), 2, start=900)
         lib = tmp_path / "lib"
-        make_library(lib, 2, start=5)
-        (lib / "escape.png").symlink_to(Path(outside) / "set0" / "img000.png")
+        make_library(lib, 2, start=905)
+        (lib / "escape.png").symlink_to(Path(outside) / "set0" / "img900.png")
         inside = index_json(lib, broker_env, "--index", "roots", "--shared-fs")
         out = index_json(Path(outside), broker_env, "--index", "roots", "--shared-fs")
     assert inside["indexed"] == 2
