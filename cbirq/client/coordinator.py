@@ -99,7 +99,8 @@ def coordinate(
         record = store.get_job(job_id)  # as the last holder left it
         if record["state"] in TERMINAL:
             return record["state"]
-        return _run(store, dispatcher, record, _stopper(beat, interrupt), owner, settings)
+        stop = _stopper(beat, interrupt)
+        return _run(store, dispatcher, record, (stop, beat.confirm), owner, settings)
 
 
 def _stopper(beat: Heartbeat, interrupt: threading.Event | None) -> Callable[[], None]:
@@ -115,10 +116,13 @@ def _run(
     store: Store,
     dispatcher: Dispatcher,
     record: dict,
-    stop: Callable[[], None],
+    checks: tuple[Callable[[], None], Callable[[], None]],
     owner: str,
     settings: Settings,
 ) -> str:
+    """Send what is left of the job and end it. `checks`: (stop, confirm): raise Stopped to
+    stop between chunks, and, before the job is ended, unless the lease is still this run's."""
+    stop, confirm = checks
     failures = index_jobs.get_failures(store, record["id"])
     tracker = Tracker(store, record, failures)
     if cancel_asked(store, record["id"]):
@@ -146,6 +150,7 @@ def _run(
     )
     try:
         sender.send_all(left)
+        confirm()  # a run whose lease lapsed while it sent must not end the job its taker runs
         if job.index_id is not None:  # no prune or note on an index made anew
             same_index(store, job.index, job.index_id)
     except Stopped as stopped:

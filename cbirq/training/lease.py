@@ -58,6 +58,15 @@ class Heartbeat:
         if self.stop_reason is not None:
             raise Stopped(self.stop_reason)
 
+    def confirm(self) -> None:
+        """`check`, then ask the store now whether the lease is still this owner's: before a
+        step only its holder may take (ending a job), as the beat thread learns of a lost lease
+        only at its next beat, and meanwhile another worker may be running the job."""
+        self.check()
+        if not self.store.claim(self.key, self.owner, self.ttl):
+            self.stop_reason = "lease lost"
+            raise Stopped(self.stop_reason)
+
     def _beat(self) -> None:
         # Three beats per ttl (one late or failed renewal does not lose the lease), and at
         # least one every 5 s, so that a cancel takes effect within seconds.

@@ -74,3 +74,16 @@ def test_a_store_hiccup_does_not_stop_the_job(store, monkeypatch):
     with beat:
         wait_for(lambda: len(calls) >= 4)
         beat.check()
+
+
+def test_confirm_asks_the_store_before_the_beat_thread_knows(store):
+    """A holder whose lease lapsed and went to another learns it at once from `confirm`,
+    before ending a job the other now runs; its next beat would come only later."""
+    beat = Heartbeat(store, "job:1", "a", ttl=60, cancel_requested=lambda: False)
+    assert beat.acquire()
+    beat.confirm()  # still its own
+    store.release("job:1", "a")  # as if it lapsed
+    assert store.claim("job:1", "b", ttl=60)
+    beat.check()  # the beat thread has not noticed
+    with pytest.raises(Stopped, match="lease lost"):
+        beat.confirm()
