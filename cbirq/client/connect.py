@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import sqlite3
 
-from cbirq import settings as settings_module
 from cbirq.errors import CbirqError
-from cbirq.settings import Settings, redact
+from cbirq.settings import Settings, make_home, redact
 from cbirq.store import Store, open_store
 
 
 def connect(settings: Settings) -> Store:
     """The store `settings` name, answering (`ping`), with CBIRQ_HOME made (0700)."""
     try:
-        settings_module.make_home(settings.home)
+        make_home(settings.home)
     except OSError as exc:
         if not settings.store_url:  # a home that only caches may be made later, or never
             raise _unusable_store(settings, exc) from None

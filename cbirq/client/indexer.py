@@ -191,6 +191,8 @@ def borrow_features(store: Store, job: IndexJob, items: list[dict]) -> tuple[lis
     holds (features are a function of the image's bytes and the model: the same photo in a
     second index, or `cbirq eval` of an indexed folder, is not extracted again). Returns the
     items left to extract and how many were added."""
+    if not items:  # an unchanged folder: no index to read
+        return items, 0
     others = [
         info.name
         for info in store.indexes()

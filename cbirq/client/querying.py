@@ -80,9 +80,8 @@ def mark_weak(results: list[dict], model: str, metric: str) -> dict:
     whether it is under it. A query against the wrong index says so instead of listing its
     nearest strangers as answers."""
     spec = FeatureSpec.parse(model)
-    line = family(spec.model).no_match_below
-    if spec != family(spec.model).default_features:
-        line = None
+    own = family(spec.model)
+    line = own.no_match_below if spec == own.default_features else None
     for hit in results:
         hit["weak"] = line is not None and plain_cosine(hit, metric) < line
     return {"weak_below": line}
