@@ -7,12 +7,27 @@
 # Leaves the images (cbirq:latest, the base stand-ins) for later runs. Needs root for
 # apt-get and dockerd when they are missing. All traffic stays on the host's loopback and
 # the stack's own network.
-set -euo pipefail
+set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 started=$SECONDS
 declare -A took
+step_name=start
 step() { echo "== $1"; step_name=$1; step_began=$SECONDS; }
 done_step() { took[$step_name]=$((SECONDS - step_began)); }
+compose=(docker-compose -p cbirqcheck)
+# A failing step names itself, its command and exit status, then shows the stack's state and
+# each container's last log lines: a CI run that stops here says why.
+on_failure() {
+  echo "compose check: step '$step_name' failed (exit $1) at line $2: $3" >&2
+  if docker info >/dev/null 2>&1; then
+    "${compose[@]}" ps >&2 || true
+    "${compose[@]}" logs --no-color --tail 40 >&2 || true
+  fi
+}
+trap 'on_failure $? $LINENO "$BASH_COMMAND"' ERR
+# The first container of a service. Not `| head -1`: head exits after one line, and under
+# pipefail docker-compose's SIGPIPE on the next line failed the whole script (exit 141).
+first_container() { "${compose[@]}" ps -q "$1" | sed -n 1p; }
 
 step "docker"
 if ! command -v docker >/dev/null || ! command -v docker-compose >/dev/null; then
@@ -38,7 +53,6 @@ fi
 scripts/setup.sh
 scripts/wheelhouse.sh
 export CBIRQ_REDIS_PASSWORD=${CBIRQ_REDIS_PASSWORD:-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')}
-compose=(docker-compose -p cbirqcheck)
 "${compose[@]}" build -q
 done_step
 
@@ -68,7 +82,7 @@ done_step
 
 step "train"
 .venv/bin/python scripts/compose_check.py cifar "$work/cifar10"
-worker=$("${compose[@]}" ps -q worker | head -1)
+worker=$(first_container worker)
 docker cp "$work/cifar10" "$worker:/datasets/"
 "$cli" submit-train --data cifar10 --epochs 1 --batch-size 16 --wait -o "$work/final.pth" >/dev/null
 test -s "$work/final.pth"
@@ -77,14 +91,14 @@ done_step
 step "worker killed mid-index"
 .venv/bin/python scripts/compose_check.py photos "$work/kill" 1000 1000
 .venv/bin/python scripts/compose_check.py kill-mid-index "$work/kill" 1000 \
-  "$("${compose[@]}" ps -q worker | head -1)"
+  "$(first_container worker)"
 "${compose[@]}" up -d --scale worker=2 >/dev/null
 done_step
 
 step "redis restarted mid-index"
 .venv/bin/python scripts/compose_check.py photos "$work/restart" 400 3000
 .venv/bin/python scripts/compose_check.py restart-mid-index "$work/restart" 400 \
-  "$("${compose[@]}" ps -q redis)"
+  "$(first_container redis)"
 done_step
 
 step "down and up"
