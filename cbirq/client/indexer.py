@@ -183,7 +183,7 @@ def plan_run(store: Store, job: IndexJob) -> tuple[Summary, list[dict], list[str
     return summary, extract, gone if job.prune else []
 
 
-BORROW_BATCH = 4096  # features read from another index at once (about 20 MB at 1280-d)
+BORROW_BATCH = 4096  # features read from another index at once (about 10 MB at 1280-d)
 
 
 def borrow_features(store: Store, job: IndexJob, items: list[dict]) -> tuple[list[dict], int]:
@@ -193,18 +193,21 @@ def borrow_features(store: Store, job: IndexJob, items: list[dict]) -> tuple[lis
     items left to extract and how many were added."""
     if not items:  # an unchanged folder: no index to read
         return items, 0
+    from cbirq.rank.features import stored  # numpy: not imported with the CLI
+
     others = [
-        info.name
+        info
         for info in store.indexes()
         if info.name != job.index and (info.model, info.weights) == (job.model, job.weights)
     ]
     left, added = list(items), 0
-    for name in others:
+    for other in others:
         have: set[str] = set()
         for start in range(0, len(left), BORROW_BATCH):
             batch = left[start : start + BORROW_BATCH]
-            hashes = sorted(store.known_hashes(name, {item["hash"] for item in batch}))
-            found = {h: data for h, data in zip(hashes, store.features(name, hashes)) if data}
+            hashes = sorted(store.known_hashes(other.name, {item["hash"] for item in batch}))
+            raw = store.features(other.name, hashes)
+            found = {h: stored(data, other.dim) for h, data in zip(hashes, raw) if data}
             entries = [(item["path"], item["hash"]) for item in batch if item["hash"] in found]
             if entries:
                 gone = set(store.add(job.index, entries, found, job.index_id))

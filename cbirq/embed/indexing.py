@@ -15,6 +15,7 @@ from cbirq.embed.extractor import Extractor
 from cbirq.embed.images import MAX_DECODE_BYTES, load_array
 from cbirq.embed.specs import FeatureSpec
 from cbirq.errors import CbirqError
+from cbirq.rank import features as stored_features
 from cbirq.store import Store, content_hash, same_index
 
 Reader = Callable[[dict], bytes]
@@ -97,7 +98,7 @@ def extract_chunk(
     for batch in _batches(decoded, backbone.batch_size, errors):
         vectors = backbone.embed([one.array for one in batch])
         for one, vector in zip(batch, vectors):
-            features[one.digest] = vector.astype("<f4").tobytes()
+            features[one.digest] = stored_features.encode(vector)
             entries.extend(_entries_for(one, items, errors))
     gone = set(store.add(index, entries, features, index_id))
     for item in items:

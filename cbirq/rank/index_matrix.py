@@ -1,6 +1,6 @@
 """An index's rows in a query worker's memory, refreshed with only the entries added since:
 compact int8 rows (cbirq.rank.scan) with their paths and content hashes (the store keeps the
-exact float32 features under those), and the exact sum of the float32 rows, for the library
+exact features under those), and the exact sum of the stored rows, for the library
 mean. A shard holds only the paths that hash to it."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class IndexMatrix:
     hashes: list[str] = field(default_factory=list)
     row_of: dict[str, int] = field(default_factory=dict)
     rows: CompactRows | None = None
-    total: np.ndarray | None = None  # float64 sum of the float32 rows
+    total: np.ndarray | None = None  # float64 sum of the stored rows
     cursor: Cursor | None = None
     _derived: tuple[Cursor | None, dict] = (None, {})  # made for one state of the index
 
@@ -65,9 +65,10 @@ class IndexMatrix:
         # Each batch's vectors: its own, then the ones its paths pointed at until now. The paths
         # of different batches differ, so applying one batch changes no other batch's list.
         wanted = [[h for _, h in batch] + self._replaced_hashes(batch) for batch in batches]
+        dim = self.rows.dim if self.rows is not None else store.info(name).dim
 
         def prepare(i: int) -> Prepared:
-            vectors = features.read(store, name, wanted[i])
+            vectors = features.read(store, name, wanted[i], dim)
             return Prepared.of(vectors, len(batches[i]))
 
         # Two batches are read and quantised in threads (store I/O and numpy release the GIL)
@@ -123,6 +124,6 @@ class Prepared:
     def of(cls, vectors: np.ndarray, count: int) -> Prepared:
         """`vectors`: `count` new ones, then those they replace."""
         new, gone = vectors[:count], vectors[count:]
-        # Exact: the replaced rows' own float32 vectors come off the sum, not their int8 copies.
+        # Exact: the replaced rows' own stored vectors come off the sum, not their int8 copies.
         change = new.sum(axis=0, dtype=np.float64) - gone.sum(axis=0, dtype=np.float64)
         return cls(quantise(new), change, len(gone), vectors.shape[1])

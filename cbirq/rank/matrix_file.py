@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # index_cache reads and writes these files
 
 log = logging.getLogger(__name__)
 
-FORMAT = 3  # bump when the files change meaning: older ones are then rebuilt from the store
+FORMAT = 4  # bump when the files change meaning: older ones are then rebuilt from the store
 STATE = "state.json"
 STATE_BYTES = 2**16
 TOTAL_BYTES = 2**20  # the row sum: float64 per dimension

@@ -4,7 +4,7 @@ whitening, alpha query expansion), in two forms.
 - Many queries at once against float32 matrices (`similarities`): `cbirq eval`.
 - One query against a worker's compact rows (`search`, `scan_shard`): int8 coarse scores with
   an error bound each (cbirq.rank.scan) pick the rows that may be in the top k; those are scored
-  again exactly, from the store's float32 features. The result is what the float32 ranking gives.
+  again exactly, from the store's features. The result is what the float32 ranking gives.
 
 Centring and whitening need no second matrix: with mean m and projection P, the transformed
 cosine of row x and the (transformed, unit) query q is ((x - m) . Pq) / |P'(x - m)|: one scan
@@ -195,18 +195,24 @@ def scan_shard(
 ) -> list[topk.Hit]:
     """The k best rows for `query` (in the view's space), exactly: after alpha-QE with
     `neighbours` when there are any."""
-    if neighbours:
-        query = _expanded(ranking, store, name, query, neighbours)
     if not index.paths:
         return []
+    if neighbours:
+        query = _expanded(index, ranking, store, name, query, neighbours)
     scores, bounds = ranking.coarse(index.rows, query)
     return _best(index, ranking, store, name, query, (scores, bounds), k)
 
 
 def _expanded(
-    ranking: View, store: Store, name: str, query: np.ndarray, neighbours: topk.Neighbours
+    index: IndexMatrix,
+    ranking: View,
+    store: Store,
+    name: str,
+    query: np.ndarray,
+    neighbours: topk.Neighbours,
 ) -> np.ndarray:
-    vectors = ranking.transformed(features.read(store, name, [h for h, _ in neighbours]))
+    hashes = [h for h, _ in neighbours]
+    vectors = ranking.transformed(features.read(store, name, hashes, index.rows.dim))
     sims = np.array([[score for _, score in neighbours]], np.float32)
     return expand(vectors, query[None], sims, len(neighbours))[0]
 
@@ -228,7 +234,7 @@ def _best(
     if subset is not None:
         rows = subset[rows]
     hashes = [index.hashes[row] for row in rows]
-    exact = ranking.transformed(features.read(store, name, hashes)) @ query
+    exact = ranking.transformed(features.read(store, name, hashes, index.rows.dim)) @ query
     return topk.best(((index.paths[r], h, float(s)) for r, h, s in zip(rows, hashes, exact)), k)
 
 
@@ -258,7 +264,7 @@ def _expanded_top(
 ) -> list[topk.Hit]:
     """The k best rows after alpha-QE with `neighbours`, exactly, scoring only the rows that
     can make it: `first` holds every row's coarse score for `query` and its bound."""
-    expanded = _expanded(ranking, store, name, query, neighbours)
+    expanded = _expanded(index, ranking, store, name, query, neighbours)
     scores, bounds = first
     seed = np.argpartition(-scores, min(len(scores), max(SEED, 8 * k)) - 1)
     seed = seed[: max(SEED, 8 * k)]
@@ -308,6 +314,6 @@ def search(
 def plain_cosines(store: Store, name: str, raw: np.ndarray, hits: list[topk.Hit]) -> list[float]:
     """Each hit's cosine to the query before any ranking option: centring and QE move scores
     away from it (a cat at 0.91 can rank at 0.52), and people read the plain one."""
-    rows = features.read(store, name, [digest for _, digest, _ in hits])
+    rows = features.read(store, name, [digest for _, digest, _ in hits], len(raw))
     unit = raw / max(float(np.linalg.norm(raw)), 1e-12)
     return (rows @ unit).tolist() if len(hits) else []

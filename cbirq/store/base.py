@@ -1,8 +1,9 @@
 """What every store backend offers: named indexes of (path, content hash, features).
 
-Features travel as raw little-endian float32 bytes so that the store (and the CLI that reads
-it) needs no numpy. Entries are keyed by path and features by content hash, which makes every
-write idempotent: a redelivered chunk rewrites the same keys and adds nothing.
+Features travel as raw bytes, little-endian float16 (cbirq.rank.features encodes them), so that
+the store (and the CLI that reads it) needs no numpy. Entries are keyed by path and features by
+content hash, which makes every write idempotent: a redelivered chunk rewrites the same keys and
+adds nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from cbirq.errors import CbirqError, IndexMismatch, IndexRemoved, UnknownIndex
 # fullmatch, not `$`, which also matches before a trailing newline ("g\n" showed as two rows).
 INDEX_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
+VALUE_BYTES = 2  # float16
 Entry = tuple[str, str]  # (path on the indexing client, content hash)
 # (index id, generation, log position): what a reader has already seen. The id is drawn when
 # the index is made, so a cursor never repeats for another index of the same name: one made
@@ -102,7 +104,7 @@ def whitening_key(name: str) -> str:
 
 def check_dim(info: IndexInfo, features: dict[str, bytes]) -> int:
     """The feature size these vectors have, refusing a size the index does not hold."""
-    sizes = {len(vec) // 4 for vec in features.values()}
+    sizes = {len(vec) // VALUE_BYTES for vec in features.values()}
     if len(sizes) > 1 or (info.dim and sizes and sizes != {info.dim}):
         raise IndexMismatch(
             f"index '{info.name}' holds {info.dim}-d features, got {sorted(sizes)}-d"

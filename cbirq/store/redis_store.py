@@ -8,7 +8,7 @@ Keys, all under `cbirq:`:
                             after Redis lost its data (generations count from 0 again)
     index:N:dim             feature size, written once by the first chunk
     index:N:paths           hash path -> content hash
-    index:N:feats           hash content hash -> float32 bytes
+    index:N:feats           hash content hash -> float16 bytes (float32 in older indexes)
     index:N:log             list of JSON [path, hash]: what query workers have not seen yet
     index:N:gen             bumped when entries are removed (readers reload everything); kept
                             when the index is dropped, so a new one of that name moves it on

@@ -187,7 +187,7 @@ def test_indexes_table_columns_fit_long_names(isolated_home):
     store = SqliteStore(isolated_home / "store.sqlite3")
     store.open_index("a", "efficientnet_lite0", "imagenet")
     store.open_index("checkpoint-index", "resnet20+flip", "ckpt-" + "0" * 32)
-    store.add("a", [("x.jpg", "h1")], {"h1": np.ones(4, "<f4").tobytes()})
+    store.add("a", [("x.jpg", "h1")], {"h1": np.ones(4, "<f2").tobytes()})
     lines = invoke("indexes").output.splitlines()
     assert [line.split() for line in lines] == [
         ["name", "model", "weights", "dim", "images", "updated", "source"],

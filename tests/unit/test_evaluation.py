@@ -74,7 +74,7 @@ def test_load_whitens_queries_with_the_library_transform(tmp_path):
     rng = np.random.default_rng(1)
     for name, count in (("lib", 30), ("queries", 5)):
         store.open_index(name, "m", "w")
-        vectors = rng.normal(size=(count, 6)).astype("<f4")
+        vectors = rng.normal(size=(count, 6)).astype("<f2")
         store.add(
             name,
             [(f"/{name}/{i}", f"{name}{i}") for i in range(count)],

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from cbirq.rank import features
 from cbirq.rank.index_cache import IndexCache
 from cbirq.rank.index_matrix import Shard
 from cbirq.store.sqlite_store import SqliteStore
@@ -12,7 +13,7 @@ from cbirq.store.sqlite_store import SqliteStore
 
 def raw(*values):
     v = np.asarray(values, dtype=np.float32)
-    return (v / np.linalg.norm(v)).astype("<f4").tobytes()
+    return features.encode(v / np.linalg.norm(v))
 
 
 @pytest.fixture
@@ -99,7 +100,7 @@ def test_matrix_grows_past_its_allocation(store):
     index = cache.get(store, "i")
     assert matrix(index).shape == (n, 2)
     assert index.paths == [f"p{i}" for i in range(n)]
-    assert np.allclose(matrix(index)[1234], np.frombuffer(raw(1, 1234), "<f4"), atol=0.01)
+    assert np.allclose(matrix(index)[1234], np.frombuffer(raw(1, 1234), "<f2"), atol=0.01)
 
 
 def test_remove_reloads_everything(store, entries_calls):
@@ -124,8 +125,8 @@ def test_repointed_path_overwrites_its_row(store):
     assert matrix(index).shape == (2, 2)
     assert np.allclose(matrix(index)[index.row_of["a.jpg"]], [math.sqrt(0.5)] * 2, atol=0.01)
     assert index.hashes == ["h3", "h2"]
-    # the sum for the library mean: the replaced row's exact float32 vector came off it
-    exact = np.frombuffer(raw(1, 1), "<f4").astype(np.float64) + np.frombuffer(raw(0, 1), "<f4")
+    # the sum for the library mean: the replaced row's exact stored vector came off it
+    exact = features.decode([raw(1, 1), raw(0, 1)], 2).astype(np.float64).sum(axis=0)
     assert index.total.tolist() == exact.tolist()
 
 

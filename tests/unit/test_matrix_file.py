@@ -16,7 +16,7 @@ from cbirq.store.sqlite_store import SqliteStore
 
 def unit(seed: int, d: int = 24) -> bytes:
     v = np.random.default_rng(seed).standard_normal(d).astype(np.float32)
-    return (v / np.linalg.norm(v)).astype("<f4").tobytes()
+    return (v / np.linalg.norm(v)).astype("<f2").tobytes()
 
 
 def add(store, first: int, count: int) -> None:

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from cbirq.rank import features as stored
 from cbirq.rank import topk, whitening
 from cbirq.rank.index_cache import IndexCache
 from cbirq.rank.index_matrix import Shard
@@ -27,14 +28,15 @@ def features(n, d, seed):
 
 
 def library(tmp_path, rows):
+    """A store holding `rows`, which become in place what the store gives back (float16,
+    widened and at unit length again): the reference ranks what the workers rank."""
     store = SqliteStore(tmp_path / "s.db")
     store.open_index("i", "m", "w")
     paths = [f"p{i:05d}" for i in range(len(rows))]
-    store.add(
-        "i",
-        [(p, f"h{i}") for i, p in enumerate(paths)],
-        {f"h{i}": v.astype("<f4").tobytes() for i, v in enumerate(rows)},
-    )
+    encoded = [stored.encode(v) for v in rows]
+    entries = [(p, f"h{i}") for i, p in enumerate(paths)]
+    store.add("i", entries, {h: e for (_, h), e in zip(entries, encoded)})
+    rows[:] = stored.decode(encoded, rows.shape[1])
     return store, paths
 
 

@@ -12,7 +12,7 @@ MODEL, WEIGHTS = "resnet18", "imagenet"
 
 
 def vec(*values):
-    return np.asarray(values, dtype="<f4").tobytes()
+    return np.asarray(values, dtype="<f2").tobytes()
 
 
 def test_open_index_creates_then_checks(store):
@@ -123,7 +123,7 @@ def test_many_hashes_beyond_sql_parameter_limit(store):
     store.add("i", [(f"{h}.jpg", h) for h in hashes], {h: vec(i, 0) for i, h in enumerate(hashes)})
     assert store.known_hashes("i", hashes + ["zz"]) == set(hashes)
     got = store.features("i", hashes[::-1])
-    assert [np.frombuffer(raw, "<f4")[0] for raw in got] == list(range(1199, -1, -1))
+    assert [np.frombuffer(raw, "<f2")[0] for raw in got] == list(range(1199, -1, -1))
     assert store.info("i").count == 1200
 
 

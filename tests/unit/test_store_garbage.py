@@ -12,7 +12,7 @@ from cbirq.store.redis_store import RedisStore
 
 
 def vec(seed: int) -> bytes:
-    return np.full(4, seed, dtype="<f4").tobytes()
+    return np.full(4, seed, dtype="<f2").tobytes()
 
 
 def rows(store, name: str) -> set[str]:

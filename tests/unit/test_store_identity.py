@@ -17,7 +17,7 @@ MODEL, WEIGHTS = "resnet18", "imagenet"
 
 
 def vec(*values):
-    return np.asarray(values, dtype="<f4").tobytes()
+    return np.asarray(values, dtype="<f2").tobytes()
 
 
 def test_every_index_gets_an_id_of_its_own_that_stays(store):
