@@ -112,8 +112,8 @@ done_step
 
 # The third worker starts while chunks wait: its cold start, to its first answered chunk.
 step "scale to 3"
-.venv/bin/python scripts/compose_check.py photos "$work/cold" 600 7000
-.venv/bin/python scripts/compose_check.py cold-start "$work/cold" 600 worker 3
+.venv/bin/python scripts/compose_check.py photos "$work/cold" 800 7000
+.venv/bin/python scripts/compose_check.py cold-start "$work/cold" 800 worker 3
 .venv/bin/python scripts/compose_check.py wait-workers 5
 .venv/bin/python scripts/compose_check.py photos "$work/three" 240 5000
 .venv/bin/python scripts/compose_check.py all-take-work "$work/three" 240
