@@ -47,7 +47,9 @@ def _need_broker(command: str) -> None:
 
 
 def _gpu_devices(choice: str) -> list[str]:
-    if choice == "none":
+    from cbirq.embed.engines import torch_installed
+
+    if choice == "none" or not torch_installed():  # the CPU image: a CPU worker, or refused
         return []
     import torch  # device_count() asks NVML and leaves CUDA uninitialised in this process
 

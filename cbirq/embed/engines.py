@@ -53,9 +53,9 @@ GPU_DEVICES = ("/dev/nvidiactl", "/dev/kfd")
 
 
 def cuda_available() -> bool:
-    """Whether torch sees a GPU; on a machine without a GPU driver, known without importing
-    torch (1.5-2 s of a fresh `cbirq query`)."""
-    if not any(Path(device).exists() for device in GPU_DEVICES):
+    """Whether torch sees a GPU; on a machine without a GPU driver, or without torch, known
+    without importing torch (1.5-2 s of a fresh `cbirq query`)."""
+    if not any(Path(device).exists() for device in GPU_DEVICES) or not torch_installed():
         return False
     import torch
 

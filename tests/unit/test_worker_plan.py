@@ -149,3 +149,10 @@ def test_without_torch_a_worker_refuses_the_train_queue_and_imports_no_training(
     assert "the train queue needs torch, which this install lacks" in done.output
     modules = celery_app._task_modules()
     assert "cbirq.tasks.train" not in modules and "cbirq.tasks.extract" in modules
+
+
+def test_without_torch_a_worker_sees_no_gpu(monkeypatch):
+    """The CPU image's default `--gpus auto`: a CPU worker, not an import error."""
+    without_torch(monkeypatch)
+    assert cluster._gpu_devices("auto") == []
+    assert choose_gpus("auto", cluster._gpu_devices("auto")) == []
