@@ -3,10 +3,10 @@
 # builds what it cannot pull, `up -d --scale worker=2`, then from the host's CLI through the
 # published 127.0.0.1 port: index (bytes through Redis), query, a short training job; a worker
 # container killed mid-index; Redis restarted mid-index; down and up again (data kept);
-# --scale worker=3; the gpu profile's config. Last line: `compose check: ok` and the timings.
-# Leaves the images (cbirq:latest, the base stand-ins) for later runs. Needs root for
-# apt-get and dockerd when they are missing. All traffic stays on the host's loopback and
-# the stack's own network.
+# --scale worker=3, the third worker's cold start; the gpu profile's config. Last line:
+# `compose check: ok` and the timings. Leaves the images (cbirq:cpu, cbirq:torch, the base
+# stand-ins) for later runs, and prints their sizes. Needs root for apt-get and dockerd when
+# they are missing. All traffic stays on the host's loopback and the stack's own network.
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 started=$SECONDS
@@ -54,6 +54,7 @@ scripts/setup.sh
 scripts/wheelhouse.sh
 export CBIRQ_REDIS_PASSWORD=${CBIRQ_REDIS_PASSWORD:-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')}
 "${compose[@]}" build -q
+docker images cbirq --format '{{.Repository}}:{{.Tag}} {{.Size}}'
 done_step
 
 cli=.venv/bin/cbirq
@@ -66,9 +67,10 @@ cleanup() {
 trap cleanup EXIT
 "${compose[@]}" down -v >/dev/null 2>&1 || true
 
+# Workers: the extraction workers, the query worker and the trainer.
 step "up"
 "${compose[@]}" up -d --scale worker=2 >/dev/null
-.venv/bin/python scripts/compose_check.py wait-workers 3
+.venv/bin/python scripts/compose_check.py wait-workers 4
 done_step
 
 step "index and query"
@@ -104,13 +106,15 @@ done_step
 step "down and up"
 "${compose[@]}" down >/dev/null
 "${compose[@]}" up -d --scale worker=2 >/dev/null
-.venv/bin/python scripts/compose_check.py wait-workers 3
+.venv/bin/python scripts/compose_check.py wait-workers 4
 .venv/bin/python scripts/compose_check.py still-there check 300 "$("$cli" jobs --json)"
 done_step
 
+# The third worker starts while chunks wait: its cold start, to its first answered chunk.
 step "scale to 3"
-"${compose[@]}" up -d --scale worker=3 >/dev/null
-.venv/bin/python scripts/compose_check.py wait-workers 4
+.venv/bin/python scripts/compose_check.py photos "$work/cold" 800 7000
+.venv/bin/python scripts/compose_check.py cold-start "$work/cold" 800 worker 3
+.venv/bin/python scripts/compose_check.py wait-workers 5
 .venv/bin/python scripts/compose_check.py photos "$work/three" 240 5000
 .venv/bin/python scripts/compose_check.py all-take-work "$work/three" 240
 done_step

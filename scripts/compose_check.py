@@ -7,9 +7,11 @@ the fault steps, each checking what a user would (every image exactly once, the 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -140,8 +142,7 @@ def still_there(index: str, count: str, jobs: str) -> None:
 
 
 def all_take_work(folder: str, count: str) -> None:
-    ids = subprocess.run([*PROJECT, "ps", "-q", "worker"], capture_output=True, text=True)
-    workers = ids.stdout.split()
+    workers = containers("worker")
     began = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 1))
     started = time.monotonic()
     found = cli_json("index", folder, "--index", "three", "--chunk", "8")
@@ -158,6 +159,50 @@ def all_take_work(folder: str, count: str) -> None:
     print(f"3 worker containers all took chunks: {count} photos at {rate:.0f} images/s")
 
 
+def docker_time(stamp: str) -> datetime:
+    """Docker's RFC 3339 time, nanoseconds cut to the microseconds Python reads."""
+    return datetime.fromisoformat(re.sub(r"(\.\d{6})\d*", r"\1", stamp).replace("Z", "+00:00"))
+
+
+def cold_start(folder: str, count: str, service: str, scale: str) -> None:
+    """A container of `service` started (scaled to `scale`) while an index job's chunks wait:
+    the seconds from its start to its worker's ready line and to its first answered chunk."""
+    before = set(containers(service))
+    run = index_in_background(folder, "cold")
+    until(lambda: count_of("cold") > 0, 300, "the first chunks indexed")
+    subprocess.run(
+        [*PROJECT, "up", "-d", "--no-recreate", "--scale", f"{service}={scale}"],
+        check=True,
+        capture_output=True,
+    )
+    (started,) = set(containers(service)) - before
+    out, err = run.communicate(timeout=600)
+    if run.returncode != 0:
+        fail(f"index during the cold start: exit {run.returncode}: {err.strip()}")
+    exactly_once("cold", int(count), out)
+    inspect = ["docker", "inspect", "-f", "{{.State.StartedAt}}", started]
+    began = docker_time(subprocess.run(inspect, capture_output=True, text=True).stdout.strip())
+    logs = subprocess.run(["docker", "logs", "--timestamps", started], capture_output=True)
+    lines = (logs.stdout + logs.stderr).decode(errors="replace").splitlines()
+
+    def seconds_to(*words: str, last: bool = False) -> float:
+        found = [x for x in sorted(lines) if all(w in x for w in words)]
+        if not found:
+            fail(f"the new {service} container logged no {' '.join(words)!r}: more photos?")
+        return (docker_time(found[-1 if last else 0].split()[0]) - began).total_seconds()
+
+    # Ready: the last of its nodes (a worker serving jobs has a coordinators' node too).
+    ready = seconds_to("ready.", last=True)
+    chunk = seconds_to("cbirq.extract_batch", "succeeded")
+    print(f"{service} cold start: ready {ready:.1f} s, first chunk answered {chunk:.1f} s")
+
+
+def containers(service: str) -> list[str]:
+    return subprocess.run(
+        [*PROJECT, "ps", "-q", service], capture_output=True, text=True
+    ).stdout.split()
+
+
 def main() -> None:
     steps = {
         "wait-workers": wait_workers,
@@ -169,6 +214,7 @@ def main() -> None:
         "restart-mid-index": restart_mid_index,
         "still-there": still_there,
         "all-take-work": all_take_work,
+        "cold-start": cold_start,
     }
     steps[sys.argv[1]](*sys.argv[2:])
 

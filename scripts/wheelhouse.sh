@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Every wheel the Docker image installs, into wheelhouse/, downloaded by this machine's pip
-# (so from whatever index it uses), for the image's Python (3.11, Linux x86-64): with them
-# present, `docker build` reaches no index at all. Skips the download when they are there.
+# Every wheel the Docker images install (cbirq:torch's; cbirq:cpu's are a part of them), into
+# wheelhouse/, downloaded by this machine's pip (so from whatever index it uses), for the
+# images' Python (3.11, Linux x86-64): with them present, `docker build` reaches no index at
+# all. Skips the download when they are there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=.venv/bin/python

@@ -47,7 +47,9 @@ def _need_broker(command: str) -> None:
 
 
 def _gpu_devices(choice: str) -> list[str]:
-    if choice == "none":
+    from cbirq.embed.engines import torch_installed
+
+    if choice == "none" or not torch_installed():  # the CPU image: a CPU worker, or refused
         return []
     import torch  # device_count() asks NVML and leaves CUDA uninitialised in this process
 
@@ -174,6 +176,14 @@ def worker(
       cbirq worker --queues extract,query
       cbirq worker --queues train --concurrency 1
     """
+    from cbirq.embed.engines import torch_installed  # numpy: not for every command's start
+
+    # A worker without training's task would take a job off the queue and drop it.
+    if "train" in queues.split(",") and not torch_installed():
+        raise CbirqError(
+            "the train queue needs torch, which this install lacks (the CPU image): "
+            "leave it out of --queues and train on a worker with torch (the cbirq:torch image)"
+        )
     _need_broker("worker")
     own_files_only(load_settings().home)  # before any worker process starts: they inherit it
     coordinates = "jobs" in queues.split(",")

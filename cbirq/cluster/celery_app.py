@@ -6,6 +6,8 @@ Workers import the tasks through `include`.
 
 from __future__ import annotations
 
+import importlib.util
+
 from celery import Celery
 
 from cbirq import settings as settings_module
@@ -68,6 +70,15 @@ def _settings() -> settings_module.Settings:
         return settings_module.load({})
 
 
+def _task_modules() -> list[str]:
+    """What a worker imports. tasks.presence: every worker beats into the store (and sweeps, on
+    the jobs queue). Training's only where torch is installed: the CPU image has none."""
+    modules = {*TASK_MODULES.values(), "cbirq.tasks.presence"}
+    if importlib.util.find_spec("torch") is None:
+        modules.remove(TASK_MODULES[TRAIN_TASK])
+    return sorted(modules)
+
+
 def make_app(settings: settings_module.Settings | None = None) -> Celery:
     settings = settings or _settings()
     url = settings.broker_url or "memory://"
@@ -75,8 +86,7 @@ def make_app(settings: settings_module.Settings | None = None) -> Celery:
         "cbirq",
         broker=url,
         backend=settings.broker_url and url,
-        # tasks.presence: every worker beats into the store (and sweeps, on the jobs queue).
-        include=sorted({*TASK_MODULES.values(), "cbirq.tasks.presence"}),
+        include=_task_modules(),
     )
     app.conf.update(
         # Never pickle: a broker message must not be able to run code on a worker.

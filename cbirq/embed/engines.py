@@ -22,9 +22,17 @@ if TYPE_CHECKING:  # torch: only where a network is built
 log = logging.getLogger(__name__)
 
 
+def torch_installed() -> bool:
+    """Whether torch can be imported here (not imported: that takes 1.5-2 s). The CPU image
+    has no torch: it runs graphs that torch exported and checked in its build."""
+    return importlib.util.find_spec("torch") is not None
+
+
 def onnx_installed() -> bool:
-    """ONNX Runtime runs the graph; the `onnx` package is what torch's exporter writes with."""
-    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
+    """ONNX Runtime runs the graph; where torch can export one, its exporter writes with the
+    `onnx` package too."""
+    needed = ("onnxruntime", "onnx") if torch_installed() else ("onnxruntime",)
+    return all(importlib.util.find_spec(name) is not None for name in needed)
 
 
 def resolve(requested: str, cuda: bool) -> str:
@@ -45,9 +53,9 @@ GPU_DEVICES = ("/dev/nvidiactl", "/dev/kfd")
 
 
 def cuda_available() -> bool:
-    """Whether torch sees a GPU; on a machine without a GPU driver, known without importing
-    torch (1.5-2 s of a fresh `cbirq query`)."""
-    if not any(Path(device).exists() for device in GPU_DEVICES):
+    """Whether torch sees a GPU; on a machine without a GPU driver, or without torch, known
+    without importing torch (1.5-2 s of a fresh `cbirq query`)."""
+    if not any(Path(device).exists() for device in GPU_DEVICES) or not torch_installed():
         return False
     import torch
 

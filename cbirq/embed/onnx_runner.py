@@ -5,7 +5,8 @@ Exporting and checking a graph needs torch (cbirq.embed.onnx_engine); running it
 a graph has passed the check, a note beside it records the extractor's settings and what the
 graph was made from (the versions of the packages that shape it, and cbirq's own source); a
 process that finds the note still true runs the graph straight away, and `cbirq query` answers
-without the 1.5-2 s that importing torch takes.
+without the 1.5-2 s that importing torch takes. A process without torch (the CPU image) runs
+the graphs whose notes came with it, exported in its build.
 
 The note is sealed with the graph's digest: settings edited since (mean, std, crop...) would
 change every feature silently, so such a note is refused and torch makes the graph's note again.
@@ -93,7 +94,7 @@ def verified_bytes(path: Path) -> bytes:
     return data
 
 
-def seal(graph_digest: str, made_from: str, settings: dict) -> str:
+def seal(graph_digest: str, made_from: dict, settings: dict) -> str:
     """Binds a note's settings to the graph they were checked with, and what it was made from."""
     sealed = json.dumps([graph_digest, made_from, settings], sort_keys=True)
     return hashlib.sha256(sealed.encode()).hexdigest()
@@ -103,20 +104,32 @@ def stem(name: str, weights: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{name}-{weights}")
 
 
-def provenance() -> str:
-    """What the graphs made here depend on: package versions and cbirq's source."""
-    digest = hashlib.blake2b(digest_size=16)
-    # The distributions whose versions shape a graph or the weights in it.
+def provenance() -> dict:
+    """What the graphs made here depend on: the version of each distribution that shapes a
+    graph or the weights in it (None: not installed here), and a digest of cbirq's source."""
+    versions = {}
     for dist in families.distributions():
         try:
-            version = importlib.metadata.version(dist)
+            versions[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
-            version = "-"
-        digest.update(f"{dist}={version}\0".encode())
+            versions[dist] = None
+    digest = hashlib.blake2b(digest_size=16)
     here = Path(__file__).parent
     for name in SOURCES:
         digest.update((here / name).read_bytes())
-    return digest.hexdigest()
+    return {"versions": versions, "source": digest.hexdigest()}
+
+
+def still_true(made_from: dict) -> bool:
+    """Whether a graph made from `made_from` is the one this process would make: the same
+    source, and every distribution installed here at the version the graph was made with. One
+    not installed here cannot make it otherwise: the CPU image, without torch, runs the graph
+    that torch exported and checked in the image's build."""
+    here = provenance()
+    return made_from["source"] == here["source"] and all(
+        version is None or made_from["versions"].get(dist) == version
+        for dist, version in here["versions"].items()
+    )
 
 
 def note_path(cache_dir: Path, name: str, weights: str) -> Path:
@@ -163,7 +176,7 @@ def noted(name: str, weights: str, cache_dir: Path, threads: int) -> Extractor |
         return None
     try:
         note = json.loads(files.read_file(path, SMALL_FILE_BYTES))
-        if note["provenance"] != provenance():
+        if not still_true(note["provenance"]):
             return None
         graph = path.parent / note["graph"]
         if note.get("seal") != seal(recorded_digest(graph), note["provenance"], note["settings"]):

@@ -14,7 +14,9 @@ from kombu.exceptions import OperationalError
 
 from cbirq import settings as settings_module
 from cbirq.cluster.shared_fs import read_file
+from cbirq.embed.engines import torch_installed
 from cbirq.embed.extractor import Extractor
+from cbirq.errors import BackboneError
 from cbirq.rank.index_cache import IndexCache
 from cbirq.store import Store, open_store
 
@@ -73,6 +75,12 @@ def _backbone(name: str, weights: str, engine: str) -> Extractor:
         found = noted(name, weights, settings().cache_dir, threads())
         if found is not None:
             return found
+    if not torch_installed():  # the CPU image: only the graphs checked in its build
+        no_graph = ", and there is no checked ONNX graph of it here" if engine == "onnx" else ""
+        raise BackboneError(
+            f"{name} ({weights}) needs torch, which this worker lacks{no_graph}: "
+            "use a worker with torch (the cbirq:torch image, or pip install cbirq)"
+        )
     import torch
 
     from cbirq.embed.backbones import load_backbone
@@ -104,11 +112,13 @@ def torch_threads(concurrency: int, config: settings_module.Settings) -> int:
 @worker_process_init.connect
 def _limit_threads(**_: object) -> None:
     global _worker_threads
-    import torch
     from celery import current_app
 
     _worker_threads = torch_threads(current_app.conf.worker_concurrency or 1, settings())
-    torch.set_num_threads(_worker_threads)
+    if torch_installed():
+        import torch
+
+        torch.set_num_threads(_worker_threads)
 
 
 @inspect_command()

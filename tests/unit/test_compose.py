@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import re
+import runpy
 
 import pytest
 import yaml
 
+from cbirq.embed.families import distributions
 from tests.conftest import REPO
+
+PYPROJECT = REPO / "pyproject.toml"
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +21,7 @@ def compose():
 
 def test_services_and_gpu_profile(compose):
     services = compose["services"]
-    assert set(services) == {"redis", "worker", "query", "gpu-worker", "web"}
+    assert set(services) == {"redis", "worker", "query", "trainer", "gpu-worker", "web"}
     assert "profiles" not in services["worker"] and services["gpu-worker"]["profiles"] == ["gpu"]
     devices = services["gpu-worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
@@ -35,7 +39,7 @@ def test_gpu_workers_are_pinned_and_cpu_workers_hide_gpus(compose):
     services = compose["services"]
     assert option(services["gpu-worker"], "--gpus") == "all"
     assert "--concurrency" not in services["gpu-worker"]["command"], "one process per GPU"
-    for name in ("worker", "query"):
+    for name in ("worker", "query", "trainer"):
         assert option(services[name], "--gpus") == "none"
         assert option(services[name], "--concurrency") == "1"
 
@@ -50,7 +54,7 @@ def test_redis_needs_a_password_and_stays_on_the_host(compose):
 
 
 def test_workers_reach_redis_with_the_same_password(compose):
-    for name in ("worker", "query", "gpu-worker", "web"):
+    for name in ("worker", "query", "trainer", "gpu-worker", "web"):
         service = compose["services"][name]
         env = service["environment"]
         assert env["CBIRQ_BROKER_URL"].startswith("redis://redis:6379")
@@ -73,7 +77,7 @@ def test_redis_never_evicts_and_containers_have_limits(compose):
         "--maxmemory-policy noeviction" in command
         and "--maxmemory ${CBIRQ_REDIS_MAXMEMORY" in command
     )
-    for name in ("worker", "query"):
+    for name in ("worker", "query", "trainer"):
         assert services[name]["cpus"].startswith("${CBIRQ_") and services[name]["mem_limit"]
     assert services["web"]["mem_limit"]
 
@@ -81,15 +85,57 @@ def test_redis_never_evicts_and_containers_have_limits(compose):
 def test_images_can_be_named_for_machines_without_docker_hub(compose):
     services = compose["services"]
     assert services["redis"]["image"] == "${CBIRQ_REDIS_IMAGE:-redis:7.2-alpine}"
-    build = services["worker"]["build"]
-    assert build["args"]["BASE_IMAGE"] == "${CBIRQ_BASE_IMAGE:-python:3.11-slim-bookworm}"
+    for name in ("worker", "trainer"):
+        build = services[name]["build"]
+        assert build["args"]["BASE_IMAGE"] == "${CBIRQ_BASE_IMAGE:-python:3.11-slim-bookworm}"
     dockerfile = (REPO / "Dockerfile").read_text()
-    assert "ARG BASE_IMAGE=python:3.11-slim-bookworm\nFROM ${BASE_IMAGE}" in dockerfile
+    assert "ARG BASE_IMAGE=python:3.11-slim-bookworm\nFROM ${BASE_IMAGE} AS base" in dockerfile
     assert "--no-index --find-links /wheelhouse" in dockerfile
+
+
+def test_each_role_has_its_image(compose):
+    """Issue 32: torch and its CUDA libraries only where training or a GPU needs them."""
+    services = compose["services"]
+    for name in ("worker", "query", "web"):
+        assert services[name]["build"]["target"] == "cpu"
+        assert services[name]["image"] == "${CBIRQ_CPU_IMAGE:-cbirq:cpu}"
+    for name in ("trainer", "gpu-worker"):
+        assert services[name]["build"]["target"] == "torch"
+        assert services[name]["image"] == "${CBIRQ_TORCH_IMAGE:-cbirq:torch}"
+    assert option(services["trainer"], "--queues") == "train"
+    assert "train" not in option(services["worker"], "--queues").split(",")
+    assert "extract" in option(services["worker"], "--queues").split(",")
+
+
+def final_stages(dockerfile: str) -> dict[str, str]:
+    """Each stage's text by name."""
+    parts = re.split(r"^FROM \S+ AS (\S+)\n", dockerfile, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def test_the_final_images_run_as_a_user_and_hold_no_wheel():
+    stages = final_stages((REPO / "Dockerfile").read_text())
+    for name in ("cpu", "torch"):
+        stage = stages[name]
+        assert "USER cbirq" in stage and "wheelhouse" not in stage and "pip install" not in stage
+        assert all(
+            line.startswith(("COPY --from=", "USER", "ENTRYPOINT", "CMD", "#", ""))
+            for line in stage.splitlines()
+        ), "a final image only copies what was built"
+    assert "COPY wheelhouse/" in stages["builder"]
+
+
+def test_the_cpu_image_leaves_out_what_makes_graphs_and_keeps_what_runs_them():
+    requirements = runpy.run_path(str(REPO / "docker" / "requirements.py"))
+    makers = set(distributions()) - {"onnxruntime"}
+    assert requirements["MAKE_GRAPHS"] == makers, "docker/requirements.py: update MAKE_GRAPHS"
+    cpu = {requirements["name"](r) for r in requirements["requirements"]("cpu", PYPROJECT)}
+    everything = {requirements["name"](r) for r in requirements["requirements"]("torch", PYPROJECT)}
+    assert cpu == everything - makers and {"onnxruntime", "starlette", "celery"} <= cpu
 
 
 def test_workers_and_the_web_page_have_health_checks(compose):
     services = compose["services"]
-    for name in ("worker", "query", "gpu-worker"):
+    for name in ("worker", "query", "trainer", "gpu-worker"):
         assert "cbirq workers" in services[name]["healthcheck"]["test"][1]
     assert "8000" in " ".join(services["web"]["healthcheck"]["test"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.metadata
 import json
 import logging
 import shutil
@@ -240,9 +241,60 @@ def test_a_noted_graph_runs_without_export_and_says_so(small, home, caplog, monk
     assert worst_cosine_gap(small.embed(images), noted.embed(images)) < onnx_engine.TOLERANCE
 
 
+def installed_as(monkeypatch, versions: dict[str, str | None]) -> None:
+    """This process's distributions as `versions` says (None: not installed), the rest real."""
+    real = importlib.metadata.version
+
+    def version(dist: str) -> str:
+        if dist not in versions:
+            return real(dist)
+        if versions[dist] is None:
+            raise importlib.metadata.PackageNotFoundError(dist)
+        return versions[dist]
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+
+
 def test_a_note_from_other_versions_is_not_used(small, home, monkeypatch):
-    monkeypatch.setattr(onnx_runner, "provenance", lambda: "another torch")
+    installed_as(monkeypatch, {"torch": "99.0"})
     assert onnx_runner.noted(small.name, small.weights, home / "cache", threads=1) is None
+
+
+def test_without_torch_the_graph_it_exported_runs(small, home, monkeypatch):
+    """The CPU image: torch and the weight packages exported the graph in the image's build
+    and are not installed where it runs."""
+    installed_as(monkeypatch, {"torch": None, "torchvision": None, "onnx": None})
+    assert onnx_runner.noted(small.name, small.weights, home / "cache", threads=1) is not None
+    installed_as(monkeypatch, {"torch": None, "onnxruntime": "0.1"})
+    assert onnx_runner.noted(small.name, small.weights, home / "cache", threads=1) is None
+
+
+def test_without_torch_a_model_with_no_graph_is_refused_in_one_line(
+    tmp_path, monkeypatch, fresh_runtime
+):
+    monkeypatch.setenv("CBIRQ_HOME", str(tmp_path))
+    monkeypatch.setattr(runtime, "torch_installed", lambda: False)
+    with pytest.raises(BackboneError) as refused:
+        runtime.backbone("resnet50", "none", "onnx")
+    assert str(refused.value) == (
+        "resnet50 (none) needs torch, which this worker lacks, and there is no checked ONNX "
+        "graph of it here: use a worker with torch (the cbirq:torch image, or pip install cbirq)"
+    )
+    with pytest.raises(
+        BackboneError, match=r"^resnet50 \(none\) needs torch, which this worker lacks:"
+    ):
+        runtime.backbone("resnet50", "none", "torch")
+
+
+def test_without_torch_auto_is_onnx_runtime_alone(monkeypatch):
+    """The CPU image has no `onnx`: only torch's exporter writes with it."""
+    real = engines.importlib.util.find_spec
+    monkeypatch.setattr(
+        engines.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("torch", "onnx") else real(name, *a),
+    )
+    assert engines.resolve("auto", cuda=False) == "onnx"
 
 
 def note_copy(home: Path, tmp_path: Path) -> tuple[Path, Path]:

@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import re
 
@@ -6,6 +7,7 @@ from click.testing import CliRunner
 
 from cbirq.cli import cluster
 from cbirq.cli import main as cli
+from cbirq.cluster import celery_app
 from cbirq.cluster.worker_plan import (
     WorkerSpec,
     choose_gpus,
@@ -128,3 +130,29 @@ def test_usable_cores_read_cgroup_v1_too(tmp_path):
     assert usable_cores(tmp_path) == 1
     (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")  # no quota
     assert usable_cores(tmp_path) == len(os.sched_getaffinity(0))
+
+
+def without_torch(monkeypatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a)
+    )
+
+
+def test_without_torch_a_worker_refuses_the_train_queue_and_imports_no_training(monkeypatch):
+    """The CPU image: a worker without training's task would take a job off the queue and
+    drop it."""
+    without_torch(monkeypatch)
+    monkeypatch.setenv("CBIRQ_BROKER_URL", "redis://127.0.0.1:1/0")
+    done = CliRunner().invoke(cli, ["worker", "-Q", "extract,train"])
+    assert done.exit_code != 0
+    assert "the train queue needs torch, which this install lacks" in done.output
+    modules = celery_app._task_modules()
+    assert "cbirq.tasks.train" not in modules and "cbirq.tasks.extract" in modules
+
+
+def test_without_torch_a_worker_sees_no_gpu(monkeypatch):
+    """The CPU image's default `--gpus auto`: a CPU worker, not an import error."""
+    without_torch(monkeypatch)
+    assert cluster._gpu_devices("auto") == []
+    assert choose_gpus("auto", cluster._gpu_devices("auto")) == []
