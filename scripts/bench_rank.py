@@ -18,9 +18,11 @@ memory per dimension, recall@10 against an exact float32 ranking, per engine:
 Library rows look like CNN features of a photo collection (non-negative, with a large part
 shared by all, unit length, in groups of 20 related images: a part shared by the group and a
 part of their own); each query is a library row with noise added, so that it has a true nearest
-neighbour and close calls after it. Also measured in the same run: streaming the int8 matrix
-once (the floor for any exact scan), the kernels timed at start-up, loading the rows into a
-worker, and what adding 1,000 rows costs the next query.
+neighbour and close calls after it. Each query goes through every engine in turn (faiss's
+apart, one at a time for memory), so that other work on a shared machine slows them alike. Also
+measured in the same run: streaming the int8 matrix once (the floor for any exact scan), the
+kernels timed at start-up, loading the rows into a worker, and what adding 1,000 rows costs the
+next query.
 
     .venv/bin/python scripts/bench_rank.py [--sizes 10000,100000,1000000] [--queries 20]
 """
@@ -32,7 +34,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
@@ -61,6 +63,7 @@ class Engine:
     options: RankOptions  # the ranking it gives, for the exact reference
     width: float  # bytes held per dimension
     search: Search
+    exact: bool = True  # False: no ranking, a floor to compare with
 
 
 GROUP = 20  # related images per group
@@ -127,12 +130,12 @@ class RowStore:
         return [self.rows[int(h[1:])].tobytes() for h in hashes]
 
 
-def stream_ms(codes: np.ndarray) -> float:
+def streaming(codes: np.ndarray) -> Engine:
     """Reading the int8 matrix once with every core (summed as int64 words): what any exact
     scan must at least take."""
     words = torch.from_numpy(codes).view(torch.int64)
-    words.sum()
-    return 1000 * min(timed(words.sum) for _ in range(5))
+    name = "streaming the int8 matrix once (the floor, no ranking)"
+    return Engine(name, RankOptions(), 1, lambda _: words.sum().numpy(), exact=False)
 
 
 def timed(run: Callable[[], object]) -> float:
@@ -180,8 +183,7 @@ def cbirq_engines(rows: np.ndarray) -> tuple[list[Engine], RowStore, IndexCache,
     name = next(n for n, make in kernels.runnable().items() if make() is chosen)
     note = (
         f"{len(rows):,} rows: loaded into a worker in {loaded:.1f} s; the first default "
-        f"query took {first * 1000:.0f} ms (the centred norms: one precise scan); streaming "
-        f"the int8 matrix once: {stream_ms(rows_held.codes[: len(rows_held)]):.1f} ms; kernel "
+        f"query took {first * 1000:.0f} ms (the centred norms: one precise scan); kernel "
         f"{name}"
         + (
             " chosen at start-up from "
@@ -198,6 +200,7 @@ def cbirq_engines(rows: np.ndarray) -> tuple[list[Engine], RowStore, IndexCache,
     ]
     for other in sorted(set(kernels.runnable()) - {name}):
         found.append(Engine(ours.format(other), RankOptions(), width, engine(RankOptions(), other)))
+    found.append(streaming(rows_held.codes[: len(rows_held)]))
     return found, store, cache, note
 
 
@@ -238,15 +241,40 @@ def faiss_engines(rows: np.ndarray) -> Iterator[Engine]:
         del index, search
 
 
-def measure(search: Search, asked: np.ndarray, expected: list[np.ndarray]) -> tuple[float, float]:
-    search(asked[0])  # warm-up: page in the matrix, start the thread pools
-    seconds, hits = [], 0
-    for query, best in zip(asked, expected):
-        started = time.perf_counter()
-        got = search(query)
-        seconds.append(time.perf_counter() - started)
-        hits += len(set(got.tolist()) & set(best.tolist()))
-    return statistics.median(seconds), hits / (K * len(asked))
+@dataclass
+class Tally:
+    seconds: list[float] = field(default_factory=list)
+    hits: int = 0
+    read: int = 0  # vectors read from the store
+
+
+def measure(
+    engines: list[Engine], store: RowStore, asked: np.ndarray, expected: dict
+) -> list[Tally]:
+    """Each query through every engine in turn: on a machine shared with other work, that work
+    then slows them alike, and their ratios hold."""
+    for engine in engines:
+        engine.search(asked[0])  # warm-up: page in the matrix, start the thread pools
+    tallies = [Tally() for _ in engines]
+    for i, query in enumerate(asked):
+        for engine, tally in zip(engines, tallies):
+            read, started = store.read, time.perf_counter()
+            got = engine.search(query)
+            tally.seconds.append(time.perf_counter() - started)
+            tally.read += store.read - read
+            best = expected[engine.options][i]
+            tally.hits += len(set(got.tolist()) & set(best.tolist())) if engine.exact else 0
+    return tallies
+
+
+def row(n: int, engine: Engine, tally: Tally, queries: int) -> str:
+    recall = f"{tally.hits / (K * queries):.3f}" if engine.exact else ""
+    rescored = f"{tally.read / queries:.0f}" if tally.read else ""
+    return (
+        f"| {n:,} | {engine.name} | {engine.options.describe() if engine.exact else ''} "
+        f"| {engine.width:.2f} | {n * DIM * engine.width / 1e6:,.0f} "
+        f"| {statistics.median(tally.seconds) * 1000:.1f} | {recall} | {rescored} |"
+    )
 
 
 def main() -> None:
@@ -268,18 +296,13 @@ def main() -> None:
         asked = queries(rows, args.queries)
         expected = {o: truth(rows, asked, o) for o in (RankOptions(), DEFAULT)}
         ours, store, cache, note = cbirq_engines(rows)
-        for group in (partial(iter, ours), partial(baselines, rows), partial(faiss_engines, rows)):
-            for engine in group():
-                store.read = 0
-                latency, recall = measure(engine.search, asked, expected[engine.options])
-                rescored = f"{store.read / (args.queries + 1):.0f}" if store.read else ""
-                print(
-                    f"| {n:,} | {engine.name} | {engine.options.describe()} | {engine.width:.2f} "
-                    f"| {n * DIM * engine.width / 1e6:,.0f} | {latency * 1000:.1f} "
-                    f"| {recall:.3f} | {rescored} |",
-                    flush=True,
-                )
-                del engine  # one engine's copy of the rows in memory at a time
+        together = [*ours, *baselines(rows)]
+        for engine, tally in zip(together, measure(together, store, asked, expected)):
+            print(row(n, engine, tally, args.queries), flush=True)
+        del together
+        for engine in faiss_engines(rows):  # one engine's copy of the rows at a time
+            print(row(n, engine, measure([engine], store, asked, expected)[0], args.queries))
+            del engine
         notes.append(f"{note}; {change_cost(store, cache, asked[0])}")
         del rows, store, ours, cache
     print("\n" + "\n".join(f"- {note}" for note in notes))

@@ -94,6 +94,13 @@ def test_simsimd_dots_are_the_exact_integer_products_of_the_rounded_query(column
     assert len(kernels.SimdDots(columns)(codes[:0], scales[:0], query)[0]) == 0
 
 
+def test_simsimd_sums_of_extreme_codes_do_not_saturate():
+    # SIMD int8 products are often summed in pairs as int16 first: 2 x 127^2 still fits
+    codes = np.array([[127] * 1280, [-127] * 1280, [127, -127] * 640], np.int8)
+    dots = kernels.SimdDots(1)(codes, np.ones(3, np.float32), np.ones(1280, np.float32))[0]
+    assert dots.tolist() == [127 * 1280, -127 * 1280, 0]  # 127^2 x 1280, times the scale 1/127
+
+
 def test_an_unavailable_kernel_is_named_in_the_error():
     with pytest.raises(ValueError, match="not available here: numpy"):
         kernels.named("cuda")
