@@ -35,6 +35,9 @@ from cbirq.settings import usable_cores
 BLOCK = 8192  # rows widened at a time by the numpy kernel (float32 temporaries of a few MB)
 MEASURE_FROM = 65_536  # rows: below this any kernel takes a few ms, and numpy needs no setup
 SAMPLE = 131_072  # rows timed per kernel when choosing
+# rows below which simsimd scans in one thread: starting and joining threads cost up to 12 ms
+# on busy cores (measured), against 0.01 ms for the few rows of a precise pass
+THREADED_FROM = 65_536
 
 # Result: the dots of each row (scale times codes . query) and how far the kernel may be off in
 # each: `relative` x |dot| + `dropped` x the row's norm (the part of the query it did not see).
@@ -122,7 +125,7 @@ class SimdDots:
             np.ascontiguousarray(columns.T),
             metric="dot",
             out_dtype="int32",
-            threads=self.threads,
+            threads=self.threads if len(codes) >= THREADED_FROM else 1,
         )
         return _scaled(np.asarray(ints), column_scales, scales), 2.0**-22, dropped
 
