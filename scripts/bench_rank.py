@@ -6,20 +6,23 @@ memory per dimension, recall@10 against an exact float32 ranking, per engine:
 - torch float16: the top 10 of torch's half-precision matrix-vector product (2 bytes);
 - cbirq: what `cbirq.rank_query` runs once it has the query's features (cbirq.rank.ranking.rank):
   int8 rows (1 byte) scanned with the kernel chosen by measurement at start-up
-  (cbirq.rank.kernels), then the rows that may be in the top 10 rescored from the store's
-  float32 features. Plain cosine, and EfficientNet-Lite0's default ranking (centred, alpha-QE
-  over the top 10, in one scan). The store here is an in-memory stand-in that serves the
-  float32 rows as bytes: with Redis, one round trip for the rescored rows (column `rescored`,
-  5 KB each) comes on top;
+  (cbirq.rank.kernels), a precise pass over the rows near the top-10 threshold, then the rows
+  that may be in the top 10 rescored from the store's float32 features. Plain cosine, and
+  EfficientNet-Lite0's default ranking (centred, alpha-QE over the top 10, in one scan); then
+  plain cosine scanned with each other kernel (pinned). The store here is an in-memory
+  stand-in that serves the float32 rows as bytes: with Redis, one round trip for the rescored
+  rows (column `rescored`, vectors read per query, 5 KB each) comes on top;
 - faiss IndexFlatIP (float32) and IndexScalarQuantizer fp16 and 8-bit, if faiss-cpu is
   installed (`pip install -e '.[bench]'`; an optional comparison, not a dependency).
 
 Library rows look like CNN features of a photo collection (non-negative, with a large part
 shared by all, unit length, in groups of 20 related images: a part shared by the group and a
 part of their own); each query is a library row with noise added, so that it has a true nearest
-neighbour and close calls after it. Also measured in the same run: streaming the int8 matrix
-once (the floor for any exact scan), the kernels timed at start-up, loading the rows into a
-worker, and what adding 1,000 rows costs the next query.
+neighbour and close calls after it. Each query goes through every engine in turn (faiss's
+apart, one at a time for memory), so that other work on a shared machine slows them alike. Also
+measured in the same run: streaming the int8 matrix once (the floor for any exact scan), the
+kernels timed at start-up, loading the rows into a worker, and what adding 1,000 rows costs the
+next query.
 
     .venv/bin/python scripts/bench_rank.py [--sizes 10000,100000,1000000] [--queries 20]
 """
@@ -31,7 +34,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
@@ -60,6 +63,7 @@ class Engine:
     options: RankOptions  # the ranking it gives, for the exact reference
     width: float  # bytes held per dimension
     search: Search
+    exact: bool = True  # False: no ranking, a floor to compare with
 
 
 GROUP = 20  # related images per group
@@ -104,34 +108,42 @@ class RowStore:
     cache_key = None
 
     def __init__(self, rows: np.ndarray) -> None:
-        self.rows, self.read, self.first = rows, 0, len(rows)
+        # rows added later are kept apart: copying the million rows would take seconds and
+        # 5 GB more memory, and slow the next query for reasons of the benchmark's own
+        self.rows, self.added, self.read = rows, np.zeros((0, DIM), np.float32), 0
+
+    def __len__(self) -> int:
+        return len(self.rows) + len(self.added)
 
     def append(self, rows: np.ndarray) -> None:
-        self.rows = np.concatenate([self.rows, rows])
+        self.added = np.concatenate([self.added, rows])
 
     def info(self, name: str) -> IndexInfo:
-        return IndexInfo(name, "bench", "none", DIM, len(self.rows))
+        return IndexInfo(name, "bench", "none", DIM, len(self))
 
     def entries(self, name: str) -> dict[str, str]:
-        return {f"p{i:07d}": f"h{i}" for i in range(len(self.rows))}
+        return {f"p{i:07d}": f"h{i}" for i in range(len(self))}
 
     def changes(self, name: str, since: tuple | None) -> tuple[tuple[int, int], list | None]:
-        cursor = (0, len(self.rows))
+        cursor = (0, len(self))
         if since is None:
             return cursor, None
-        return cursor, [(f"p{i:07d}", f"h{i}") for i in range(since[1], len(self.rows))]
+        return cursor, [(f"p{i:07d}", f"h{i}") for i in range(since[1], len(self))]
 
     def features(self, name: str, hashes: list[str]) -> list[bytes]:
         self.read += len(hashes)
-        return [self.rows[int(h[1:])].tobytes() for h in hashes]
+        return [self.row(int(h[1:])).tobytes() for h in hashes]
+
+    def row(self, i: int) -> np.ndarray:
+        return self.rows[i] if i < len(self.rows) else self.added[i - len(self.rows)]
 
 
-def stream_ms(codes: np.ndarray) -> float:
+def streaming(codes: np.ndarray) -> Engine:
     """Reading the int8 matrix once with every core (summed as int64 words): what any exact
     scan must at least take."""
     words = torch.from_numpy(codes).view(torch.int64)
-    words.sum()
-    return 1000 * min(timed(words.sum) for _ in range(5))
+    name = "streaming the int8 matrix once (the floor, no ranking)"
+    return Engine(name, RankOptions(), 1, lambda _: words.sum().numpy(), exact=False)
 
 
 def timed(run: Callable[[], object]) -> float:
@@ -141,14 +153,17 @@ def timed(run: Callable[[], object]) -> float:
 
 
 def change_cost(store: RowStore, cache: IndexCache, query: np.ndarray) -> str:
-    """Adding 1,000 rows: what the next query takes, and the one after it."""
-    store.append(library(1000, seed=9))
-    after = timed(lambda: rank(store, cache.get(store, NAME), NAME, query, K, DEFAULT))
-    again = timed(lambda: rank(store, cache.get(store, NAME), NAME, query, K, DEFAULT))
+    """Adding 1,000 rows, three times: what the next query takes, and the one after it."""
+    kernels.pin(None)
+    took = []
+    for seed in range(9, 12):
+        store.append(library(1000, seed=seed))
+        for _ in range(2):
+            took.append(timed(lambda: rank(store, cache.get(store, NAME), NAME, query, K, DEFAULT)))
     return (
-        f"1,000 rows added: the next default-ranking query took {after * 1000:.0f} ms (rows "
-        f"read and quantised, the centred norms for the new mean), the one after "
-        f"{again * 1000:.0f} ms"
+        "1,000 rows added, three times: the next default-ranking query took "
+        f"{', '.join(f'{t * 1000:.0f}' for t in took[::2])} ms (rows read and quantised, their "
+        f"centred norms), the one after {', '.join(f'{t * 1000:.0f}' for t in took[1::2])} ms"
     )
 
 
@@ -161,21 +176,23 @@ def cbirq_engines(rows: np.ndarray) -> tuple[list[Engine], RowStore, IndexCache,
     per_row = sum(a[:1].nbytes for name, a in rows_held.arrays().items() if name != "codes")
     width = (DIM + per_row) / DIM  # int8 codes, and a scale, slack and norms per row
 
-    def engine(options: RankOptions) -> Search:
+    def engine(options: RankOptions, kernel: str | None = None) -> Search:
         def search(query: np.ndarray) -> np.ndarray:
+            kernels.pin(kernel)
             hits = rank(store, index, NAME, query, K, options)
             return np.array([int(digest[1:]) for _, digest, _ in hits])
 
         return search
 
     first = timed(lambda: engine(DEFAULT)(rows[0]))  # makes the centred view
+    kernels.pin(None)
     chosen = kernels.choose(rows_held.codes[: len(rows_held)], rows_held.scale())
     measured = getattr(kernels._chosen, "timings", {})
+    name = next(n for n, make in kernels.runnable().items() if make() is chosen)
     note = (
         f"{len(rows):,} rows: loaded into a worker in {loaded:.1f} s; the first default "
-        f"query took {first * 1000:.0f} ms (the centred norms: one precise scan); streaming "
-        f"the int8 matrix once: {stream_ms(rows_held.codes[: len(rows_held)]):.1f} ms; kernel "
-        f"{chosen.__name__ if hasattr(chosen, '__name__') else type(chosen).__name__}"
+        f"query took {first * 1000:.0f} ms (the centred norms: one precise scan); kernel "
+        f"{name}"
         + (
             " chosen at start-up from "
             + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in measured.items())
@@ -184,10 +201,14 @@ def cbirq_engines(rows: np.ndarray) -> tuple[list[Engine], RowStore, IndexCache,
             else ""
         )
     )
+    ours = "cbirq int8 + exact rescoring, {} kernel"
     found = [
-        Engine("cbirq int8 + exact rescoring", RankOptions(), width, engine(RankOptions())),
-        Engine("cbirq int8 + exact rescoring", DEFAULT, width, engine(DEFAULT)),
+        Engine(ours.format(name), RankOptions(), width, engine(RankOptions())),
+        Engine(ours.format(name), DEFAULT, width, engine(DEFAULT)),
     ]
+    for other in sorted(set(kernels.runnable()) - {name}):
+        found.append(Engine(ours.format(other), RankOptions(), width, engine(RankOptions(), other)))
+    found.append(streaming(rows_held.codes[: len(rows_held)]))
     return found, store, cache, note
 
 
@@ -228,15 +249,40 @@ def faiss_engines(rows: np.ndarray) -> Iterator[Engine]:
         del index, search
 
 
-def measure(search: Search, asked: np.ndarray, expected: list[np.ndarray]) -> tuple[float, float]:
-    search(asked[0])  # warm-up: page in the matrix, start the thread pools
-    seconds, hits = [], 0
-    for query, best in zip(asked, expected):
-        started = time.perf_counter()
-        got = search(query)
-        seconds.append(time.perf_counter() - started)
-        hits += len(set(got.tolist()) & set(best.tolist()))
-    return statistics.median(seconds), hits / (K * len(asked))
+@dataclass
+class Tally:
+    seconds: list[float] = field(default_factory=list)
+    hits: int = 0
+    read: int = 0  # vectors read from the store
+
+
+def measure(
+    engines: list[Engine], store: RowStore, asked: np.ndarray, expected: dict
+) -> list[Tally]:
+    """Each query through every engine in turn: on a machine shared with other work, that work
+    then slows them alike, and their ratios hold."""
+    for engine in engines:
+        engine.search(asked[0])  # warm-up: page in the matrix, start the thread pools
+    tallies = [Tally() for _ in engines]
+    for i, query in enumerate(asked):
+        for engine, tally in zip(engines, tallies):
+            read, started = store.read, time.perf_counter()
+            got = engine.search(query)
+            tally.seconds.append(time.perf_counter() - started)
+            tally.read += store.read - read
+            best = expected[engine.options][i]
+            tally.hits += len(set(got.tolist()) & set(best.tolist())) if engine.exact else 0
+    return tallies
+
+
+def row(n: int, engine: Engine, tally: Tally, queries: int) -> str:
+    recall = f"{tally.hits / (K * queries):.3f}" if engine.exact else ""
+    rescored = f"{tally.read / queries:.0f}" if tally.read else ""
+    return (
+        f"| {n:,} | {engine.name} | {engine.options.describe() if engine.exact else ''} "
+        f"| {engine.width:.2f} | {n * DIM * engine.width / 1e6:,.0f} "
+        f"| {statistics.median(tally.seconds) * 1000:.1f} | {recall} | {rescored} |"
+    )
 
 
 def main() -> None:
@@ -258,18 +304,13 @@ def main() -> None:
         asked = queries(rows, args.queries)
         expected = {o: truth(rows, asked, o) for o in (RankOptions(), DEFAULT)}
         ours, store, cache, note = cbirq_engines(rows)
-        for group in (partial(iter, ours), partial(baselines, rows), partial(faiss_engines, rows)):
-            for engine in group():
-                store.read = 0
-                latency, recall = measure(engine.search, asked, expected[engine.options])
-                rescored = f"{store.read / (args.queries + 1):.0f}" if store.read else ""
-                print(
-                    f"| {n:,} | {engine.name} | {engine.options.describe()} | {engine.width:.2f} "
-                    f"| {n * DIM * engine.width / 1e6:,.0f} | {latency * 1000:.1f} "
-                    f"| {recall:.3f} | {rescored} |",
-                    flush=True,
-                )
-                del engine  # one engine's copy of the rows in memory at a time
+        together = [*ours, *baselines(rows)]
+        for engine, tally in zip(together, measure(together, store, asked, expected)):
+            print(row(n, engine, tally, args.queries), flush=True)
+        del together
+        for engine in faiss_engines(rows):  # one engine's copy of the rows at a time
+            print(row(n, engine, measure([engine], store, asked, expected)[0], args.queries))
+            del engine
         notes.append(f"{note}; {change_cost(store, cache, asked[0])}")
         del rows, store, ours, cache
     print("\n" + "\n".join(f"- {note}" for note in notes))

@@ -33,6 +33,37 @@ class Shard:
 
 
 @dataclass
+class RowLog:
+    """The row numbers written, in order, so that what is derived from every row (the centred
+    norms: cbirq.rank.centred) catches up with those alone. A reader keeps the position it
+    read up to (`end`); a log longer than half the index is dropped (replaying it would cost
+    about what starting over does), and a reader behind it starts over."""
+
+    parts: list[np.ndarray | slice] = field(default_factory=list)
+    start: int = 0  # the position of parts[0]
+    size: int = 0  # rows named in parts
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.parts)
+
+    def add(self, at: np.ndarray | slice, rows: int) -> None:
+        self.parts.append(at)
+        self.size += at.stop - at.start if isinstance(at, slice) else len(at)
+        if 2 * self.size > rows:
+            self.start, self.parts, self.size = self.end, [], 0
+
+    def since(self, position: int) -> np.ndarray | None:
+        """The rows written since `position` (a row written twice, twice), or None when that
+        part of the log is dropped."""
+        if position < self.start:
+            return None
+        parts = self.parts[position - self.start :]
+        named = [np.arange(p.start, p.stop) if isinstance(p, slice) else p for p in parts]
+        return np.concatenate(named) if named else np.zeros(0, np.int64)
+
+
+@dataclass
 class IndexMatrix:
     shard: Shard = Shard()
     paths: list[str] = field(default_factory=list)
@@ -41,6 +72,8 @@ class IndexMatrix:
     rows: CompactRows | None = None
     total: np.ndarray | None = None  # float64 sum of the stored rows
     cursor: Cursor | None = None
+    log: RowLog = field(default_factory=RowLog)
+    lasting: dict = field(default_factory=dict)  # derived from the rows, caught up on changes
     _derived: tuple[Cursor | None, dict] = (None, {})  # made for one state of the index
 
     def mean(self) -> np.ndarray:
@@ -99,6 +132,7 @@ class IndexMatrix:
             at = np.array([self._point(path, digest) for path, digest in batch], np.int64)
         self.total += prepared.change
         self.rows.place(at, prepared.rows)
+        self.log.add(at, len(self.paths))
 
     def _point(self, path: str, digest: str) -> int:
         """The row of `path`, now pointed at `digest`: its own, or the next."""

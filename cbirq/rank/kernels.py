@@ -1,12 +1,17 @@
 """Dot products of int8 rows with one query: the inner loop of every query, bound by how fast
-the rows stream from memory. Three kernels, each with a bound on its own arithmetic error:
+the rows stream from memory. Four kernels, each with a bound on its own arithmetic error:
 
-- `torch`: torch's weight-only int8 product (`_weight_int8pack_mm`, the one LLM inference uses
-  on CPUs: int8 rows times a bfloat16 query, float32 accumulation). Fastest where measured, but
-  torch takes 1.5-2 s to import: used only in processes that have it loaded already (workers).
+- `simsimd`: simsimd's int8 x int8 dot products (exact int32 sums, SIMD chosen at run time:
+  AVX2, AVX-512 VNNI, NEON, SVE), threaded over the rows. The query is rounded to int8 too: one
+  column for the scan (its rounding is in the bound, and the few rows near the top-k threshold
+  get a second, precise pass: cbirq.rank.ranking), two for `precise` sums. A maintained
+  library, no slow import: the default wherever it is installed.
 - `onnx`: ONNX Runtime's MatMulInteger (int8 x int8 -> int32, exact) with the query split into
   two int8 columns, a coarse one and its residual: 16 bits of the query for the price of one
-  pass. About half the torch kernel's speed, and ONNX Runtime imports in 0.1 s.
+  pass. ONNX Runtime imports in 0.1 s.
+- `torch`: torch's weight-only int8 product (`_weight_int8pack_mm`: int8 rows times a bfloat16
+  query). A private operator, so only a fallback: offered where simsimd is not installed and
+  torch is loaded already (it takes 1.5-2 s to import).
 - `numpy`: rows widened to float32 a block at a time; always there, slow on big indexes.
 
 `choose` times the available kernels on the index's own rows once per process and keeps the
@@ -30,6 +35,9 @@ from cbirq.settings import usable_cores
 BLOCK = 8192  # rows widened at a time by the numpy kernel (float32 temporaries of a few MB)
 MEASURE_FROM = 65_536  # rows: below this any kernel takes a few ms, and numpy needs no setup
 SAMPLE = 131_072  # rows timed per kernel when choosing
+# rows below which simsimd scans in one thread: starting and joining threads cost up to 12 ms
+# on busy cores (measured), against 0.01 ms for the few rows of a precise pass
+THREADED_FROM = 65_536
 
 # Result: the dots of each row (scale times codes . query) and how far the kernel may be off in
 # each: `relative` x |dot| + `dropped` x the row's norm (the part of the query it did not see).
@@ -54,11 +62,12 @@ def numpy_dots(codes: np.ndarray, scales: np.ndarray, query: np.ndarray) -> Dots
     return out * scales, 2.0**-22, 0.0
 
 
-def split_query(query: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """The query as s0 u0 + s1 u1 with int8 columns u (the second codes what the first
-    rounded off), their scales, and the norm of what both miss (about 2^-14 of the query)."""
+def split_query(query: np.ndarray, count: int = 2) -> tuple[np.ndarray, np.ndarray, float]:
+    """The query as a sum of `count` int8 columns u_i times scales s_i (each column codes what
+    the ones before rounded off), and the norm of what they all miss: about 2^-7 of the query
+    for one column, 2^-14 for two."""
     columns, scales, rest = [], [], query.astype(np.float64)
-    for _ in range(2):
+    for _ in range(count):
         peak = float(np.abs(rest).max())
         scale = peak / 127 if peak > 0 else 1.0
         column = np.rint(rest / scale)
@@ -66,6 +75,16 @@ def split_query(query: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         scales.append(scale)
         rest = rest - scale * column
     return np.stack(columns, axis=1).astype(np.int8), np.array(scales), float(np.linalg.norm(rest))
+
+
+def _scaled(ints: np.ndarray, column_scales: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """Integer dot products (n, columns) into the rows' scores: each exact, then rounded a few
+    times in float32 (the kernels' 2^-22 relative)."""
+    if len(column_scales) == 1:  # the scan's: one pass over the n dots, not three
+        out = np.multiply(ints[:, 0], scales, dtype=np.float32)
+        out *= np.float32(column_scales[0])
+        return out
+    return (ints @ column_scales).astype(np.float32) * scales
 
 
 class OnnxDots:
@@ -82,8 +101,33 @@ class OnnxDots:
     def __call__(self, codes: np.ndarray, scales: np.ndarray, query: np.ndarray) -> Dots:
         columns, column_scales, dropped = split_query(query)
         (ints,) = self.session.run(None, {"codes": codes, "query": columns})
-        dots = (ints @ column_scales).astype(np.float32) * scales
-        return dots, 2.0**-22, dropped
+        return _scaled(ints, column_scales, scales), 2.0**-22, dropped
+
+
+class SimdDots:
+    """simsimd's int8 dot products of the rows with the query rounded to `columns` int8 columns:
+    one for the scan (a query's 7 bits: its rounding, `dropped`, is most of the bound), two
+    where sums are differenced afterwards (`precise`)."""
+
+    def __init__(self, columns: int = 1, threads: int | None = None) -> None:
+        import simsimd
+
+        self.cdist = simsimd.cdist
+        self.columns = columns
+        self.threads = threads or usable_cores()
+
+    def __call__(self, codes: np.ndarray, scales: np.ndarray, query: np.ndarray) -> Dots:
+        columns, column_scales, dropped = split_query(query, self.columns)
+        if not len(codes):  # simsimd refuses empty collections
+            return np.zeros(0, np.float32), 2.0**-22, dropped
+        ints = self.cdist(
+            codes,
+            np.ascontiguousarray(columns.T),
+            metric="dot",
+            out_dtype="int32",
+            threads=self.threads if len(codes) >= THREADED_FROM else 1,
+        )
+        return _scaled(np.asarray(ints), column_scales, scales), 2.0**-22, dropped
 
 
 def torch_dots(codes: np.ndarray, scales: np.ndarray, query: np.ndarray) -> Dots:
@@ -112,13 +156,23 @@ class Choice:
     timings: dict[str, float]  # seconds per SAMPLE rows, as measured
 
 
-def available() -> dict[str, Callable[[], Kernel]]:
-    """The kernels this process can run without a slow import, by name."""
+def runnable() -> dict[str, Callable[[], Kernel]]:
+    """Every kernel this process can run without a slow import, by name."""
     found: dict[str, Callable[[], Kernel]] = {"numpy": lambda: numpy_dots}
     if importlib.util.find_spec("onnxruntime") is not None:
         found["onnx"] = onnx_dots
+    if importlib.util.find_spec("simsimd") is not None:
+        found["simsimd"] = simd_dots
     if "torch" in sys.modules:
         found["torch"] = lambda: torch_dots
+    return found
+
+
+def available() -> dict[str, Callable[[], Kernel]]:
+    """The kernels `choose` may pick: torch's private operator only where simsimd is missing."""
+    found = runnable()
+    if "simsimd" in found:
+        found.pop("torch", None)
     return found
 
 
@@ -128,15 +182,24 @@ def onnx_dots() -> OnnxDots:
     return OnnxDots()
 
 
+@lru_cache(maxsize=2)
+def simd_dots(columns: int = 1) -> SimdDots:
+    return SimdDots(columns)
+
+
 def precise(rows: int) -> Kernel:
-    """A kernel with a small error (float32, or 16 bits of the query), for sums that are
-    differenced afterwards: numpy's below MEASURE_FROM rows (no set-up), above ONNX Runtime's
-    where installed."""
-    return onnx_dots() if rows >= MEASURE_FROM and "onnx" in available() else numpy_dots
+    """A kernel with a small error (16 bits of the query, or float32), for sums that are
+    differenced afterwards and for narrowing the scan's bounds: simsimd's with two query
+    columns where installed (no set-up), else numpy's below MEASURE_FROM rows and ONNX
+    Runtime's above."""
+    found = runnable()
+    if "simsimd" in found:
+        return simd_dots(2)
+    return onnx_dots() if rows >= MEASURE_FROM and "onnx" in found else numpy_dots
 
 
 def named(name: str) -> Kernel:
-    makers = available()
+    makers = runnable()
     if name not in makers:
         raise ValueError(f"scan kernel {name!r} is not available here: {', '.join(makers)}")
     return makers[name]()
@@ -158,15 +221,35 @@ def measure(codes: np.ndarray, scales: np.ndarray, query: np.ndarray) -> Choice:
 
 
 _chosen: Choice | None = None
+_pinned: Kernel | None = None
+
+
+def pin(name: str | None) -> None:
+    """Scan with kernel `name` from now on, whichever measures fastest (None: the measured
+    choice again): for comparing kernels on one index (scripts/bench_rank.py)."""
+    global _pinned
+    _pinned = None if name is None else named(name)
+
+
+def quick() -> Kernel:
+    """The kernel for small indexes, where any takes a few ms: one with no set-up, simsimd's
+    where installed, else torch's where loaded (a worker's: 5-7x numpy's at 10k rows)."""
+    found = available()
+    for name in ("simsimd", "torch"):
+        if name in found:
+            return found[name]()
+    return numpy_dots
 
 
 def choose(codes: np.ndarray, scales: np.ndarray) -> Kernel:
-    """The kernel for an index of these rows: below MEASURE_FROM rows torch's where torch is
-    loaded (a worker's: 5-7x numpy's at 10k rows), else numpy's (no set-up); above, the fastest
-    measured on the first SAMPLE rows, once per process (again if torch was loaded since)."""
+    """The kernel for an index of these rows: the pinned one if any; below MEASURE_FROM rows
+    `quick()`; above, the fastest measured on the first SAMPLE rows, once per process (again
+    if the kernels on offer changed since: torch loaded, say)."""
     global _chosen
+    if _pinned is not None:
+        return _pinned
     if len(codes) < MEASURE_FROM:
-        return torch_dots if "torch" in sys.modules else numpy_dots
+        return quick()
     if _chosen is None or set(_chosen.timings) != set(available()):
         query = np.random.default_rng(0).standard_normal(codes.shape[1]).astype(np.float32)
         _chosen = measure(codes[:SAMPLE], scales[:SAMPLE], query)

@@ -3,12 +3,14 @@ whitening, alpha query expansion), in two forms.
 
 - Many queries at once against float32 matrices (`similarities`): `cbirq eval`.
 - One query against a worker's compact rows (`search`, `scan_shard`): int8 coarse scores with
-  an error bound each (cbirq.rank.scan) pick the rows that may be in the top k; those are scored
-  again exactly, from the store's features. The result is what the float32 ranking gives.
+  an error bound each (cbirq.rank.scan) pick the rows that may be in the top k; a precise pass
+  over those narrows the bounds, and the rows still in reach are scored again exactly, from the
+  store's features. The result is what the float32 ranking of the stored vectors gives.
 
 Centring and whitening need no second matrix: with mean m and projection P, the transformed
 cosine of row x and the (transformed, unit) query q is ((x - m) . Pq) / |P'(x - m)|: one scan
-with the vector Pq, an offset m . Pq, and one norm per row, computed when the index changes.
+with the vector Pq, an offset m . Pq, and one norm per row: for whitening computed when the
+index changes, for centring kept across changes (cbirq.rank.centred).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cbirq.rank import features, kernels, topk, whitening
+from cbirq.rank import centred, features, kernels, topk, whitening
 from cbirq.rank.index_matrix import IndexMatrix
 from cbirq.rank.options import RankOptions
 from cbirq.rank.scan import CompactRows, candidates, kth_largest
@@ -94,13 +96,17 @@ class View:
         return self.transformed(raw[None])[0]
 
     def coarse(
-        self, rows: CompactRows, query: np.ndarray, subset: np.ndarray | None = None
+        self,
+        rows: CompactRows,
+        query: np.ndarray,
+        subset: np.ndarray | None = None,
+        kernel: kernels.Kernel | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Every row's score from its int8 codes (or those of the rows `subset` numbers), and a
-        bound on its error (cbirq.rank.scan)."""
+        bound on its error (cbirq.rank.scan), with `kernel` (by default the one chosen)."""
         t = self.transform
         direction = query if t is None or t.projection is None else t.projection @ query
-        dots, error = rows.dots(direction, subset=subset)
+        dots, error = rows.dots(direction, kernel, subset)
 
         def at(values: np.ndarray) -> np.ndarray:
             values = values[: len(rows)]
@@ -113,35 +119,27 @@ class View:
         return scores, error * at(self.inverse) + at(self.fixed) + np.abs(scores) * spread
 
     @classmethod
-    def of(cls, rows: CompactRows, transform: whitening.Whitening, gain: float) -> View:
-        """The view for `transform`, which stretches vectors by at most `gain` (|P|)."""
-        if transform.projection is None:
-            norms, spread = _centred_norms(rows, transform.mean)
-        else:
-            norms, spread = _norms(rows, transform), 0.0
-        norms = np.maximum(norms, 1e-30)
+    def of(
+        cls,
+        rows: CompactRows,
+        transform: whitening.Whitening,
+        gain: float,
+        norms: np.ndarray,
+        off: np.ndarray | None = None,
+    ) -> View:
+        """The view for `transform`, which stretches vectors by at most `gain` (|P|), from each
+        row's |P'(x - m)|: `norms`, off by at most `off` (None: exact)."""
+        lower = np.maximum(norms if off is None else norms - off, 1e-30)
         # The int8 rounding e of a row moves its transformed cosine by e . g / |P'(x - m)|,
         # |g| <= gain (first order, in the row's slack), plus at most 2 (|P'e| / |P'(x - m)|)^2,
         # where |e| <= scale sqrt(d) / 2. A row the rounding could move by half its length is
         # always rescored.
-        reach = rows.scale() * (gain * np.sqrt(rows.dim) / 2) / norms
-        fixed = rows.slack[: len(rows)] * gain / norms + 2 * reach**2
+        reach = rows.scale() * (gain * np.sqrt(rows.dim) / 2) / lower
+        fixed = rows.slack[: len(rows)] * gain / lower + 2 * reach**2
         fixed[reach > 0.5] = np.inf
-        return cls(transform, 1 / norms, fixed, spread)
-
-
-def _centred_norms(rows: CompactRows, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """|x - m| of every int8 row x, from one scan with m: |x|^2 - 2 x.m + |m|^2, each |x|^2
-    kept since the row was written. After an index change (a new mean) this costs one pass of
-    the precise kernel, not a float32 copy of every row. Also how far each 1 / |x - m| may be
-    off, relative: the kernel's error and float32 accumulation, doubled, over |x - m|^2."""
-    count = len(rows)
-    dots, error = rows.dots(mean, kernels.precise(count))
-    m = float(np.linalg.norm(mean))
-    error = error + 2.0**-12 * rows.norms[:count] * m
-    squared = rows.squares[:count].astype(np.float64) - 2 * dots + m * m
-    squared = np.maximum(squared, 1e-30)
-    return np.sqrt(squared).astype(np.float32), (2 * error / squared).astype(np.float32)
+        # A score divided by `norms` instead of the true norm N is off by |N - norms| / N of it.
+        spread = 0.0 if off is None else off / lower
+        return cls(transform, 1 / np.maximum(norms, 1e-30), fixed, spread)
 
 
 def _norms(rows: CompactRows, transform: whitening.Whitening) -> np.ndarray:
@@ -152,6 +150,16 @@ def _norms(rows: CompactRows, transform: whitening.Whitening) -> np.ndarray:
             moved = moved @ transform.projection
         out[start : start + len(block)] = np.linalg.norm(moved, axis=1)
     return out
+
+
+def _centred(index: IndexMatrix, mean: np.ndarray, own: bool) -> View:
+    """The centred view for `mean`, from norms kept across index changes (cbirq.rank.centred):
+    one for the index's own mean, one for the mean a shard's caller gives."""
+    assert index.rows is not None
+    key = ("centred norms", own)
+    found = index.lasting[key] = centred.kept(index, mean, index.lasting.get(key))
+    norms, off = centred.estimate(found, mean, len(index.rows))
+    return View.of(index.rows, whitening.Whitening(mean, None), 1.0, norms, off)
 
 
 def view(
@@ -171,14 +179,12 @@ def view(
 
     def make() -> View:
         if not options.whiten:
-            centre = index.mean() if mean is None else mean
-            return View.of(index.rows, whitening.Whitening(centre, None), 1.0)
+            return _centred(index, index.mean() if mean is None else mean, mean is None)
         # Learned on the whole index (this may be a shard of it), once per state.
         state = whitening.state(index.cursor, store.info(name).count)
         transform = whitening.for_index(store, name, whole, state)
-        return View.of(
-            index.rows, transform, float(np.linalg.norm(transform.projection, axis=0).max())
-        )
+        gain = float(np.linalg.norm(transform.projection, axis=0).max())
+        return View.of(index.rows, transform, gain, _norms(index.rows, transform))
 
     key = ("whiten",) if options.whiten else ("center", None if mean is None else mean.tobytes())
     return index.derived(key, make)
@@ -233,6 +239,12 @@ def _best(
     rows = candidates(*coarse, k)
     if subset is not None:
         rows = subset[rows]
+    if len(rows) > k:
+        # The scan's bounds are loose (simsimd's sees an int8 query): the precise kernel on
+        # the rows left narrows them, for far fewer reads from the store.
+        rows = rows[
+            candidates(*ranking.coarse(index.rows, query, rows, kernels.precise(len(rows))), k)
+        ]
     hashes = [index.hashes[row] for row in rows]
     exact = ranking.transformed(features.read(store, name, hashes, index.rows.dim)) @ query
     return topk.best(((index.paths[r], h, float(s)) for r, h, s in zip(rows, hashes, exact)), k)
@@ -268,7 +280,9 @@ def _expanded_top(
     scores, bounds = first
     seed = np.argpartition(-scores, min(len(scores), max(SEED, 8 * k)) - 1)
     seed = seed[: max(SEED, 8 * k)]
-    bar = kth_largest(np.subtract(*ranking.coarse(index.rows, expanded, seed)), k)
+    bar = kth_largest(
+        np.subtract(*ranking.coarse(index.rows, expanded, seed, kernels.precise(len(seed)))), k
+    )
     shortlist = np.flatnonzero(scores + bounds >= _reach(query, expanded, bar))
     if len(shortlist) > WHOLE * len(scores):
         shortlist = None

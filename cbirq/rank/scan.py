@@ -12,8 +12,9 @@ every row that might belong in the top k exactly, from the store's float32 featu
 - Rounding a row to int8 moves each element by at most half its scale s, in effect at random: by
   Hoeffding's inequality the dot product with a direction g moves by more than Z s |g| with
   probability at most 2 exp(-2 Z^2), 5e-11 for Z = 3.5.
-- Each kernel reports its own arithmetic error (kernels.Dots); float32 accumulation adds at
-  most d 2^-24 |x| |v| (below 2^-12), which the rows' slack holds.
+- Each kernel reports its own arithmetic error (kernels.Dots): relative rounding, and the part
+  of the query it did not see (simsimd's scan rounds the query to int8: about 2^-7 of it).
+  float32 accumulation adds at most d 2^-24 |x| |v| (below 2^-12), which the rows' slack holds.
 """
 
 from __future__ import annotations
@@ -148,14 +149,16 @@ class CompactRows:
         and how far the kernel (by default the one chosen for these rows) may be off in each;
         the dequantised rows add at most slack |vector| (w.h.p.)."""
         codes, scales = self.codes[: self.count], self.scales[: self.count]
-        norms = self.norms[: self.count]
+        squares = self.squares[: self.count]
         if subset is not None:
-            codes, scales, norms = codes[subset], scales[subset], norms[subset]
+            codes, scales, squares = codes[subset], scales[subset], squares[subset]
         query = np.zeros(self.width, np.float32)
         query[: self.dim] = vector
         kernel = kernel or kernels.choose(codes, scales)
         dots, relative, dropped = kernel(codes, scales, query)
-        return dots, relative * np.abs(dots) + dropped * norms
+        # What the kernel dropped of the query meets the dequantised row: at most their norms'
+        # product (the squares are off by a few parts in 2^24 at most, see `quantise`).
+        return dots, relative * np.abs(dots) + dropped * np.sqrt(squares) * (1 + 2.0**-20)
 
 
 def kth_largest(values: np.ndarray, k: int) -> float:

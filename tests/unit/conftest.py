@@ -37,3 +37,33 @@ def store(request, tmp_path):
     yield store
     if isinstance(store, SqliteStore):
         store.db.close()
+
+
+def without_simsimd(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in a process where simsimd is not installed."""
+    from cbirq.rank import kernels
+
+    real = kernels.runnable
+    monkeypatch.setattr(
+        kernels, "runnable", lambda: {k: v for k, v in real().items() if k != "simsimd"}
+    )
+
+
+@pytest.fixture
+def hide_simsimd(monkeypatch):
+    """Call it to go on as where simsimd is not installed."""
+    return lambda: without_simsimd(monkeypatch)
+
+
+@pytest.fixture(params=["numpy", "onnx", "simsimd", "torch"])
+def scan_kernel(request, monkeypatch) -> str:
+    """Ranking scans with this kernel. Without simsimd's, as where simsimd is not installed:
+    the precise kernel is then a fallback too."""
+    import torch  # noqa: F401  (loaded, as in a worker: its kernel can run)
+
+    from cbirq.rank import kernels
+
+    if request.param != "simsimd":
+        without_simsimd(monkeypatch)
+    monkeypatch.setattr(kernels, "choose", lambda codes, scales: kernels.named(request.param))
+    return request.param

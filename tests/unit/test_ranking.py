@@ -78,6 +78,18 @@ def float32_ranking(store, rows, paths, options, raw, top):
     return topk.best(((p, f"h{i}", float(s)) for i, (p, s) in enumerate(zip(paths, sims))), top)
 
 
+def assert_same(got, expected):
+    """The same hits in the same order, the scores float32's up to summation order."""
+    assert [p for p, _, _ in got] == [p for p, _, _ in expected]
+    assert [s for *_, s in got] == pytest.approx([s for *_, s in expected], abs=1e-6)
+
+
+def near(row, scale, seed):
+    """A query near `row`: unit length, `scale` of noise added."""
+    raw = row + scale * features(1, len(row), seed)[0]
+    return raw / np.linalg.norm(raw)
+
+
 OPTIONS = [
     RankOptions(),
     RankOptions(center=True),
@@ -91,7 +103,7 @@ OPTIONS = [
 
 
 @pytest.mark.parametrize("options", OPTIONS, ids=lambda o: o.describe())
-def test_compact_ranking_is_the_float32_ranking(tmp_path, options):
+def test_compact_ranking_is_the_float32_ranking(tmp_path, options, scan_kernel):
     rows = features(3000, 96, 0)
     store, paths = library(tmp_path, rows)
     cache = IndexCache()
@@ -100,8 +112,7 @@ def test_compact_ranking_is_the_float32_ranking(tmp_path, options):
         raw /= np.linalg.norm(raw)
         got = worker_ranking(store, options, raw, 10, cache=cache)
         expected = float32_ranking(store, rows, paths, options, raw, 10)
-        assert [p for p, _, _ in got] == [p for p, _, _ in expected]
-        assert [s for *_, s in got] == pytest.approx([s for *_, s in expected], abs=1e-6)
+        assert_same(got, expected)
 
 
 @pytest.mark.parametrize("options", OPTIONS[:2] + OPTIONS[4:5], ids=lambda o: o.describe())
@@ -130,12 +141,13 @@ def test_shards_merged_give_the_single_workers_answer(tmp_path, options):
     assert [s for *_, s in sharded] == pytest.approx([s for *_, s in single], abs=1e-6)
 
 
-def test_near_ties_below_int8_resolution_come_out_exactly(tmp_path):
+def test_near_ties_below_int8_resolution_come_out_exactly(tmp_path, scan_kernel):
     rows = features(2000, 128, 5)
     # 300 near-copies of row 500: they differ by far less than an int8 step
     rows[:300] = rows[500] + 1e-4 * features(300, 128, 6)
     rows /= np.linalg.norm(rows, axis=1, keepdims=True)
     store, paths = library(tmp_path, rows)
+    # (they tie to float32's last bit: whitening and alpha-QE order them by rounding alone)
     for options in (RankOptions(), RankOptions(center=True)):
         got = worker_ranking(store, options, rows[500], 20)
         assert got == float32_ranking(store, rows, paths, options, rows[500], 20)
@@ -218,17 +230,18 @@ def test_similarities_hide_excluded_rows_also_from_query_expansion():
     assert sims[0, 1:] == pytest.approx(library[1:] @ expected, abs=1e-6)
 
 
-@pytest.mark.parametrize("kernel", ["numpy", "onnx"])
+@pytest.mark.parametrize("kernel", ["numpy", "onnx", "simsimd precise"])
 def test_centred_norms_from_one_scan_match_the_dequantised_rows(kernel, monkeypatch):
-    from cbirq.rank import kernels, ranking
+    from cbirq.rank import centred, kernels
     from cbirq.rank.scan import CompactRows
 
     rows = features(3000, 256, 11)
     packed = CompactRows(256)
     packed.put(np.arange(3000), rows)
     mean = rows.mean(axis=0)
-    monkeypatch.setattr(kernels, "precise", lambda rows: kernels.named(kernel))
-    norms, spread = ranking._centred_norms(packed, mean)
+    precise = kernels.simd_dots(2) if kernel == "simsimd precise" else kernels.named(kernel)
+    monkeypatch.setattr(kernels, "precise", lambda rows: precise)
+    norms, spread = centred.norms_at(packed, mean)
     dequantised = np.concatenate([block for _, block in packed.blocks()]).astype(np.float64)
     exact = np.linalg.norm(dequantised - mean, axis=1)
     relative = np.abs(norms / exact - 1)
@@ -254,9 +267,9 @@ def test_alpha_qe_in_one_scan_scores_only_a_shortlist_and_is_exact(tmp_path, opt
     scored = []
     real = ranking.View.coarse
 
-    def spy(self, rows_, query, subset=None):
+    def spy(self, rows_, query, subset=None, kernel=None):
         scored.append(len(rows_) if subset is None else len(subset))
-        return real(self, rows_, query, subset)
+        return real(self, rows_, query, subset, kernel)
 
     monkeypatch.setattr(ranking.View, "coarse", spy)
     cache = IndexCache()
@@ -266,8 +279,7 @@ def test_alpha_qe_in_one_scan_scores_only_a_shortlist_and_is_exact(tmp_path, opt
         scored.clear()
         got = worker_ranking(store, options, raw, 10, cache=cache)
         expected = float32_ranking(store, rows, paths, options, raw, 10)
-        assert [p for p, _, _ in got] == [p for p, _, _ in expected]
-        assert [s for *_, s in got] == pytest.approx([s for *_, s in expected], abs=1e-6)
+        assert_same(got, expected)
         full, *parts = scored
         assert full == len(rows) and sum(parts) < 0.25 * len(rows), scored
 
@@ -285,3 +297,18 @@ def test_rows_beyond_the_reach_cannot_score_the_bar_with_the_expanded_query():
         bar = float(rng.uniform(-0.5, 0.9))
         beyond = rows @ query < _reach(query, expanded, bar)
         assert (rows[beyond] @ expanded < bar + 1e-9).all()
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: o.describe())
+def test_clustered_rows_with_near_ties_rank_as_in_float32(tmp_path, options, scan_kernel):
+    rows = clustered(30, 60, 128, 12)
+    # near-copies of a few rows, far closer than an int8 step (not to float32's last bit)
+    rows[1::97] = rows[::97][: len(rows[1::97])] + 2e-5 * features(len(rows[1::97]), 128, 13)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    store, paths = library(tmp_path, rows)
+    cache = IndexCache()
+    for seed in range(3):
+        raw = near(rows[seed * 97], 0.05, 50 + seed)
+        got = worker_ranking(store, options, raw, 10, cache=cache)
+        expected = float32_ranking(store, rows, paths, options, raw, 10)
+        assert_same(got, expected)

@@ -5,7 +5,14 @@ import torch  # noqa: F401  (loaded: the torch kernel is available to test)
 from cbirq.rank import kernels
 from cbirq.rank.scan import CompactRows, Z, candidates, to_bfloat16
 
-KERNELS = sorted(kernels.available())
+KERNELS = [*sorted(kernels.runnable()), "simsimd precise"]
+# how far off each kernel's dots may be for unit vectors at most (its bound not vacuous):
+# simsimd's scan sees the query in int8, its precise form and the others 16 bits or more
+LOOSEST = {"simsimd": 2e-2}
+
+
+def kernel_named(name: str) -> kernels.Kernel:
+    return kernels.simd_dots(2) if name == "simsimd precise" else kernels.named(name)
 
 
 def unit_rows(n: int, d: int, seed: int, relu: bool = False) -> np.ndarray:
@@ -30,7 +37,7 @@ def kernel_error(
 ) -> tuple[np.ndarray, np.ndarray]:
     """How far the kernel's dot products are from exact ones of the dequantised rows, and
     the bound on that: what `dots` says, and the rows' slack without its int8 part."""
-    dots, error = packed.dots(query, kernels.named(kernel))
+    dots, error = packed.dots(query, kernel_named(kernel))
     exact = dequantised(packed).astype(np.float64) @ query
     arithmetic = packed.slack[: len(packed)] - Z * packed.scale()
     return np.abs(dots - exact), error + arithmetic * np.linalg.norm(query) + 1e-9
@@ -47,7 +54,8 @@ def test_rows_take_one_byte_per_dimension_and_round_by_half_a_scale_at_most():
 
 
 def test_every_kernel_is_available_here():
-    assert KERNELS == ["numpy", "onnx", "torch"]
+    assert sorted(kernels.runnable()) == ["numpy", "onnx", "simsimd", "torch"]
+    assert "torch" not in kernels.available(), "a private operator: only where simsimd is not"
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
@@ -66,7 +74,7 @@ def test_the_kernels_rounding_stays_within_its_bound(relu, kernel):
     packed = compact(unit_rows(5000, 1280, 3, relu))
     error, bound = kernel_error(packed, unit_rows(1, 1280, 4, relu)[0], kernel)
     assert (error <= bound).all()
-    assert np.median(bound) < 5e-3  # and the bound is not vacuous
+    assert np.median(bound) < LOOSEST.get(kernel, 5e-3)  # and the bound is not vacuous
 
 
 def test_rows_grow_in_batches_and_can_be_rewritten():
@@ -84,7 +92,7 @@ def test_rows_grow_in_batches_and_can_be_rewritten():
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_zero_rows_stay_zero(kernel):
     packed = compact(np.zeros((2, 8), np.float32))
-    dots = packed.dots(np.ones(8), kernels.named(kernel))[0]
+    dots = packed.dots(np.ones(8), kernel_named(kernel))[0]
     assert (dequantised(packed) == 0).all() and (dots == 0).all()
 
 
