@@ -12,10 +12,13 @@ FROM ${BASE_IMAGE} AS base
 ENV PYTHONUNBUFFERED=1 CBIRQ_HOME=/data/cbirq TORCH_HOME=/models/torch \
     PATH=/opt/cbirq/bin:$PATH
 # Extra CA certificates (a proxy's) from docker/ca-certificates/*.crt, for pip behind it.
+# /models is left empty: compose mounts one new volume there in several containers at once, and
+# Docker copying an image's files into it raced ("mkdir .../_data/torch: file exists"); torch
+# makes TORCH_HOME's folder when it first needs it.
 COPY docker/ca-certificates/ /usr/local/share/ca-certificates/cbirq/
 RUN if ls /usr/local/share/ca-certificates/cbirq/*.crt >/dev/null 2>&1; then update-ca-certificates; fi \
     && useradd --create-home --uid 1000 cbirq \
-    && mkdir -p /data/cbirq /models/torch && chown -R cbirq /data /models
+    && mkdir -p /data/cbirq /models && chown -R cbirq /data /models
 WORKDIR /app
 
 # The build stages' virtualenv, at /opt/cbirq as in the final images. pip takes the

@@ -39,8 +39,11 @@ def decode(raw: Sequence[bytes], dim: int) -> np.ndarray:
         rows = np.empty((len(raw), dim), np.float32)
         for i, r in enumerate(raw):
             rows[i] = np.frombuffer(r, STORED if len(r) == dim * STORED.itemsize else EARLIER)
-    rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), EPS)
-    return rows
+    # In float64, then rounded: a float32 norm's last bit depends on where the row sits in
+    # memory (SIMD), and the same vector must read the same in every batch and process.
+    wide = rows.astype(np.float64)
+    norms = np.sqrt(np.einsum("ij,ij->i", wide, wide))[:, None]
+    return (wide / np.maximum(norms, EPS)).astype(np.float32)
 
 
 def read(store: IndexStore, name: str, hashes: Sequence[str], dim: int) -> np.ndarray:

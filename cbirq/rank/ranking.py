@@ -246,7 +246,9 @@ def _best(
             candidates(*ranking.coarse(index.rows, query, rows, kernels.precise(len(rows))), k)
         ]
     hashes = [index.hashes[row] for row in rows]
-    exact = ranking.transformed(features.read(store, name, hashes, index.rows.dim)) @ query
+    exact = exact_dots(
+        ranking.transformed(features.read(store, name, hashes, index.rows.dim)), query
+    )
     return topk.best(((index.paths[r], h, float(s)) for r, h, s in zip(rows, hashes, exact)), k)
 
 
@@ -330,4 +332,11 @@ def plain_cosines(store: Store, name: str, raw: np.ndarray, hits: list[topk.Hit]
     away from it (a cat at 0.91 can rank at 0.52), and people read the plain one."""
     rows = features.read(store, name, [digest for _, digest, _ in hits], len(raw))
     unit = raw / max(float(np.linalg.norm(raw)), 1e-12)
-    return (rows @ unit).tolist() if len(hits) else []
+    return exact_dots(rows, unit).tolist() if len(hits) else []
+
+
+def exact_dots(rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Each row's dot product with `query`, the same whichever rows are scored beside it:
+    float32 BLAS blocks its sums by the batch's size, so a score's last digit hung on how many
+    rows a kernel's bounds let through (a web page and the CLI printed 0.326124 and 0.326123)."""
+    return (rows.astype(np.float64) @ query.astype(np.float64)).astype(np.float32)

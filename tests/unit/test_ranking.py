@@ -10,7 +10,7 @@ from cbirq.rank import topk, whitening
 from cbirq.rank.index_cache import IndexCache
 from cbirq.rank.index_matrix import Shard
 from cbirq.rank.options import RankOptions
-from cbirq.rank.ranking import expand, rank, scan_shard, similarities, view
+from cbirq.rank.ranking import exact_dots, expand, rank, scan_shard, similarities, view
 from cbirq.store.sqlite_store import SqliteStore
 
 
@@ -74,7 +74,10 @@ def float32_ranking(store, rows, paths, options, raw, top):
         else None
     )
     ready = (lambda m: m) if transform is None else transform.apply
-    sims = similarities(ready(rows), ready(raw[None]), options.qe, qe_ratio=options.qe_ratio)[0]
+    if options.qe:
+        sims = similarities(ready(rows), ready(raw[None]), options.qe, qe_ratio=options.qe_ratio)[0]
+    else:  # each score rounded once, as the workers' (float32 BLAS rounds by block)
+        sims = exact_dots(ready(rows), ready(raw[None])[0])
     return topk.best(((p, f"h{i}", float(s)) for i, (p, s) in enumerate(zip(paths, sims))), top)
 
 
@@ -312,3 +315,13 @@ def test_clustered_rows_with_near_ties_rank_as_in_float32(tmp_path, options, sca
         got = worker_ranking(store, options, raw, 10, cache=cache)
         expected = float32_ranking(store, rows, paths, options, raw, 10)
         assert_same(got, expected)
+
+
+def test_a_rows_exact_score_does_not_depend_on_the_rows_scored_beside_it():
+    """Processes choose kernels by timing (the web server and the CLI may differ), and a
+    kernel's bounds decide how many rows are rescored together: never the scores printed."""
+    rows = features(600, 1280, 3)
+    query = features(1, 1280, 4)[0]
+    together = exact_dots(rows, query)
+    for count in range(1, 600, 7):
+        assert exact_dots(rows[:count], query).tolist() == together[:count].tolist()

@@ -54,7 +54,7 @@ def test_an_index_written_with_float32_rows_still_reads(store):
     for i in (1, 4):
         write_earlier(store, "old", f"h{i}", rows[i])
     got = features.read(store, "old", [f"h{i}" for i in range(6)], DIM)
-    assert np.array_equal(got[[1, 4]], rows[[1, 4]] / np.linalg.norm(rows[[1, 4]], axis=1)[:, None])
+    assert np.abs(got[[1, 4]] - rows[[1, 4]]).max() < 1e-7  # float32 as written, not float16
     assert np.abs(got - rows).max() < 1e-3
 
 
