@@ -33,15 +33,14 @@ def stored(raw: bytes, dim: int) -> bytes:
 
 def decode(raw: Sequence[bytes], dim: int) -> np.ndarray:
     """The float32 unit rows (len(raw), dim) of stored vectors (a zero vector stays zero)."""
+    # Widened to float64 at once (exactly, from either format) and scaled there, then rounded
+    # once: the same vector reads the same in every batch and process.
     if all(len(r) == dim * STORED.itemsize for r in raw):
-        rows = np.frombuffer(b"".join(raw), STORED).reshape(len(raw), dim).astype(np.float32)
+        wide = np.frombuffer(b"".join(raw), STORED).reshape(len(raw), dim).astype(np.float64)
     else:  # an index written partly before float16
-        rows = np.empty((len(raw), dim), np.float32)
+        wide = np.empty((len(raw), dim), np.float64)
         for i, r in enumerate(raw):
-            rows[i] = np.frombuffer(r, STORED if len(r) == dim * STORED.itemsize else EARLIER)
-    # In float64, then rounded: a float32 norm's last bit depends on where the row sits in
-    # memory (SIMD), and the same vector must read the same in every batch and process.
-    wide = rows.astype(np.float64)
+            wide[i] = np.frombuffer(r, STORED if len(r) == dim * STORED.itemsize else EARLIER)
     norms = np.sqrt(np.einsum("ij,ij->i", wide, wide))[:, None]
     return (wide / np.maximum(norms, EPS)).astype(np.float32)
 

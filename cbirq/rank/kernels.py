@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 
@@ -159,13 +159,20 @@ class Choice:
 def runnable() -> dict[str, Callable[[], Kernel]]:
     """Every kernel this process can run without a slow import, by name."""
     found: dict[str, Callable[[], Kernel]] = {"numpy": lambda: numpy_dots}
-    if importlib.util.find_spec("onnxruntime") is not None:
+    if installed("onnxruntime"):
         found["onnx"] = onnx_dots
-    if importlib.util.find_spec("simsimd") is not None:
+    if installed("simsimd"):
         found["simsimd"] = simd_dots
     if "torch" in sys.modules:
         found["torch"] = lambda: torch_dots
     return found
+
+
+@cache
+def installed(package: str) -> bool:
+    """Asked once per process: `precise` asks on every query, and a package does not come or
+    go while a process runs."""
+    return importlib.util.find_spec(package) is not None
 
 
 def available() -> dict[str, Callable[[], Kernel]]:
