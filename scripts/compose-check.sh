@@ -19,6 +19,7 @@ compose=(docker-compose -p cbirqcheck)
 # each container's last log lines: a CI run that stops here says why.
 on_failure() {
   echo "compose check: step '$step_name' failed (exit $1) at line $2: $3" >&2
+  df -h / /var/lib/docker >&2 || true
   if docker info >/dev/null 2>&1; then
     "${compose[@]}" ps >&2 || true
     "${compose[@]}" logs --no-color --tail 40 >&2 || true
@@ -52,9 +53,10 @@ if ! { docker image inspect "$CBIRQ_BASE_IMAGE" "$CBIRQ_REDIS_IMAGE" >/dev/null 
 fi
 scripts/setup.sh
 scripts/wheelhouse.sh
-export CBIRQ_REDIS_PASSWORD=${CBIRQ_REDIS_PASSWORD:-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')}
-"${compose[@]}" build -q
+df -h /var/lib/docker | tail -1 | awk '{print "disk free before the builds: " $4}'
+scripts/build-images.sh
 docker images cbirq --format '{{.Repository}}:{{.Tag}} {{.Size}}'
+export CBIRQ_REDIS_PASSWORD=${CBIRQ_REDIS_PASSWORD:-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')}
 done_step
 
 cli=.venv/bin/cbirq
