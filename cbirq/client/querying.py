@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from cbirq.client.dispatch import Dispatcher
 from cbirq.client.sharded import ranked
 from cbirq.cluster.celery_app import RANK_TASK, shard_queue
 from cbirq.cluster.shared_fs import read_file
-from cbirq.embed.families import family, resolve_options
+from cbirq.embed.families import family, require_text, resolve_options
 from cbirq.embed.specs import FeatureSpec
 from cbirq.errors import ImageError
 from cbirq.store import Store
@@ -29,6 +30,14 @@ def read_image(file: str | Path, max_bytes: int) -> bytes:
         raise ImageError(f"query image {file}: {reason}") from None
 
 
+def query_image(image: str | Path | bytes, label: str | None, max_bytes: int) -> tuple[bytes, str]:
+    """A query image's bytes and its name in the answer: its absolute path, or for bytes
+    `label` ("-" without one)."""
+    if isinstance(image, bytes):
+        return image, label or "-"
+    return read_image(image, max_bytes), os.path.abspath(image)
+
+
 @dataclass(frozen=True)
 class QueryRequest:
     """What `cbirq query` and `POST /api/query` ask: index, cut-off, metric, ranking options
@@ -43,17 +52,45 @@ class QueryRequest:
     exclude: str | None = None
 
 
-def ask(store: Store, dispatcher: Dispatcher, request: QueryRequest, data: bytes) -> dict:
-    """The query's answer (`cbirq query --json` less its `query`). In-process the task takes
-    the bytes as they are; workers get them through the store, as they may not see the file."""
-    info = store.info(request.index)  # an unknown index fails here, before any work is sent
-    options = resolve_options(info.model, **request.ranking)
+@dataclass(frozen=True)
+class Words:
+    """What a query says in words: `text` to look for (with `--add`'s), `subtract` to look
+    away from. Embedded by the index model's text tower where the query is ranked."""
+
+    text: tuple[str, ...] = ()
+    subtract: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.text or self.subtract)
+
+
+def _source(store: Store, dispatcher: Dispatcher, data: bytes | None, words: Words) -> dict:
+    """The query as the task takes it. In-process the task takes the image's bytes as they
+    are; workers get them through the store, as they may not see the file."""
+    source: dict = {"text": list(words.text), "subtract": list(words.subtract)}
+    if data is None:
+        return source
     if dispatcher.embedded:  # no broker between: nothing is serialised
-        source = {"data": data}
-    else:
-        key = f"query:{uuid.uuid4().hex}"
-        store.put_blobs({key: data}, QUERY_BLOB_TTL)
-        source = {"blob": key}
+        return {**source, "data": data}
+    key = f"query:{uuid.uuid4().hex}"
+    store.put_blobs({key: data}, QUERY_BLOB_TTL)
+    return {**source, "blob": key}
+
+
+def ask(
+    store: Store,
+    dispatcher: Dispatcher,
+    request: QueryRequest,
+    data: bytes | None,
+    words: Words = Words(),
+) -> dict:
+    """The query's answer (`cbirq query --json` less its `query`): an image's (`data`), its
+    words', or both."""
+    info = store.info(request.index)  # an unknown index fails here, before any work is sent
+    if words:
+        require_text(info.model, request.index)
+    options = resolve_options(info.model, **request.ranking)
+    source = _source(store, dispatcher, data, words)
     # A path appears once in an index: one more result makes up for the one left out, and
     # any worker, of any release, can answer it.
     top = request.top + (request.exclude is not None)
