@@ -46,8 +46,10 @@ def reference_model(configs: Path, weights: Path):
     return model.eval(), preprocess, open_clip.get_tokenizer(ARCH)
 
 
-def brute_force(configs: Path, weights: Path, images: list[Path], text: str) -> list[str]:
-    """The image paths ranked by open_clip's cosine between the text and each image."""
+def brute_force(
+    configs: Path, weights: Path, images: list[Path], text: str
+) -> list[tuple[str, float]]:
+    """(path, cosine) of every image, ranked by open_clip's cosine between `text` and it."""
     import torch
     from PIL import Image
 
@@ -57,4 +59,28 @@ def brute_force(configs: Path, weights: Path, images: list[Path], text: str) -> 
         pictures = model.encode_image(batch, normalize=True).numpy()
         words = model.encode_text(tokenizer([text]), normalize=True).numpy()[0]
     scores = pictures @ words
-    return [str(images[i]) for i in np.argsort(-scores, kind="stable")]
+    return [(str(images[i]), float(scores[i])) for i in np.argsort(-scores, kind="stable")]
+
+
+def text_vectors(configs: Path, weights: Path, texts: list[str]) -> np.ndarray:
+    """open_clip's unit text embeddings of `texts`."""
+    import torch
+
+    model, _, tokenizer = reference_model(configs, weights)
+    with torch.inference_mode():
+        return model.encode_text(tokenizer(texts), normalize=True).numpy()
+
+
+def clip_library(root: Path, count: int = 10) -> tuple[dict, str, list[Path]]:
+    """A folder of `count` generated 32x32 photos (the tiny model's own size: no resampling
+    on either side) and the tiny model saved under `root`: (the environment that finds its
+    architecture, its `--model`, the photos)."""
+    from tests.conftest import make_photo
+
+    configs, weights = write_tiny_clip(root)
+    (root / "lib").mkdir()
+    images = []
+    for seed in range(count):
+        images.append(root / "lib" / f"img{seed:03d}.png")
+        make_photo(seed, (32, 32)).save(images[-1])
+    return {"CBIRQ_CLIP_CONFIGS": str(configs)}, f"clip:{ARCH}:{weights}", images
