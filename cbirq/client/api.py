@@ -34,13 +34,13 @@ from cbirq.client.querying import (
     Words,
     ask,
     plain_cosine,
-    query_image,
+    query_source,
     shard_queues,
 )
 from cbirq.client.workers import missing, require
 from cbirq.cluster.celery_app import TRAIN_TASK
 from cbirq.cluster.shared_fs import read_file
-from cbirq.errors import CbirqError, ImageError, InvalidArgument, UnknownIndex
+from cbirq.errors import CbirqError, ImageError, UnknownIndex
 from cbirq.settings import DEFAULT_INDEX, DEFAULT_MODEL
 from cbirq.store import Store
 from cbirq.training.config import TRAINING, TrainConfig, data_layout
@@ -159,20 +159,14 @@ class Client:
         **ranking: bool | int | float | None,
     ) -> dict:
         """The `top` images of `index` most like `image` (a file, or its bytes) or `text`
-        (words, for an index of a CLIP model), leaving out those whose plain cosine is below
-        `min_score`; `cbirq query --json`. `add` and `subtract`: words that move the query
-        towards or away from them (an image "plus at night, minus people").
-        `label` names bytes in the answer's `query` (an image error about bytes does not name
-        them). `exclude`: a path the index holds to leave out, the top k filled from the rest
-        (the query image itself, for "more like this").
+        (words: a CLIP model's index), leaving out those whose plain cosine is below
+        `min_score`; `cbirq query --json`. `add`, `subtract`: words to move the query towards
+        or away from. `label` names bytes in the answer's `query`. `exclude`: a path the index
+        holds to leave out, the top k filled from the rest ("more like this").
         `ranking`: plain, center, whiten, qe, qe_ratio, multiscale (unset: the index model's
         default)."""
-        if (image is None) == (text is None):
-            raise InvalidArgument("give a query image or text, not both and not neither")
+        data, name = query_source(image, text, label, self.settings.max_file_bytes)
         words = Words((*([text] if text else []), *(add or ())), tuple(subtract or ()))
-        data, name = (None, text)
-        if image is not None:
-            data, name = query_image(image, label, self.settings.max_file_bytes)
         shards = shards or self.settings.rank_shards
         left_out = None if exclude is None else os.path.abspath(exclude)  # as the index has it
         request = QueryRequest(index, top, metric, ranking, shards, left_out)

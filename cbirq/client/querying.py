@@ -8,13 +8,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cbirq.arguments import IMAGE
 from cbirq.client.dispatch import Dispatcher
 from cbirq.client.sharded import ranked
 from cbirq.cluster.celery_app import RANK_TASK, shard_queue
 from cbirq.cluster.shared_fs import read_file
 from cbirq.embed.families import family, require_text, resolve_options
 from cbirq.embed.specs import FeatureSpec
-from cbirq.errors import ImageError
+from cbirq.errors import ImageError, InvalidArgument
 from cbirq.store import Store
 
 QUERY_BLOB_TTL = 600
@@ -30,9 +31,17 @@ def read_image(file: str | Path, max_bytes: int) -> bytes:
         raise ImageError(f"query image {file}: {reason}") from None
 
 
-def query_image(image: str | Path | bytes, label: str | None, max_bytes: int) -> tuple[bytes, str]:
-    """A query image's bytes and its name in the answer: its absolute path, or for bytes
-    `label` ("-" without one)."""
+def query_source(
+    image: str | Path | bytes | None, text: str | None, label: str | None, max_bytes: int
+) -> tuple[bytes | None, str]:
+    """The query image's bytes (None: words) and the query's name in the answer: the image's
+    absolute path, `label` for bytes ("-" without one), or the words."""
+    if image is None and text is None:
+        raise InvalidArgument(f"image must be {IMAGE.what}, or text given instead")
+    if image is None:
+        return None, text
+    if text is not None:
+        raise InvalidArgument("image must be None when text is given: one, not both")
     if isinstance(image, bytes):
         return image, label or "-"
     return read_image(image, max_bytes), os.path.abspath(image)

@@ -127,7 +127,7 @@ FAMILIES: dict[str, Family] = {family.name: family for family in _FAMILIES}
 CLIP_PREFIX = "clip-"
 CLIP = Family(
     name="clip",
-    summary="OpenCLIP image and text towers: clip:ARCH[:TAG|:FILE], e.g. clip:ViT-B-32 "
+    summary="OpenCLIP's image and text towers, for search by words too; e.g. clip:ViT-B-32 "
     "(pip install 'cbirq[clip]')",
     builder="clip",
     distributions=("open-clip-torch",),

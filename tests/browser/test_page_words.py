@@ -11,7 +11,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from tests.browser.test_page import results
 from tests.conftest import make_library, run_cli
 from tests.tiny_clip import brute_force, clip_library
-from tests.web_server import WebServer, chromium
+from tests.web_server import WebServer
 
 pytestmark = pytest.mark.browser
 
@@ -32,13 +32,6 @@ def site(tmp_path_factory):
     expected = brute_force(root / "clip-configs", model.rsplit(":", 1)[1], images, WORDS)
     yield server.url, expected
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    driver = chromium()
-    yield driver
-    driver.quit()
 
 
 def type_words(driver, url: str, index: str) -> None:
