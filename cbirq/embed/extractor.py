@@ -21,7 +21,10 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 def combined(plus: Sequence[np.ndarray], minus: Sequence[np.ndarray] = ()) -> np.ndarray:
     """One query from unit vectors in one space: a photo "plus at night, minus people" (as
-    rclip): the sum of `plus` less the sum of `minus`, unit again."""
+    rclip): the sum of `plus` less the sum of `minus`, unit again. One vector alone is
+    returned as it is: an image query's features stay those of every earlier release."""
+    if len(plus) == 1 and not len(minus):
+        return np.asarray(plus[0], np.float32)
     total = np.sum(plus, axis=0, dtype=np.float32) - np.sum(minus, axis=0, dtype=np.float32)
     return unit(total[None])[0]
 

@@ -117,6 +117,7 @@ def test_the_client_and_the_web_api_answer_words_as_the_cli(indexed, monkeypatch
         monkeypatch.setenv(key, value)
     expected = reference(WORDS[0])
     same_ranking(Client().query(text=WORDS[0], index="clip"), expected)
+    same_ranking(Client().query(text=WORDS[0], index="clip", shards=2), expected)  # embed task
     app = build_app(settings.load({**os.environ, **env}), "clip")
     with TestClient(app, base_url="http://localhost") as web:
         document = web.get("/api/openapi.json").json()

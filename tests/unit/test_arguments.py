@@ -36,6 +36,8 @@ BAD = [
     ("query", (Q,), {"text": "a cat"}, "image"),
     ("query", (None,), {"text": ""}, "text"),
     ("query", (None,), {"text": "a cat", "add": []}, "add"),
+    ("query", (None,), {"text": "  "}, "text"),
+    ("query", (None,), {"text": "a cat " * 200}, "text"),
     ("index", ("lib",), {"chunk": 0}, "chunk"),
     ("index", ("lib",), {"chunk": -1}, "chunk"),
     ("index", ("lib",), {"pool": "max"}, "pool"),
