@@ -132,3 +132,14 @@ def test_the_client_and_the_web_api_answer_words_as_the_cli(indexed, monkeypatch
         schema = responses[status]["content"]["application/json"]["schema"]
         validator = OAS31Validator({**schema, "components": document["components"]})
         assert not [error.message for error in validator.iter_errors(instance)]
+
+
+def test_images_and_words_together_or_neither_are_refused_in_one_line(indexed):
+    env, images = indexed[:2]
+    for args, reason in (
+        ((str(images[0]), "--text", WORDS[0]), "give query images or --text, not both"),
+        ((), "no query: give FILE"),
+    ):
+        done = run_cli("query", "-i", "clip", *args, env=env)
+        assert done.returncode != 0 and done.stderr.count("\n") == 1, done.stderr
+        assert reason in done.stderr

@@ -116,3 +116,20 @@ def test_a_worker_without_torch_refuses_words_in_one_line(monkeypatch):
     with pytest.raises(BackboneError, match="need torch.*cbirq:torch image") as refused:
         runtime.text_tower("clip-ViT-B-32", "laion2b_s34b_b79k")
     assert "\n" not in str(refused.value)
+
+
+@pytest.mark.gpu
+def test_both_towers_on_a_gpu_give_the_cpus_features(tiny):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device here")
+    _, _, weights, data = tiny
+    sample = sample_images(CONFIG["vision_cfg"]["image_size"], 8)
+    on_cpu = load_backbone(f"clip-{ARCH}", weights, checkpoint=data).embed(sample)
+    words = clip.text_tower(f"clip-{ARCH}", weights, data, "cpu").encode(["a red bus"])
+    # One model serves both towers: moved to the GPU, as a GPU worker runs it.
+    on_gpu = load_backbone(f"clip-{ARCH}", weights, "cuda", data).embed(sample)
+    gpu_words = clip.text_tower(f"clip-{ARCH}", weights, data, "cuda").encode(["a red bus"])
+    assert np.sum(on_cpu * on_gpu, axis=1).min() > 1 - 1e-4  # TF32 matmuls on the GPU
+    assert float(words[0] @ gpu_words[0]) > 1 - 1e-4
