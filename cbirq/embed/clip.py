@@ -21,11 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from cbirq.embed.builders import RANDOM_SEED
 from cbirq.embed.families import CLIP_PREFIX, Preprocessing
 from cbirq.embed.specs import is_checkpoint
 from cbirq.errors import BackboneError
-
-RANDOM_SEED = 0  # as every builder's: workers must build the same random network
 
 
 def _open_clip():
@@ -134,7 +133,8 @@ class ImageTower(nn.Module):
 
 def preset(name: str, weights: str, checkpoint: bytes | None = None) -> Preprocessing:
     """The preprocessing open_clip gives the model: its size, mean and std. cbirq resizes the
-    shorter side and centre-crops, as open_clip's `shortest` mode does."""
+    shorter side and centre-crops, as open_clip's default `shortest` mode does, but resamples
+    bilinearly where open_clip uses bicubic (cbirq.embed.images serves every model)."""
     cfg = model(name, weights, checkpoint).visual.preprocess_cfg
     size = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]
     return Preprocessing(int(size), int(size), tuple(cfg["mean"]), tuple(cfg["std"]))
@@ -144,8 +144,6 @@ def preset(name: str, weights: str, checkpoint: bytes | None = None) -> Preproce
 class TextTower:
     """Words -> unit vectors in the image tower's space, with the model's own tokenizer."""
 
-    name: str
-    weights: str
     clip: nn.Module
     tokenizer: object
 
@@ -160,4 +158,4 @@ class TextTower:
 def text_tower(name: str, weights: str, checkpoint: bytes | None, device: str) -> TextTower:
     arch = architecture(name)
     clip = model(name, weights, checkpoint).to(device)
-    return TextTower(name, weights, clip, _open_clip().get_tokenizer(arch))
+    return TextTower(clip, _open_clip().get_tokenizer(arch))
