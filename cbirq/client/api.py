@@ -16,7 +16,7 @@ Errors a caller can act on are `cbirq.errors.CbirqError`s, with the message the 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,7 +29,14 @@ from cbirq.client.dispatch import Dispatcher, Pending, dispatcher_for
 from cbirq.client.evaluating import EvalRequest, run_eval
 from cbirq.client.indexer import IndexJob, feature_model, run_index
 from cbirq.client.library import PathSets
-from cbirq.client.querying import QueryRequest, ask, plain_cosine, read_image, shard_queues
+from cbirq.client.querying import (
+    QueryRequest,
+    Words,
+    ask,
+    plain_cosine,
+    query_source,
+    shard_queues,
+)
 from cbirq.client.workers import missing, require
 from cbirq.cluster.celery_app import TRAIN_TASK
 from cbirq.cluster.shared_fs import read_file
@@ -122,10 +129,13 @@ class Client:
         return index_jobs.summary(final, index_jobs.get_failures(self.store, final["id"]))
 
     @arg.checked(
-        image=arg.IMAGE,
+        image=arg.Optional(arg.IMAGE),
         index=arg.TEXT,
         top=arg.TOP,
         metric=arg.Choice(arg.METRICS),
+        text=arg.Optional(arg.WORDS),
+        add=arg.Optional(arg.Several(arg.WORDS)),
+        subtract=arg.Optional(arg.Several(arg.WORDS)),
         shards=arg.Optional(arg.SHARDS),
         min_score=arg.Optional(arg.MIN_SCORE),
         label=arg.Optional(arg.TEXT),
@@ -134,35 +144,36 @@ class Client:
     )
     def query(
         self,
-        image: str | Path | bytes,
+        image: str | Path | bytes | None = None,
         index: str = DEFAULT_INDEX,
         top: int = 5,
         metric: str = "cosine",
         *,
+        text: str | None = None,
+        add: Sequence[str] | None = None,
+        subtract: Sequence[str] | None = None,
         shards: int | None = None,
         min_score: float | None = None,
         label: str | None = None,
         exclude: str | Path | None = None,
         **ranking: bool | int | float | None,
     ) -> dict:
-        """The `top` images of `index` most like `image` (a file, or its bytes), leaving out
-        those whose plain cosine is below `min_score`; `cbirq query --json`. `label` names
-        bytes in the answer's `query` (an image error about bytes does not name them).
-        `exclude`: a path the index holds to leave out, the top k filled from the rest (the
-        query image itself, for "more like this").
+        """The `top` images of `index` most like `image` (a file, or its bytes) or `text`
+        (words: a CLIP model's index), leaving out those whose plain cosine is below
+        `min_score`; `cbirq query --json`. `add`, `subtract`: words to move the query towards
+        or away from. `label` names bytes in the answer's `query`. `exclude`: a path the index
+        holds to leave out, the top k filled from the rest ("more like this").
         `ranking`: plain, center, whiten, qe, qe_ratio, multiscale (unset: the index model's
         default)."""
-        if isinstance(image, bytes):
-            data, name = image, label or "-"
-        else:
-            data, name = read_image(image, self.settings.max_file_bytes), os.path.abspath(image)
+        data, name = query_source(image, text, label, self.settings.max_file_bytes)
+        words = Words((*([text] if text else []), *(add or ())), tuple(subtract or ()))
         shards = shards or self.settings.rank_shards
         left_out = None if exclude is None else os.path.abspath(exclude)  # as the index has it
         request = QueryRequest(index, top, metric, ranking, shards, left_out)
         if not self.embedded:
             require(self.store, "query", *shard_queues(request.shards))
         try:
-            answer = {"query": name, **ask(self.store, self.dispatcher, request, data)}
+            answer = {"query": name, **ask(self.store, self.dispatcher, request, data, words)}
         except UnknownIndex:
             if self.store.indexes():
                 raise
@@ -170,7 +181,7 @@ class Client:
                 f"there is no index yet: run `cbirq index DIR{_named(index)}` first"
             ) from None
         except ImageError as exc:
-            if isinstance(image, bytes) or str(image) in str(exc):
+            if image is None or isinstance(image, bytes) or str(image) in str(exc):
                 raise  # the caller knows what it sent; a file is named once
             raise ImageError(f"query image {image}: {exc}") from None
         if min_score is not None:

@@ -16,7 +16,13 @@ from cbirq.client.dispatch import Dispatcher
 from cbirq.client.library import EXTENSIONS, printable, utf8_name, walk_images
 from cbirq.client.sender import ChunkSender
 from cbirq.cluster.shared_fs import read_file as read_image_file
-from cbirq.embed.families import checkpoint_families, family
+from cbirq.embed.families import (
+    CLIP,
+    CLIP_DEFAULT_TAGS,
+    CLIP_PREFIX,
+    checkpoint_families,
+    family,
+)
 from cbirq.embed.specs import FeatureSpec, checkpoint_key, checkpoint_weights
 from cbirq.errors import (
     CbirqError,
@@ -34,21 +40,61 @@ def feature_model(
     takes the backbone's default features. A checkpoint's bytes go into the store under its
     content hash, so that workers on any host can load the same net."""
     name, sep, path = model.partition(":")
-    if sep:
+    if name == CLIP.name:
+        name, weights = _clip_model(store, path, weights)
+    elif sep:
         if not family(name).checkpoint:
             takers = ", ".join(checkpoint_families())
             raise CbirqError(f"only {takers} takes a checkpoint: --model {takers}:PATH")
-        try:
-            data = Path(path).read_bytes()
-        except OSError as exc:
-            raise CbirqError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
-        weights = checkpoint_weights(data)
-        store.put_artifact(checkpoint_key(weights), data)
+        weights = _stored_checkpoint(store, path)
     spec = FeatureSpec.parse(name)
     if "+" not in name:
         spec = family(spec.model).default_features
     chosen = {"pool": pool, "flip": flip}
     return str(replace(spec, **{k: v for k, v in chosen.items() if v is not None})), weights
+
+
+# One store value: Redis refuses a string over 512 MB (proto-max-bulk-len).
+MAX_STORED_WEIGHTS = 512 * 2**20
+
+
+def _stored_checkpoint(store: Store, path: str) -> str:
+    """The weights name of the checkpoint file at `path`, its bytes put in the store."""
+    try:
+        size = Path(path).stat().st_size
+        if size > MAX_STORED_WEIGHTS:
+            raise CbirqError(
+                f"{path} is {size / 2**20:.0f} MB: weights files go to the workers through the "
+                f"store, which takes {MAX_STORED_WEIGHTS // 2**20} MB at most; put CLIP weights "
+                "in open_clip's cache on each worker instead (--model clip:ARCH:TAG)"
+            )
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise CbirqError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+    weights = checkpoint_weights(data)
+    store.put_artifact(checkpoint_key(weights), data)
+    return weights
+
+
+def _clip_model(store: Store, arch_source: str, weights: str) -> tuple[str, str]:
+    """(model, weights) for `--model clip:ARCH[:TAG|:FILE]`: a file (a path: it has a / or a
+    dot) travels through the store; a tag is looked up in open_clip's cache where the model
+    is built; none is the family's default tag, or random weights with --weights none."""
+    arch, _, source = arch_source.partition(":")
+    if not arch:
+        raise CbirqError("name the CLIP architecture: --model clip:ViT-B-32[:TAG|:FILE]")
+    if source and ("/" in source or "." in source):
+        return CLIP_PREFIX + arch, _stored_checkpoint(store, source)
+    if source:
+        return CLIP_PREFIX + arch, source
+    if weights == "none":
+        return CLIP_PREFIX + arch, weights
+    if arch not in CLIP_DEFAULT_TAGS:
+        raise CbirqError(
+            f"name the weights of CLIP {arch}: --model clip:{arch}:TAG (an open_clip pretrained "
+            f"tag) or clip:{arch}:FILE, or --weights none"
+        )
+    return CLIP_PREFIX + arch, CLIP_DEFAULT_TAGS[arch]
 
 
 @dataclass

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cbirq.arguments import IMAGE
 from cbirq.client.dispatch import Dispatcher
 from cbirq.client.sharded import ranked
 from cbirq.cluster.celery_app import RANK_TASK, shard_queue
 from cbirq.cluster.shared_fs import read_file
-from cbirq.embed.families import family, resolve_options
+from cbirq.embed.families import family, require_text, resolve_options
 from cbirq.embed.specs import FeatureSpec
-from cbirq.errors import ImageError
+from cbirq.errors import ImageError, InvalidArgument
 from cbirq.store import Store
 
 QUERY_BLOB_TTL = 600
@@ -27,6 +29,22 @@ def read_image(file: str | Path, max_bytes: int) -> bytes:
     except ImageError as exc:
         reason = "does not exist" if str(exc) == "file not found" else str(exc)
         raise ImageError(f"query image {file}: {reason}") from None
+
+
+def query_source(
+    image: str | Path | bytes | None, text: str | None, label: str | None, max_bytes: int
+) -> tuple[bytes | None, str]:
+    """The query image's bytes (None: words) and the query's name in the answer: the image's
+    absolute path, `label` for bytes ("-" without one), or the words."""
+    if image is None and text is None:
+        raise InvalidArgument(f"image must be {IMAGE.what}, or text given instead")
+    if image is None:
+        return None, text
+    if text is not None:
+        raise InvalidArgument("image must be None when text is given: one, not both")
+    if isinstance(image, bytes):
+        return image, label or "-"
+    return read_image(image, max_bytes), os.path.abspath(image)
 
 
 @dataclass(frozen=True)
@@ -43,17 +61,45 @@ class QueryRequest:
     exclude: str | None = None
 
 
-def ask(store: Store, dispatcher: Dispatcher, request: QueryRequest, data: bytes) -> dict:
-    """The query's answer (`cbirq query --json` less its `query`). In-process the task takes
-    the bytes as they are; workers get them through the store, as they may not see the file."""
-    info = store.info(request.index)  # an unknown index fails here, before any work is sent
-    options = resolve_options(info.model, **request.ranking)
+@dataclass(frozen=True)
+class Words:
+    """What a query says in words: `text` to look for (with `--add`'s), `subtract` to look
+    away from. Embedded by the index model's text tower where the query is ranked."""
+
+    text: tuple[str, ...] = ()
+    subtract: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.text or self.subtract)
+
+
+def _source(store: Store, dispatcher: Dispatcher, data: bytes | None, words: Words) -> dict:
+    """The query as the task takes it. In-process the task takes the image's bytes as they
+    are; workers get them through the store, as they may not see the file."""
+    source: dict = {"text": list(words.text), "subtract": list(words.subtract)}
+    if data is None:
+        return source
     if dispatcher.embedded:  # no broker between: nothing is serialised
-        source = {"data": data}
-    else:
-        key = f"query:{uuid.uuid4().hex}"
-        store.put_blobs({key: data}, QUERY_BLOB_TTL)
-        source = {"blob": key}
+        return {**source, "data": data}
+    key = f"query:{uuid.uuid4().hex}"
+    store.put_blobs({key: data}, QUERY_BLOB_TTL)
+    return {**source, "blob": key}
+
+
+def ask(
+    store: Store,
+    dispatcher: Dispatcher,
+    request: QueryRequest,
+    data: bytes | None,
+    words: Words = Words(),
+) -> dict:
+    """The query's answer (`cbirq query --json` less its `query`): an image's (`data`), its
+    words', or both."""
+    info = store.info(request.index)  # an unknown index fails here, before any work is sent
+    if words:
+        require_text(info.model, request.index)
+    options = resolve_options(info.model, **request.ranking)
+    source = _source(store, dispatcher, data, words)
     # A path appears once in an index: one more result makes up for the one left out, and
     # any worker, of any release, can answer it.
     top = request.top + (request.exclude is not None)

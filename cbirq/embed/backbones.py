@@ -89,7 +89,13 @@ def build_classifier(
     if not chosen.checkpoint and weights not in WEIGHT_CHOICES:
         raise BackboneError(f"--weights must be one of {', '.join(WEIGHT_CHOICES)}")
     net = getattr(builders, chosen.builder)(name, weights, checkpoint)
-    return net, chosen.preprocessing or builders.torchvision_preset(name)
+    if chosen.preprocessing is not None:
+        return net, chosen.preprocessing
+    if chosen.text:  # open_clip's own, read from the model just built
+        from cbirq.embed import clip
+
+        return net, clip.preset(name, weights, checkpoint)
+    return net, builders.torchvision_preset(name)
 
 
 def load_backbone(
@@ -99,7 +105,8 @@ def load_backbone(
     `ckpt-*` weights name."""
     spec = FeatureSpec.parse(name)
     net, prep = build_classifier(spec.model, weights, checkpoint)
-    net = strip_classifier(net, spec.model)
+    if family(spec.model).classifier:
+        net = strip_classifier(net, spec.model)
     if spec.pool == "gem":
         net = use_gem(net, spec.model)
     target = torch.device(device)

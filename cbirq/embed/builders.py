@@ -102,6 +102,12 @@ def check_hub_hash(name: str, data: bytes) -> None:
         )
 
 
+def clip(name: str, weights: str, checkpoint: bytes | None) -> nn.Module:
+    from cbirq.embed import clip as open_clip_models
+
+    return open_clip_models.ImageTower(open_clip_models.model(name, weights, checkpoint))
+
+
 def resnet20(name: str, weights: str, checkpoint: bytes | None) -> nn.Module:
     from cbirq.training.loop import read_checkpoint
     from cbirq.training.models import resnet20 as build

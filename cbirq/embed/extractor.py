@@ -19,6 +19,16 @@ def unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), EPS)
 
 
+def combined(plus: Sequence[np.ndarray], minus: Sequence[np.ndarray] = ()) -> np.ndarray:
+    """One query from unit vectors in one space: a photo "plus at night, minus people" (as
+    rclip): the sum of `plus` less the sum of `minus`, unit again. One vector alone is
+    returned as it is: an image query's features stay those of every earlier release."""
+    if len(plus) == 1 and not len(minus):
+        return np.asarray(plus[0], np.float32)
+    total = np.sum(plus, axis=0, dtype=np.float32) - np.sum(minus, axis=0, dtype=np.float32)
+    return unit(total[None])[0]
+
+
 def resized(x: np.ndarray, side: int) -> np.ndarray:
     """(N, 3, H, W) images scaled to `side` x `side`: bilinear with antialiasing, as the
     multi-scale descriptors were defined (torch's, imported only for them)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from cbirq.embed.specs import FeatureSpec
+from cbirq.errors import InvalidArgument
 from cbirq.rank.options import RankOptions
 from cbirq.training.config import MEAN as CIFAR_MEAN
 from cbirq.training.config import STD as CIFAR_STD
@@ -44,6 +45,8 @@ class Family:
     features: FeatureSpec | None = None  # the default spec; None: the bare name
     ranking: RankOptions = RankOptions()
     checkpoint: bool = False  # weights from a `cbirq submit-train` checkpoint: NAME:PATH
+    text: bool = False  # embeds words in the images' space: answers `cbirq query --text`
+    classifier: bool = True  # the builder's net ends in a classifier to cut off
     # The plain cosine under which a result is rarely a real match, for the default features
     # (scripts/bench_nomatch.py); None: not measured, nothing is marked.
     no_match_below: float | None = None
@@ -120,6 +123,24 @@ _FAMILIES = (
 )
 FAMILIES: dict[str, Family] = {family.name: family for family in _FAMILIES}
 
+# CLIP-family models (OpenCLIP): `clip-ARCH` in an index, `--model clip:ARCH[:TAG|:FILE]`.
+CLIP_PREFIX = "clip-"
+CLIP = Family(
+    name="clip",
+    summary="OpenCLIP's image and text towers, for search by words too; e.g. clip:ViT-B-32 "
+    "(pip install 'cbirq[clip]')",
+    builder="clip",
+    distributions=("open-clip-torch",),
+    dim=None,
+    batch=8,
+    checkpoint=True,  # weights: a pretrained tag or a file; the builder checks which
+    text=True,
+    classifier=False,
+)
+# The weights `clip:ARCH` takes without a tag: LAION-2B ViT-B/32 (open_clip's best-known
+# B/32 weights; its tag list has more).
+CLIP_DEFAULT_TAGS = {"ViT-B-32": "laion2b_s34b_b79k"}
+
 # Any other torchvision classification model, by its torchvision name: plain features and
 # ranking, the preprocessing of its weights.
 OTHER_TORCHVISION = Family(
@@ -133,17 +154,29 @@ OTHER_TORCHVISION = Family(
 
 def family(model: str) -> Family:
     """The family of a model name (without feature flags)."""
+    if model.startswith(CLIP_PREFIX):
+        return replace(CLIP, name=model)
     return FAMILIES.get(model) or replace(OTHER_TORCHVISION, name=model)
 
 
 def distributions() -> tuple[str, ...]:
     """Every distribution whose version can change what a graph computes, sorted."""
-    named = {d for f in (*FAMILIES.values(), OTHER_TORCHVISION) for d in f.distributions}
+    every = (*FAMILIES.values(), OTHER_TORCHVISION, CLIP)
+    named = {d for f in every for d in f.distributions}
     return tuple(sorted(named | set(GRAPH_DISTRIBUTIONS)))
 
 
 def checkpoint_families() -> list[str]:
-    return [name for name, f in FAMILIES.items() if f.checkpoint]
+    return [*(name for name, f in FAMILIES.items() if f.checkpoint), CLIP.name]
+
+
+def require_text(model: str, index: str) -> None:
+    """Refuse words for an index whose model cannot embed them."""
+    if not family(FeatureSpec.parse(model).model).text:
+        raise InvalidArgument(
+            f"index '{index}' holds {model} features, which have no text tower: text queries "
+            "need an index made with a CLIP model (cbirq index DIR --model clip:ViT-B-32)"
+        )
 
 
 def resolve_options(

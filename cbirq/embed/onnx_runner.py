@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 SOURCES = (
     "backbones.py",
     "builders.py",
+    "clip.py",
     "extractor.py",
     "families.py",
     "onnx_engine.py",

@@ -8,13 +8,16 @@ from __future__ import annotations
 import numpy as np
 
 from cbirq.cluster.celery_app import EMBED_TASK, RANK_TASK, SHARD_RANK_TASK, SHARD_STATS_TASK, app
+from cbirq.embed.extractor import combined
+from cbirq.embed.families import require_text
 from cbirq.embed.indexing import embed_query
-from cbirq.embed.specs import query_spec
-from cbirq.errors import ImageError
+from cbirq.embed.specs import FeatureSpec, query_spec
+from cbirq.errors import ImageError, InvalidArgument
 from cbirq.rank import topk
 from cbirq.rank.index_matrix import Shard
 from cbirq.rank.options import RankOptions
 from cbirq.rank.ranking import plain_cosines, scan_shard, search, view
+from cbirq.store import IndexInfo
 from cbirq.tasks import runtime
 
 # Someone is waiting: a few quick retries, no more.
@@ -40,9 +43,22 @@ def _source(query: dict) -> bytes:
     return source
 
 
-def _backbone(index: str, ranking: RankOptions):
-    info = runtime.store().info(index)
-    return info, runtime.backbone(str(query_spec(info.model, ranking)), info.weights)
+def _features(index: str, info: IndexInfo, ranking: RankOptions, query: dict) -> np.ndarray:
+    """The query's raw features: its image's, plus its words' (`text`) and minus those of
+    `subtract`, each a unit vector, in the space of a model with a text tower."""
+    plus, minus = [], []
+    if "data" in query or "blob" in query:
+        backbone = runtime.backbone(str(query_spec(info.model, ranking)), info.weights)
+        plus.append(embed_query(runtime.store(), backbone, index, _source(query)))
+    words, unwanted = query.get("text", []), query.get("subtract", [])
+    if words or unwanted:
+        require_text(info.model, index)
+        tower = runtime.text_tower(FeatureSpec.parse(info.model).model, info.weights)
+        plus += list(tower.encode(words)) if words else []
+        minus += list(tower.encode(unwanted)) if unwanted else []
+    if not plus:
+        raise InvalidArgument("a query needs an image or words to look for")
+    return combined(plus, minus)
 
 
 @app.task(name=RANK_TASK, **_QUICK)
@@ -50,11 +66,11 @@ def rank_query(
     index: str, query: dict, top: int = 5, metric: str = "cosine", options: dict | None = None
 ) -> dict:
     ranking = RankOptions(**(options or {}))
-    info, backbone = _backbone(index, ranking)
     store = runtime.store()
+    info = store.info(index)
     rows = runtime.index_cache().get(store, index)
     topk.require_rows(index, len(rows.paths))  # before the model runs: an empty index fails fast
-    raw = embed_query(store, backbone, index, _source(query))
+    raw = _features(index, info, ranking, query)
     found = search(store, rows, index, raw, top, metric, ranking)
     return {
         "index": index,
@@ -68,8 +84,8 @@ def rank_query(
 
 @app.task(name=EMBED_TASK, **_QUICK)
 def embed(index: str, query: dict, options: dict | None = None) -> dict:
-    info, backbone = _backbone(index, RankOptions(**(options or {})))
-    vector = embed_query(runtime.store(), backbone, index, _source(query))
+    info = runtime.store().info(index)
+    vector = _features(index, info, RankOptions(**(options or {})), query)
     return {"model": info.model, "weights": info.weights, "vector": vector.tolist()}
 
 

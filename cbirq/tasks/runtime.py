@@ -85,15 +85,43 @@ def _backbone(name: str, weights: str, engine: str) -> Extractor:
 
     from cbirq.embed.backbones import load_backbone
     from cbirq.embed.engines import with_engine
-    from cbirq.embed.specs import checkpoint_key, is_checkpoint, verified_checkpoint
 
     device = "cuda" if engine == "torch" and torch.cuda.is_available() else "cpu"
-    # A trained checkpoint travels through the store, so workers on any host can load it.
-    checkpoint = None
-    if is_checkpoint(weights):
-        checkpoint = verified_checkpoint(weights, store().get_artifact(checkpoint_key(weights)))
-    net = load_backbone(name, weights, device=device, checkpoint=checkpoint)
+    net = load_backbone(name, weights, device=device, checkpoint=_checkpoint(name, weights))
     return with_engine(net, engine, settings().cache_dir, threads())
+
+
+def _checkpoint(name: str, weights: str) -> bytes | None:
+    """The bytes of a checkpoint weights name, from the store: a trained checkpoint travels
+    through it, so workers on any host load the same net. A CLIP model may need the extra
+    architectures of CBIRQ_CLIP_CONFIGS."""
+    from cbirq.embed.families import family
+    from cbirq.embed.specs import FeatureSpec, checkpoint_key, is_checkpoint, verified_checkpoint
+
+    if family(FeatureSpec.parse(name).model).text:
+        from cbirq.embed.clip import use_configs
+
+        use_configs(settings().clip_configs)
+    if not is_checkpoint(weights):
+        return None
+    return verified_checkpoint(weights, store().get_artifact(checkpoint_key(weights)))
+
+
+@lru_cache(maxsize=2)
+def text_tower(name: str, weights: str):
+    """The text tower of a CLIP model, kept for later queries; torch only (its ONNX graph is
+    not made): a worker without torch refuses words."""
+    if not torch_installed():
+        raise BackboneError(
+            f"text queries on {name} need torch, which this worker lacks: run the query "
+            "worker from the cbirq:torch image (or pip install 'cbirq[clip]')"
+        )
+    import torch
+
+    from cbirq.embed.clip import text_tower as build
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return build(name, weights, _checkpoint(name, weights), device)
 
 
 def backbone(name: str, weights: str, engine: str | None = None) -> Extractor:

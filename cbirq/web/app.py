@@ -60,6 +60,12 @@ class WebConfig:
     thumb_cache_bytes: int = 256 * 2**20
 
 
+def _words(form: dict) -> dict[str, list[str] | None]:
+    """`add` and `subtract`: words that move an image query (one phrase each)."""
+    found = {key: str(form.get(key) or "").strip() for key in ("add", "subtract")}
+    return {key: [words] if words else None for key, words in found.items()}
+
+
 def create_app(client: Client, config: WebConfig) -> Starlette:
     read: LibraryImage = client.library_image
     uploads = Uploads(config.max_upload, config.body_seconds, config.upload_slots)
@@ -79,13 +85,16 @@ def create_app(client: Client, config: WebConfig) -> Starlette:
         index = form.get("index") or config.default_index
         top, metric, plain, min_score = _options(form)
         upload, exclude = form.get("file"), None
+        text = str(form.get("text") or "").strip() or None
         if isinstance(upload, bytes) and upload:
             data, label = upload, form.get("filename") or "upload"
         elif form.get("path"):
             label = exclude = form["path"]  # "more like this": the image is not its own result
             data = await run_in_threadpool(library_bytes, read, index, label)
+        elif text:
+            data, label = None, text
         else:
-            raise ImageError("send an image as `file` (or an indexed image's `path`)")
+            raise ImageError("send an image as `file` (or an indexed image's `path`), or `text`")
         loop = asyncio.get_running_loop()
         try:
             answer = await loop.run_in_executor(
@@ -95,9 +104,11 @@ def create_app(client: Client, config: WebConfig) -> Starlette:
                     index,
                     top,
                     metric,
+                    text=text,
+                    **_words(form),
                     plain=plain,
                     min_score=min_score,
-                    label=label,
+                    label=None if data is None else label,
                     exclude=exclude,
                 ),
             )

@@ -63,7 +63,10 @@ OPTIONS = record(
 )
 QUERY_ANSWER = record(
     {
-        "query": {**STRING, "description": "the upload's file name, or the library path"},
+        "query": {
+            **STRING,
+            "description": "the upload's file name, the library path, or the words",
+        },
         "index": STRING,
         "model": STRING,
         "weights": STRING,
@@ -144,6 +147,12 @@ QUERY_FORM = record(
     {
         "file": {**STRING, "contentMediaType": "application/octet-stream"},
         "path": {**STRING, "description": "an image the index holds, instead of `file`"},
+        "text": {
+            **STRING,
+            "description": "words to search by, instead of an image (an index of a CLIP model)",
+        },
+        "add": {**STRING, "description": "words that move an image query towards them (CLIP)"},
+        "subtract": {**STRING, "description": "words that move an image query away (CLIP)"},
         "index": STRING,
         "top": {**INTEGER, "minimum": 1, "maximum": 1000, "default": 5},
         "metric": {"enum": ["cosine", "euclidean"], "default": "cosine"},
@@ -161,16 +170,19 @@ PATHS = {
     "/api/query": {
         "post": {
             "operationId": "query",
-            "summary": "The index's images most like a query image: `cbirq query --json`",
+            "summary": "The index's images most like a query image or words: `cbirq query --json`",
             "description": 'An uploaded `file`, or `path`, an image the index holds ("more '
-            'like this": it is left out of its own results, the top k filled from the rest).',
+            'like this": it is left out of its own results, the top k filled from the rest), '
+            "or `text` for an index of a CLIP model.",
             "requestBody": {
                 "required": True,
                 "content": {"multipart/form-data": {"schema": QUERY_FORM}},
             },
             "responses": {
                 "200": answer("the ranked results, best first", ref("QueryAnswer")),
-                "400": failure("not an image, or a bad option"),
+                "400": failure(
+                    "not an image, a bad option, or words for a model without a text tower"
+                ),
                 "404": failure("no such index, or no such path in it"),
                 "408": failure("the upload was too slow"),
                 "413": failure("the upload was too large"),

@@ -15,7 +15,7 @@ from cbirq import settings
 from cbirq.store import open_store
 from cbirq.training.jobs import new_job
 from tests.conftest import make_library, make_photo, run_cli
-from tests.web_server import WebServer, chromium
+from tests.web_server import WebServer
 
 pytestmark = pytest.mark.browser
 
@@ -33,13 +33,6 @@ def site(tmp_path_factory):
     server = WebServer(env, root / "serve.log", "page")
     yield server.url, root, env
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    driver = chromium()
-    yield driver
-    driver.quit()
 
 
 def results(driver) -> list:

@@ -16,6 +16,7 @@ except ModuleNotFoundError:  # Python 3.10: pytest itself depends on tomli there
 from cbirq.cli import main
 from cbirq.embed import onnx_runner
 from cbirq.embed.families import (
+    CLIP,
     FAMILIES,
     GRAPH_DISTRIBUTIONS,
     OTHER_TORCHVISION,
@@ -71,7 +72,7 @@ def test_the_graph_distributions_are_declared():
     assert {distribution(d) for d in GRAPH_DISTRIBUTIONS} <= declared
 
 
-FAMILY_DISTRIBUTIONS = sorted({d for f in FAMILIES.values() for d in f.distributions})
+FAMILY_DISTRIBUTIONS = sorted({d for f in (*FAMILIES.values(), CLIP) for d in f.distributions})
 
 
 @pytest.mark.parametrize("dist", FAMILY_DISTRIBUTIONS)
@@ -91,6 +92,12 @@ def test_the_cli_help_lists_every_family():
     words = set(re.findall(r"[\w:]+", shown))
     for name, registered in FAMILIES.items():
         assert (f"{name}:CHECKPOINT" if registered.checkpoint else name) in words
+    assert "clip:ARCH" in words
+
+
+def test_the_clip_extra_installs_what_the_clip_family_is_built_from():
+    declared = {distribution(r) for r in pyproject()["optional-dependencies"]["clip"]}
+    assert {distribution(d) for d in CLIP.distributions} <= declared
 
 
 def models_table() -> dict[str, list[str]]:
@@ -102,9 +109,9 @@ def models_table() -> dict[str, list[str]]:
 
 def test_the_docs_list_every_family_with_its_feature_size():
     table = models_table()
-    assert set(table) == set(FAMILIES)
-    for name, cells in table.items():
-        assert cells[1] == str(FAMILIES[name].dim), name
+    assert set(table) == {*FAMILIES, CLIP.name}
+    for name in FAMILIES:
+        assert table[name][1] == str(FAMILIES[name].dim), name
 
 
 @pytest.mark.parametrize(

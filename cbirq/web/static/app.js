@@ -1,4 +1,4 @@
-// The search page: pick an index, give an image (file, drop or paste), see the top k.
+// The search page: pick an index, give an image (file, drop or paste) or words, see the top k.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -144,6 +144,12 @@ function searchPath(index, path) {
   search(queryForm({ path }));
 }
 
+function searchText(text) {
+  if (!text.trim()) return;
+  $("query").hidden = true;
+  search(queryForm({ text }));
+}
+
 function restoreOptions() {
   if (params.get("top")) $("top").value = params.get("top");
   if (params.get("metric")) $("metric").value = params.get("metric");
@@ -170,7 +176,10 @@ function wire() {
     const item = [...event.clipboardData.items].find((i) => i.type.startsWith("image/"));
     if (item) searchFile(item.getAsFile());
   });
-  $("search").addEventListener("submit", (event) => event.preventDefault());
+  $("search").addEventListener("submit", (event) => {
+    event.preventDefault();
+    searchText($("text").value);
+  });
 }
 
 wire();
