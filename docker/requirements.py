@@ -1,6 +1,6 @@
 """The requirements of an image's virtualenv, from pyproject.toml, one a line:
 
-    python3 docker/requirements.py torch   everything (`pip install 'cbirq[onnx,web]'`)
+    python3 docker/requirements.py torch   everything (`pip install 'cbirq[onnx,web,clip]'`)
     python3 docker/requirements.py cpu     the same without what makes ONNX graphs
 
 pyproject keeps torch in cbirq's dependencies, so that `pip install cbirq` is complete; the CPU
@@ -40,7 +40,7 @@ def name(requirement: str) -> str:
 def requirements(role: str, pyproject: Path) -> list[str]:
     project = tomllib.loads(pyproject.read_text())["project"]
     extras = project["optional-dependencies"]
-    everything = [*project["dependencies"], *extras["onnx"], *extras["web"]]
+    everything = [*project["dependencies"], *extras["onnx"], *extras["web"], *extras["clip"]]
     if role == "torch":
         return everything
     if role == "cpu":
