@@ -148,6 +148,12 @@ def _queries(files: tuple[str, ...], texts: tuple[str, ...]) -> list[dict]:
             raise CbirqError("no query text: give --text WORDS, or --text - with lines on stdin")
         return found
     found = [{"image": path} for path in _with_stdin(files)]
+    for words in (q["image"] for q in found if " " in q["image"]):
+        if not Path(words).exists():  # `cbirq query "a sailing boat"`: words, not a file
+            raise CbirqError(
+                f"query image {words}: does not exist; to search by words: "
+                f'cbirq query --text "{words}"'
+            )
     if not found:
         raise CbirqError("no query: give FILE, - with paths on stdin, or --text WORDS")
     return found

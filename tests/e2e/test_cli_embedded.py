@@ -169,6 +169,7 @@ def test_export_writes_the_course_features_file(tmp_path):
     [
         (["index", "/no/such/folder"], "is not a folder"),
         (["query", "/no/such.jpg"], "does not exist"),
+        (["query", "a sailing boat"], 'to search by words: cbirq query --text "a sailing boat"'),
         (["worker"], "cbirq worker needs CBIRQ_BROKER_URL"),
         (["workers"], "cbirq workers needs CBIRQ_BROKER_URL"),
         (["cancel", "feedc0ffee00"], "no job with id 'feedc0ffee00'"),
