@@ -20,7 +20,7 @@ from cbirq.embed.families import (
     CLIP,
     CLIP_DEFAULT_TAGS,
     CLIP_PREFIX,
-    checkpoint_families,
+    checkpoint_forms,
     family,
 )
 from cbirq.embed.specs import FeatureSpec, checkpoint_key, checkpoint_weights
@@ -44,8 +44,7 @@ def feature_model(
         name, weights = _clip_model(store, path, weights)
     elif sep:
         if not family(name).checkpoint:
-            takers = ", ".join(checkpoint_families())
-            raise CbirqError(f"only {takers} takes a checkpoint: --model {takers}:PATH")
+            raise CbirqError(f"{name} takes no checkpoint: only --model {checkpoint_forms()}")
         weights = _stored_checkpoint(store, path)
     spec = FeatureSpec.parse(name)
     if "+" not in name:

@@ -166,8 +166,10 @@ def distributions() -> tuple[str, ...]:
     return tuple(sorted(named | set(GRAPH_DISTRIBUTIONS)))
 
 
-def checkpoint_families() -> list[str]:
-    return [*(name for name, f in FAMILIES.items() if f.checkpoint), CLIP.name]
+def checkpoint_forms() -> str:
+    """How `--model` names a weights file, for each family that takes one."""
+    forms = [f"{name}:PATH" for name, f in FAMILIES.items() if f.checkpoint]
+    return " or ".join([*forms, f"{CLIP.name}:ARCH:PATH"])
 
 
 def require_text(model: str, index: str) -> None:

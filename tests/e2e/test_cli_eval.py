@@ -179,7 +179,7 @@ def test_query_sheet_and_a_moved_library_file(tmp_path):
     [
         (["eval", "/no/such/folder", *RANDOM], "is not a folder"),
         (["eval", ".", "--labels", "/no/labels.csv"], "cannot read labels"),
-        (["eval", ".", "--model", "resnet50:x.pth"], "only resnet20 takes a checkpoint"),
+        (["eval", ".", "--model", "resnet50:x.pth"], "resnet50 takes no checkpoint"),
         (["index", ".", "--model", "resnet20:/no/such.pth"], "cannot read checkpoint"),
     ],
 )

@@ -30,5 +30,5 @@ def test_a_checkpoint_goes_into_the_store_under_its_hash(store, tmp_path):
     spec, weights = feature_model(store, f"resnet20:{tmp_path}/final.pth", "imagenet", None, None)
     assert spec.startswith("resnet20") and weights == checkpoint_weights(b"checkpoint bytes")
     assert store.get_artifact(checkpoint_key(weights)) == b"checkpoint bytes"
-    with pytest.raises(CbirqError, match="only resnet20"):
+    with pytest.raises(CbirqError, match="takes no checkpoint: only --model resnet20:PATH"):
         feature_model(store, "resnet50:x.pth", "none", None, None)
