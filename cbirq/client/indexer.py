@@ -53,20 +53,9 @@ def feature_model(
     return str(replace(spec, **{k: v for k, v in chosen.items() if v is not None})), weights
 
 
-# One store value: Redis refuses a string over 512 MB (proto-max-bulk-len).
-MAX_STORED_WEIGHTS = 512 * 2**20
-
-
 def _stored_checkpoint(store: Store, path: str) -> str:
     """The weights name of the checkpoint file at `path`, its bytes put in the store."""
     try:
-        size = Path(path).stat().st_size
-        if size > MAX_STORED_WEIGHTS:
-            raise CbirqError(
-                f"{path} is {size / 2**20:.0f} MB: weights files go to the workers through the "
-                f"store, which takes {MAX_STORED_WEIGHTS // 2**20} MB at most; put CLIP weights "
-                "in open_clip's cache on each worker instead (--model clip:ARCH:TAG)"
-            )
         data = Path(path).read_bytes()
     except OSError as exc:
         raise CbirqError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -95,6 +95,32 @@ def check_index_name(name: str) -> str:
     if not INDEX_NAME.fullmatch(name):
         raise CbirqError(f"bad index name {name!r}: use up to 64 letters, digits, '_', '.' or '-'")
     return name
+
+
+# Redis keeps a value of at most 512 MB and SQLite a blob of at most 1 GB: a bigger artifact
+# (CLIP ViT-B-32's weights are 577 MB, ViT-L-14's 1.7 GB) is kept in parts of this size.
+ARTIFACT_PART = 256 * 2**20
+Value = bytes | memoryview
+
+
+def artifact_values(key: str, data: bytes) -> tuple[dict[str, Value], list[str]]:
+    """The values that hold an artifact, and the keys of an earlier one's to delete: `key` the
+    whole when it fits a part, else parts `key#0`, `key#1`... and their count at `key#parts`."""
+    if len(data) <= ARTIFACT_PART:
+        return {key: data}, [f"{key}#parts"]
+    view = memoryview(data)  # parts without copies of a large file
+    starts = range(0, len(data), ARTIFACT_PART)
+    parts = {f"{key}#{i}": view[start : start + ARTIFACT_PART] for i, start in enumerate(starts)}
+    return {**parts, f"{key}#parts": str(len(parts)).encode()}, [key]
+
+
+def joined_artifact(key: str, read: Callable[[list[str]], list[bytes | None]]) -> bytes | None:
+    """The artifact at `key`, whole or from its parts; `read` gets values by key (None: none)."""
+    whole, count = read([key, f"{key}#parts"])
+    if whole is not None or count is None:
+        return whole
+    parts = read([f"{key}#{i}" for i in range(int(count))])
+    return None if None in parts else b"".join(parts)
 
 
 def whitening_key(name: str) -> str:

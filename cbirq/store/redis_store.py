@@ -41,9 +41,11 @@ from cbirq.store.base import (
     Cursor,
     Entry,
     IndexInfo,
+    artifact_values,
     check_dim,
     check_index_name,
     index_removed,
+    joined_artifact,
     log_overgrown,
     new_index_id,
     same_index,
@@ -290,10 +292,15 @@ class RedisStore:
         return live
 
     def put_artifact(self, key: str, data: bytes) -> None:
-        self.r.set(f"{PREFIX}artifact:{key}", data)
+        values, stale = artifact_values(f"{PREFIX}artifact:{key}", data)
+        pipe = self.r.pipeline()  # MULTI: a reader sees the old artifact or the new one
+        pipe.delete(*stale)
+        for name, value in values.items():
+            pipe.set(name, value)
+        pipe.execute()
 
     def get_artifact(self, key: str) -> bytes | None:
-        return self.r.get(f"{PREFIX}artifact:{key}")
+        return joined_artifact(f"{PREFIX}artifact:{key}", self.r.mget)
 
     def claim(self, key: str, owner: str, ttl: float) -> bool:
         name = f"{PREFIX}lease:{key}"

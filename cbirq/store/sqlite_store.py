@@ -20,8 +20,10 @@ from cbirq.store.base import (
     Cursor,
     Entry,
     IndexInfo,
+    artifact_values,
     check_dim,
     check_index_name,
+    joined_artifact,
     log_overgrown,
     new_index_id,
     same_index,
@@ -324,11 +326,20 @@ class SqliteStore:
         return {name: json.loads(info) for name, info in rows}
 
     def put_artifact(self, key: str, data: bytes) -> None:
-        self.db.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?)", (key, data))
+        values, stale = artifact_values(key, data)
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany("DELETE FROM artifacts WHERE key = ?", [(k,) for k in stale])
+            self.db.executemany("INSERT OR REPLACE INTO artifacts VALUES (?, ?)", values.items())
 
     def get_artifact(self, key: str) -> bytes | None:
-        row = self.db.execute("SELECT data FROM artifacts WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
+        return joined_artifact(key, self._artifacts)
+
+    def _artifacts(self, keys: list[str]) -> list[bytes | None]:
+        marks = ", ".join("?" * len(keys))
+        rows = self.db.execute(f"SELECT key, data FROM artifacts WHERE key IN ({marks})", keys)
+        found = dict(rows.fetchall())
+        return [found.get(key) for key in keys]
 
     def claim(self, key: str, owner: str, ttl: float) -> bool:
         now = time.time()

@@ -6,6 +6,7 @@ import time
 import pytest
 
 from cbirq.errors import UnknownJob
+from cbirq.store import base
 from cbirq.store.sqlite_store import SqliteStore
 
 
@@ -64,6 +65,18 @@ def test_artifacts_round_trip_and_are_replaced(store):
     assert store.get_artifact("empty") == b"", "empty, which is not missing"
     store.put_artifact("ckpt", b"second")
     assert store.get_artifact("ckpt") == b"second"
+
+
+def test_an_artifact_bigger_than_a_store_value_is_kept_in_parts(store, monkeypatch):
+    """Redis keeps 512 MB a value and SQLite 1 GB; CLIP weights can be bigger."""
+    monkeypatch.setattr(base, "ARTIFACT_PART", 4)
+    store.put_artifact("w", b"0123456789")
+    assert store.get_artifact("w") == b"0123456789"
+    store.put_artifact("w", b"abc")
+    assert store.get_artifact("w") == b"abc", "one part again: the parts' count goes"
+    store.put_artifact("w", b"abcdefgh")
+    assert store.get_artifact("w") == b"abcdefgh", "in parts again: the whole value goes"
+    assert store.get_artifact("v") is None
 
 
 def test_a_lease_has_one_owner_until_released(store):
