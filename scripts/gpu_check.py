@@ -2,8 +2,10 @@
 
 1. 10 epochs of each training schedule on CUDA, as cbirq trains (the data set as a uint8
    tensor on the GPU, bf16 autocast, channels_last), with their epoch times and accuracy;
-2. feature extraction with torch on CUDA: EfficientNet-Lite0 and ResNet50, compute alone at
-   several batch sizes, and from JPEG bytes through `extract_chunk` (decoding included);
+2. feature extraction with torch on CUDA: EfficientNet-Lite0, ResNet50 and CLIP ViT-B-32's
+   image tower (random weights: the compute of the public ones), compute alone at several
+   batch sizes, and from JPEG bytes through `extract_chunk` (decoding included); CLIP's text
+   tower, milliseconds per query;
 3. a `cbirq worker --gpus all` taking the chunks of a `cbirq index` through a real Redis.
 
 Writes gpu-check.json and gpu-check.md into --out. `--smoke` (or CBIRQ_GPU_SMOKE=1) makes
@@ -40,6 +42,7 @@ from cbirq.training.config import SCHEDULES, TrainConfig  # noqa: E402
 from cbirq.training.loop import train  # noqa: E402
 from tests.cluster import PASSWORD, RedisServer, wait_until  # noqa: E402
 
+CLIP = "clip-ViT-B-32"
 PHOTOS = sorted((REPO / "examples" / "library").glob("*.jpg"))
 
 
@@ -95,6 +98,24 @@ def training(root: Path, device: torch.device, epochs: int, batch: int) -> dict:
     return found
 
 
+EXTRACTORS = (("efficientnet_lite0", "imagenet"), ("resnet50", "none"), (CLIP, "none"))
+
+
+def text_ms(device: torch.device) -> float:
+    """CLIP's text tower: the median time of one query's words, tokenizer included."""
+    from cbirq.embed.clip import text_tower
+
+    tower = text_tower(CLIP, "none", None, str(device))
+    tower.encode(["warm up"])
+    times = []
+    for words in ("a red bus at night", "a sailing boat", "two cats on a sofa") * 3:
+        began = time.perf_counter()
+        tower.encode([words])
+        synchronize(device)
+        times.append(time.perf_counter() - began)
+    return round(sorted(times)[len(times) // 2] * 1000, 1)
+
+
 def compute_rate(backbone, arrays: list, batch: int, device: torch.device) -> float:
     sized = dataclasses.replace(backbone, batch_size=batch)
     sized.embed(arrays[:batch])  # warm-up: kernels chosen, memory allocated
@@ -111,7 +132,7 @@ def extraction(device: torch.device, count: int, batches: list[int], work: Path)
     data = {f"/p{i}.jpg": blobs[i % len(blobs)] + f"#{i}".encode() for i in range(count)}
     items = [{"path": path, "hash": content_hash(raw)} for path, raw in data.items()]
     found = {}
-    for name, weights in (("efficientnet_lite0", "imagenet"), ("resnet50", "none")):
+    for name, weights in EXTRACTORS:
         log(f"extraction: {name} on {device}")
         backbone = load_backbone(name, weights, device=str(device))
         one = [load_array(b, backbone.resize, backbone.crop) for b in blobs]
@@ -196,6 +217,7 @@ def report(found: dict) -> str:
     for name, run in found["extraction"].items():
         rates = ", ".join(f"batch {b}: {r}" for b, r in run["compute_img_s"].items())
         lines.append(f"- {name}: compute {rates}; from JPEG bytes {run['from_jpeg_img_s']}")
+    lines.append(f"- {CLIP}'s text tower: {found['text_ms']} ms per query")
     work = found["worker"]
     lines.append(
         f"\n## Worker\n\n{work['workers']} indexed {work['summary'].get('indexed')} "
@@ -228,6 +250,7 @@ def main() -> None:
         found = {"machine": machine(device), "smoke": args.smoke}
         found["training"] = training(cifar_root(args.data, work / "cifar"), device, epochs, batch)
         found["extraction"] = extraction(device, count, batches, work)
+        found["text_ms"] = text_ms(device)
         found["worker"] = worker_chunks(device, work)
     (args.out / "gpu-check.json").write_text(json.dumps(found, indent=2))
     (args.out / "gpu-check.md").write_text(report(found))

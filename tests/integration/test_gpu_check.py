@@ -36,7 +36,8 @@ def test_the_gpu_check_runs_every_step_and_writes_its_results(tmp_path):
     assert done.stdout.strip().endswith(f"gpu check: ok, results in {tmp_path / 'out'}")
     found = json.loads((tmp_path / "out" / "gpu-check.json").read_text())
     assert found["training"]["recommended"]["epoch_s"] and found["training"]["fast"]["test_acc"]
-    assert set(found["extraction"]) == {"efficientnet_lite0", "resnet50"}
+    assert set(found["extraction"]) == {"efficientnet_lite0", "resnet50", "clip-ViT-B-32"}
+    assert found["text_ms"] > 0
     assert found["worker"]["ok"] and found["worker"]["summary"]["indexed"] == 60
     assert "## Worker" in (tmp_path / "out" / "gpu-check.md").read_text()
     assert (tmp_path / "out" / "gpu-tests.log").exists()
