@@ -10,12 +10,14 @@
 #   docker build --build-arg BASE_IMAGE=... --build-arg TORCH_INDEX=<CPU wheel index URL> .
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE} AS base
-ENV PYTHONUNBUFFERED=1 CBIRQ_HOME=/data/cbirq TORCH_HOME=/models/torch \
+ENV PYTHONUNBUFFERED=1 CBIRQ_HOME=/data/cbirq TORCH_HOME=/models/torch HF_HOME=/models/hf \
     PATH=/opt/cbirq/bin:$PATH
 # Extra CA certificates (a proxy's) from docker/ca-certificates/*.crt, for pip behind it.
 # /models is left empty: compose mounts one new volume there in several containers at once, and
 # Docker copying an image's files into it raced ("mkdir .../_data/torch: file exists"); torch
-# makes TORCH_HOME's folder when it first needs it.
+# makes TORCH_HOME's folder when it first needs it. HF_HOME holds CLIP weights (open_clip's
+# cache) on the same volume: one download for every container, which Hugging Face's file locks
+# leave to the first that asks.
 COPY docker/ca-certificates/ /usr/local/share/ca-certificates/cbirq/
 RUN if ls /usr/local/share/ca-certificates/cbirq/*.crt >/dev/null 2>&1; then update-ca-certificates; fi \
     && useradd --create-home --uid 1000 cbirq \
