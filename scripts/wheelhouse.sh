@@ -30,9 +30,13 @@ if cmp -s "$stamp.new" "$stamp"; then
 fi
 # pip matches manylinux tags exactly: name every glibc from 2.17 (CentOS 7) to Debian's 2.36.
 platforms=(--platform manylinux2014_x86_64)
+# Older pips (23.2 here) take platform options only with --target, even for a dry run: an empty
+# folder, removed after.
+target=$(mktemp -d)
+trap 'rm -rf "$target"' EXIT
 for minor in $(seq 17 36); do platforms+=(--platform "manylinux_2_${minor}_x86_64"); done
 if ! "$py" -m pip install -q --dry-run --ignore-installed --only-binary=:all: \
-    --python-version 3.11 --implementation cp "${platforms[@]}" --target "$(mktemp -d)" \
+    --python-version 3.11 --implementation cp "${platforms[@]}" --target "$target" \
     --report wheelhouse/.report.json -r "$stamp.new" > wheelhouse/.download.log 2>&1; then
   grep -v "^WARNING: Location" wheelhouse/.download.log >&2
   exit 1
