@@ -157,8 +157,12 @@ class CompactRows:
         kernel = kernel or kernels.choose(codes, scales)
         dots, relative, dropped = kernel(codes, scales, query)
         # What the kernel dropped of the query meets the dequantised row: at most their norms'
-        # product (the squares are off by a few parts in 2^24 at most, see `quantise`).
-        return dots, relative * np.abs(dots) + dropped * np.sqrt(squares) * (1 + 2.0**-20)
+        # product (the squares are off by a few parts in 2^24 at most, see `quantise`). In
+        # place: every query makes these passes over every row.
+        bound = np.sqrt(squares)
+        bound *= dropped * (1 + 2.0**-20)
+        bound += relative * np.abs(dots)
+        return dots, bound
 
 
 def kth_largest(values: np.ndarray, k: int) -> float:
